@@ -1,0 +1,43 @@
+//! Validated value types and domain records.
+//!
+//! Each value type has a `parse`/`try_from` constructor, so an invalid value
+//! cannot exist once it has been built.
+
+mod failure;
+mod ids;
+mod message;
+mod money;
+mod order;
+mod order_status;
+mod quantity;
+mod retry;
+mod seckill_id;
+
+pub use failure::{Failure, FailureStatus, Lease, NewFailure, Source};
+pub use ids::{ProductId, UserId};
+pub use message::{MAX_MESSAGE_BYTES, MAX_PRODUCT_NAME_CHARS, MessageError, SeckillMessage};
+pub use money::{Money, MoneyError};
+pub use order::{NewOrder, Order, OrderItem};
+pub use order_status::{OrderStatus, TransitionError, UnknownStatus};
+pub use quantity::Quantity;
+pub use retry::{RetryDecision, RetryPolicy};
+pub use seckill_id::SeckillId;
+
+/// A field-level validation failure: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The field's name as it appears on the wire.
+    pub field: &'static str,
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

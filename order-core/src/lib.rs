@@ -1,0 +1,27 @@
+//! The shared core of the order service.
+//!
+//! Every rule lives here once; the binaries (`order-api`, `order-worker`,
+//! `order-compensator`) only wire these pieces to a transport.
+//!
+//! # Layout
+//!
+//! - [`config`]: the layered configuration (defaults → YAML → `ORDER__…` env → flags).
+//! - [`telemetry`]: tracing subscriber set-up (pretty or JSON).
+//! - [`domain`]: validated value types, the seckill message codec, order and
+//!   failure records, the status machine and the retry policy.
+//! - [`storage`]: PostgreSQL and MySQL behind one [`storage::Storage`] type,
+//!   migrations included.
+//! - [`service`]: the order-creation path shared by the worker, the
+//!   compensator and the API.
+//! - [`shutdown`]: the one SIGTERM/SIGINT future.
+//! - `testing` (feature `test-util`): per-test databases and a TCP fault proxy.
+
+pub mod config;
+pub mod domain;
+pub mod service;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+#[cfg(feature = "test-util")]
+pub mod testing;

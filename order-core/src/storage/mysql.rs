@@ -1,0 +1,595 @@
+//! The MySQL / MariaDB engine: multi-row `VALUES`, `ON DUPLICATE KEY UPDATE`
+//! as conflict-ignore, `SELECT … FOR UPDATE SKIP LOCKED` then `UPDATE` in one
+//! transaction (no `RETURNING` on MySQL 8).
+//!
+//! Sessions run `READ COMMITTED` (a statement sees rows committed before it,
+//! as on PostgreSQL) with strict SQL mode (an out-of-range value is an error,
+//! never a silent truncation).
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{Executor, QueryBuilder};
+use uuid::Uuid;
+
+use super::rows::{
+    FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
+    into_orders,
+};
+use super::{CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
+use crate::config::DatabaseSettings;
+use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
+
+/// A MySQL / MariaDB pool.
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+/// Appends `(user_id = ? AND product_id = ?) OR …` for each key.
+///
+/// An OR of equalities rather than a row-constructor `IN` list, which MariaDB
+/// rewrites into a derived table once it is long.
+fn push_keys(qb: &mut QueryBuilder<'_, MySql>, keys: impl IntoIterator<Item = (i64, i64)>) {
+    for (i, (user, product)) in keys.into_iter().enumerate() {
+        qb.push(if i == 0 {
+            "(user_id = "
+        } else {
+            " OR (user_id = "
+        });
+        qb.push_bind(user)
+            .push(" AND product_id = ")
+            .push_bind(product)
+            .push(")");
+    }
+}
+
+/// Appends `a, b, c…` binding each value.
+fn push_list<'a, T>(qb: &mut QueryBuilder<'a, MySql>, values: impl IntoIterator<Item = T>)
+where
+    T: 'a + sqlx::Encode<'a, MySql> + sqlx::Type<MySql> + Send,
+{
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+}
+
+impl MySqlStore {
+    pub(crate) fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
+        let options = if settings.url.is_empty() {
+            let mut o = MySqlConnectOptions::new()
+                .host(&settings.host)
+                .port(settings.port)
+                .username(&settings.user)
+                .database(&settings.dbname);
+            if !settings.password.is_empty() {
+                o = o.password(settings.password.expose());
+            }
+            o
+        } else {
+            let url = settings.url.expose();
+            let url = url
+                .strip_prefix("mariadb://")
+                .map_or_else(|| url.to_owned(), |rest| format!("mysql://{rest}"));
+            MySqlConnectOptions::from_str(&url)
+                .map_err(|e| StorageError::Config(format!("database.url: {e}")))?
+        };
+        let options = options.charset("utf8mb4").timezone(Some("+00:00".into()));
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+                         SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and tools that need raw SQL.
+    #[must_use]
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    pub(crate) fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<Vec<i64>, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        let applied: HashSet<i64> = conn
+            .list_applied_migrations()
+            .await?
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        drop(conn);
+        MIGRATOR.run(&self.pool).await?;
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The owners of those `keys` that already have an order, by a plain
+    /// (non-locking) read; `lock` makes it a locking read inside `tx`.
+    async fn owners(
+        conn: &mut sqlx::MySqlConnection,
+        keys: impl IntoIterator<Item = (i64, i64)>,
+        lock: bool,
+    ) -> Result<HashMap<(i64, i64), Uuid>, sqlx::Error> {
+        let mut qb = QueryBuilder::<MySql>::new(
+            "SELECT user_id, product_id, order_id FROM idempotency_records WHERE ",
+        );
+        push_keys(&mut qb, keys);
+        if lock {
+            qb.push(" FOR UPDATE");
+        }
+        Ok(qb
+            .build_query_as::<(i64, i64, Uuid)>()
+            .fetch_all(conn)
+            .await?
+            .into_iter()
+            .map(|(u, p, o)| ((u, p), o))
+            .collect())
+    }
+
+    pub(crate) async fn insert_batch(
+        &self,
+        batch: &[&NewOrder],
+    ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+        let now = super::now();
+        // Purchases that already have an order are answered without taking a
+        // lock: InnoDB's duplicate checks take gap locks, and under a storm of
+        // duplicates those make concurrent batches deadlock.
+        let mut conn = self.pool.acquire().await?;
+        let mut owners = Self::owners(&mut conn, batch.iter().map(|o| o.key()), false).await?;
+        let fresh: Vec<&NewOrder> = batch
+            .iter()
+            .copied()
+            .filter(|o| !owners.contains_key(&o.key()))
+            .collect();
+
+        if !fresh.is_empty() {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let mut qb = QueryBuilder::<MySql>::new(
+                "INSERT INTO idempotency_records (user_id, product_id, order_id, created_at) ",
+            );
+            qb.push_values(&fresh, |mut row, o| {
+                row.push_bind(o.key().0)
+                    .push_bind(o.key().1)
+                    .push_bind(o.order_id)
+                    .push_bind(now);
+            });
+            qb.push(" ON DUPLICATE KEY UPDATE id = id");
+            qb.build().execute(&mut *tx).await?;
+            // A locking read: it returns the latest committed row of a key that
+            // a concurrent batch inserted (the upsert already holds these locks).
+            let fresh_owners = Self::owners(&mut tx, fresh.iter().map(|o| o.key()), true).await?;
+
+            let new: Vec<&NewOrder> = fresh
+                .iter()
+                .copied()
+                .filter(|o| fresh_owners.get(&o.key()) == Some(&o.order_id))
+                .collect();
+            if !new.is_empty() {
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO orders (order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at) ",
+                );
+                qb.push_values(&new, |mut row, o| {
+                    row.push_bind(o.order_id)
+                        .push_bind(o.key().0)
+                        .push_bind(o.key().1)
+                        .push_bind(o.message.quantity.get())
+                        .push_bind(o.message.unit_price.as_decimal())
+                        .push_bind(o.message.total_amount().as_decimal())
+                        .push_bind(OrderStatus::Pending.as_str())
+                        .push_bind(o.message.seckill_id.as_str())
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO order_items (order_id, product_id, product_name, quantity, unit_price, total_price) ",
+                );
+                qb.push_values(&new, |mut row, o| {
+                    row.push_bind(o.order_id)
+                        .push_bind(o.key().1)
+                        .push_bind(o.message.product_name.as_deref())
+                        .push_bind(o.message.quantity.get())
+                        .push_bind(o.message.unit_price.as_decimal())
+                        .push_bind(o.message.total_amount().as_decimal());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            owners.extend(fresh_owners);
+        }
+
+        batch
+            .iter()
+            .map(|o| match owners.get(&o.key()) {
+                Some(id) if *id == o.order_id => Ok(CreateOutcome::Created(o.order_id)),
+                Some(id) => Ok(CreateOutcome::Duplicate(*id)),
+                // The upsert waited on a concurrent batch that then rolled back
+                // (a deadlock victim): run this batch again.
+                None => Err(sqlx::Error::RowNotFound),
+            })
+            .collect()
+    }
+
+    pub(crate) async fn get_order(&self, order_id: Uuid) -> Result<Option<Order>, StorageError> {
+        let Some(row) = sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let items = sqlx::query_as::<_, ItemRow>(&format!(
+            "SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = ? ORDER BY id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        row.into_order(items.into_iter().map(Into::into).collect())
+            .map(Some)
+    }
+
+    pub(crate) async fn list_user_orders(
+        &self,
+        user_id: i64,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Order>, StorageError> {
+        let status = status.map(OrderStatus::as_str);
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?)",
+        )
+        .bind(user_id)
+        .bind(status)
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(user_id)
+        .bind(status)
+        .bind(status)
+        .bind(i64::from(page.page_size))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Page {
+            items: into_orders(rows)?,
+            total,
+        })
+    }
+
+    pub(crate) async fn list_user_orders_after(
+        &self,
+        user_id: i64,
+        status: Option<OrderStatus>,
+        cursor: Option<OrderCursor>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StorageError> {
+        let status = status.map(OrderStatus::as_str);
+        let at = cursor.map(|c| c.created_at);
+        let rows = sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
+             AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(user_id)
+        .bind(status)
+        .bind(status)
+        .bind(at)
+        .bind(at)
+        .bind(at)
+        .bind(cursor.map_or(0, |c| c.id))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        into_orders(rows)
+    }
+
+    pub(crate) async fn set_status(
+        &self,
+        order_id: Uuid,
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(order_id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn stats_rows(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64, Decimal)>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
+             WHERE created_at >= ? AND created_at < ? GROUP BY status",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn expire_unpaid(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let due: Vec<(i64, Uuid)> = sqlx::query_as(
+            "SELECT id, order_id FROM orders WHERE status = 'pending' AND created_at < ? \
+             ORDER BY created_at LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb =
+            QueryBuilder::<MySql>::new("UPDATE orders SET status = 'cancelled', updated_at = ");
+        qb.push_bind(now)
+            .push(" WHERE status = 'pending' AND id IN (");
+        push_list(&mut qb, due.iter().map(|(id, _)| *id));
+        qb.push(")");
+        qb.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(due.into_iter().map(|(_, order_id)| order_id).collect())
+    }
+
+    pub(crate) async fn record_failures(
+        &self,
+        failures: &[NewFailure],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StorageError> {
+        let mut qb = QueryBuilder::<MySql>::new(
+            "INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) ",
+        );
+        qb.push_values(failures, |mut row, f| {
+            row.push_bind(f.message_data.as_str())
+                .push_bind(f.message_digest.as_str())
+                .push_bind(f.error_message.as_str())
+                .push_bind(f.status.as_str())
+                .push_bind(f.retryable)
+                .push_bind(f.source.as_str())
+                .push_bind(f.next_retry_at)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        qb.push(" ON DUPLICATE KEY UPDATE id = id");
+        qb.build().execute(&self.pool).await?;
+
+        let mut qb = QueryBuilder::<MySql>::new(
+            "SELECT message_digest, id FROM order_failures WHERE message_digest IN (",
+        );
+        push_list(&mut qb, failures.iter().map(|f| f.message_digest.as_str()));
+        qb.push(")");
+        let ids: HashMap<String, i64> = qb
+            .build_query_as::<(String, i64)>()
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        super::ids_by_digest(failures, &ids)
+    }
+
+    pub(crate) async fn get_failure(&self, id: i64) -> Result<Option<Failure>, StorageError> {
+        sqlx::query_as::<_, FailureRow>(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Failure::try_from)
+        .transpose()
+    }
+
+    pub(crate) async fn list_failures(
+        &self,
+        status: Option<FailureStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Failure>, StorageError> {
+        let status = status.map(FailureStatus::as_str);
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM order_failures WHERE (? IS NULL OR status = ?)",
+        )
+        .bind(status)
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query_as::<_, FailureRow>(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE (? IS NULL OR status = ?) ORDER BY id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(status)
+        .bind(status)
+        .bind(i64::from(page.page_size))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Page {
+            items: into_failures(rows)?,
+            total,
+        })
+    }
+
+    pub(crate) async fn claim_failures(
+        &self,
+        limit: u32,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Failure, Lease)>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM order_failures WHERE status = 'pending' AND retryable AND next_retry_at <= ? \
+             ORDER BY next_retry_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<MySql>::new(
+            "UPDATE order_failures SET status = 'processing', locked_until = ",
+        );
+        qb.push_bind(lease.until)
+            .push(", lease_token = ")
+            .push_bind(lease.token)
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(" WHERE id IN (");
+        push_list(&mut qb, ids.iter().copied());
+        qb.push(")");
+        qb.build().execute(&mut *tx).await?;
+        let mut qb = QueryBuilder::<MySql>::new(format!(
+            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id IN ("
+        ));
+        push_list(&mut qb, ids.iter().copied());
+        qb.push(")");
+        let rows = qb
+            .build_query_as::<FailureRow>()
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(into_failures(rows)?
+            .into_iter()
+            .map(|f| (f, lease))
+            .collect())
+    }
+
+    pub(crate) async fn claim_one(
+        &self,
+        id: i64,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE order_failures SET status = 'processing', locked_until = ?, lease_token = ?, updated_at = ? \
+             WHERE id = ? AND retryable \
+             AND (status IN ('pending', 'failed') OR (status = 'processing' AND locked_until < ?))",
+        )
+        .bind(lease.until)
+        .bind(lease.token)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn resolve(
+        &self,
+        id: i64,
+        lease: &Lease,
+        resolution: Resolution<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let (status, error, retries, next_retry_at, order_id) = resolution.columns(now);
+        let done = sqlx::query(
+            "UPDATE order_failures SET status = ?, error_message = COALESCE(?, error_message), \
+             retry_count = retry_count + ?, next_retry_at = ?, order_id = COALESCE(?, order_id), \
+             locked_until = NULL, lease_token = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'processing' AND lease_token = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(retries)
+        .bind(next_retry_at)
+        .bind(order_id)
+        .bind(now)
+        .bind(id)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn release_expired_leases(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "UPDATE order_failures SET status = 'pending', locked_until = NULL, lease_token = NULL, updated_at = ? \
+             WHERE status = 'processing' AND locked_until < ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn purge_resolved_failures(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "DELETE FROM order_failures WHERE status IN ('success', 'failed') AND updated_at < ? ORDER BY id LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn count_pending_failures(&self) -> Result<i64, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_failures WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,180 @@
+//! Test support: a fresh, migrated database per test on PostgreSQL or
+//! MariaDB/MySQL, dropped when the test ends.
+//!
+//! Server addresses come from `TEST_POSTGRES_URL` and `TEST_MYSQL_URL`
+//! (defaults: the local services of the development machine).
+
+use sqlx::Connection;
+
+use crate::config::{DatabaseSettings, Driver, Secret};
+use crate::storage::Storage;
+
+/// The engines the storage suite runs on.
+pub const ENGINES: [Driver; 2] = [Driver::Postgres, Driver::Mysql];
+
+/// Databases made by tests start with this, so leftovers can be found.
+pub const TEST_DB_PREFIX: &str = "ordertest_";
+
+/// The administrative URL of the test server for `driver`.
+#[must_use]
+pub fn server_url(driver: Driver) -> String {
+    match driver {
+        Driver::Postgres => std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        Driver::Mysql => std::env::var("TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
+    }
+}
+
+/// `url` with its database name replaced by `dbname`.
+fn with_database(url: &str, dbname: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{dbname}?{q}"),
+        None => format!("{host_part}/{dbname}"),
+    }
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The storage over it.
+    pub storage: Storage,
+    /// Settings that reach it (for spawning a binary or a second pool).
+    pub settings: DatabaseSettings,
+    name: String,
+    driver: Driver,
+}
+
+impl TestDatabase {
+    /// A new database with every migration applied.
+    ///
+    /// # Panics
+    /// When the test server cannot be reached: the test cannot run.
+    pub async fn new(driver: Driver) -> Self {
+        let db = Self::empty(driver).await;
+        db.storage
+            .migrate()
+            .await
+            .expect("migrate the test database");
+        db
+    }
+
+    /// A new database with no tables.
+    ///
+    /// # Panics
+    /// When the test server cannot be reached.
+    pub async fn empty(driver: Driver) -> Self {
+        crate::telemetry::init_for_tests();
+        let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        admin_execute(driver, &format!("CREATE DATABASE {}", quote(driver, &name))).await;
+        let settings = DatabaseSettings {
+            driver,
+            url: Secret::new(with_database(&server_url(driver), &name)),
+            max_connections: 16,
+            ..DatabaseSettings::default()
+        };
+        let storage = Storage::connect(&settings).expect("connect to the test database");
+        Self {
+            storage,
+            settings,
+            name,
+            driver,
+        }
+    }
+
+    /// The database's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+}
+
+fn quote(driver: Driver, name: &str) -> String {
+    match driver {
+        Driver::Postgres => format!("\"{name}\""),
+        Driver::Mysql => format!("`{name}`"),
+    }
+}
+
+async fn admin_execute(driver: Driver, sql: &str) {
+    let url = server_url(driver);
+    match driver {
+        Driver::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        }
+        Driver::Mysql => {
+            let mut conn = sqlx::MySqlConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (driver, name) = (self.driver, self.name.clone());
+        let sql = match driver {
+            Driver::Postgres => format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote(driver, &name)
+            ),
+            Driver::Mysql => format!("DROP DATABASE IF EXISTS {}", quote(driver, &name)),
+        };
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for dropping a test database")
+                .block_on(admin_execute(driver, &sql));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("could not drop test database {name}; scripts/test.sh drops leftovers");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_name_is_replaced_and_options_kept() {
+        assert_eq!(
+            with_database("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            with_database("mysql://root@h/mysql?ssl-mode=disabled", "x"),
+            "mysql://root@h/x?ssl-mode=disabled"
+        );
+        assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+    }
+}

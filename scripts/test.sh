@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Run the project's whole test suite.
+#
+# Usage: scripts/test.sh [extra cargo test arguments]
+#   e.g. scripts/test.sh -p order-core
+#        scripts/test.sh -- --nocapture
+#
+# Steps: install missing build tools (root + apt-get only), make sure
+# PostgreSQL, MariaDB, Redis and RabbitMQ are running (scripts/services.sh),
+# drop leftover ordertest_* databases, build every target, run every test.
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*"; }
+
+on_exit() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then
+        printf '==> FAILED (exit code %d)\n' "$rc" >&2
+    fi
+}
+trap on_exit EXIT
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_root=$(cd "${script_dir}/.." && pwd)
+say "cd ${repo_root}"
+cd "$repo_root"
+
+# ------------------------------------------------------------ build tools ---
+say "checking build tools"
+missing=()
+for tool in cc make pkg-config cmake; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "missing ${missing[*]}: installing build-essential pkg-config cmake python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            build-essential pkg-config cmake python3-venv
+    else
+        say "warning: missing build tools: ${missing[*]} (install build-essential pkg-config cmake)" >&2
+    fi
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo is not installed (or not on PATH); install Rust via https://rustup.rs" >&2
+    exit 1
+fi
+
+# --------------------------------------------------------------- services ---
+say "ensuring backing services: postgres mysql redis rabbitmq"
+"${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
+
+# ------------------------------------------------- leftover test databases ---
+say "dropping leftover ordertest_* databases"
+pg_dbs=$(psql -w -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -Atc \
+    "select datname from pg_database where datname like 'ordertest\_%'")
+while IFS= read -r db; do
+    [[ -n "$db" ]] || continue
+    say "  PostgreSQL: DROP DATABASE ${db}"
+    psql -w -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qc \
+        "DROP DATABASE IF EXISTS \"${db//\"/\"\"}\" WITH (FORCE)"
+done <<<"$pg_dbs"
+
+if command -v mariadb >/dev/null 2>&1; then
+    mysql_client=mariadb
+else
+    mysql_client=mysql
+fi
+my_dbs=$("$mysql_client" -h127.0.0.1 -P3306 -uroot -N -B -e \
+    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'ordertest\_%'")
+while IFS= read -r db; do
+    [[ -n "$db" ]] || continue
+    say "  MariaDB: DROP DATABASE ${db}"
+    "$mysql_client" -h127.0.0.1 -P3306 -uroot -e "DROP DATABASE IF EXISTS \`${db//\`/\`\`}\`"
+done <<<"$my_dbs"
+
+# ------------------------------------------------------ test environment ---
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_MYSQL_URL="${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/mysql}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export TEST_AMQP_URL="${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+
+locked=()
+if [[ -f Cargo.lock ]]; then
+    locked=(--locked)
+fi
+
+# ------------------------------------------------------------------ build ---
+build_args=(build --workspace --all-targets "${locked[@]}")
+say "cargo ${build_args[*]}"
+cargo "${build_args[@]}"
+
+# ------------------------------------------------------------------- test ---
+# `--workspace` overrides `-p`, so leave it out when the caller picks packages.
+workspace=(--workspace)
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        -p | --package | --package=* | -p?*) workspace=() ;;
+    esac
+done
+test_args=(test "${workspace[@]}" "${locked[@]}" --no-fail-fast "$@")
+say "cargo ${test_args[*]}"
+cargo "${test_args[@]}"
+
+say "all tests passed"
