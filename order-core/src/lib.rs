@@ -14,12 +14,14 @@
 //! - [`service`]: the order-creation path shared by the worker, the
 //!   compensator and the API.
 //! - [`shutdown`]: the one SIGTERM/SIGINT future.
+//! - [`startup`]: shared flags, configuration loading, database opening.
 //! - `testing` (feature `test-util`): per-test databases and a TCP fault proxy.
 
 pub mod config;
 pub mod domain;
 pub mod service;
 pub mod shutdown;
+pub mod startup;
 pub mod storage;
 pub mod telemetry;
 

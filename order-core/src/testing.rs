@@ -101,6 +101,58 @@ impl TestDatabase {
     pub fn driver(&self) -> Driver {
         self.driver
     }
+
+    /// Runs one statement; returns the rows it affected.
+    ///
+    /// # Panics
+    /// When the statement fails.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let done = match &self.storage {
+            Storage::Postgres(s) => sqlx::query(sql)
+                .execute(s.pool())
+                .await
+                .map(|r| r.rows_affected()),
+            Storage::Mysql(s) => sqlx::query(sql)
+                .execute(s.pool())
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a query returning one integer (`SELECT COUNT(*) …`).
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let value = match &self.storage {
+            Storage::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+            Storage::Mysql(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+        };
+        value.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The names of the database's tables, sorted.
+    ///
+    /// # Panics
+    /// When the catalog cannot be read.
+    pub async fn table_names(&self) -> Vec<String> {
+        let names: Result<Vec<String>, _> = match &self.storage {
+            Storage::Postgres(s) => {
+                sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+                    .fetch_all(s.pool())
+                    .await
+            }
+            Storage::Mysql(s) => {
+                sqlx::query_scalar(
+                    "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY 1",
+                )
+                .fetch_all(s.pool())
+                .await
+            }
+        };
+        names.expect("read the table names")
+    }
 }
 
 fn quote(driver: Driver, name: &str) -> String {
@@ -176,5 +228,125 @@ mod tests {
             "mysql://root@h/x?ssl-mode=disabled"
         );
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+    }
+}
+
+/// Runs a workspace binary as a child process, the way Kubernetes would.
+pub mod process {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// A running binary whose stdout lines are collected.
+    #[derive(Debug)]
+    pub struct Running {
+        child: Child,
+        lines: mpsc::Receiver<String>,
+        seen: Vec<String>,
+    }
+
+    /// Starts `binary` with `args` and extra `env`; logs are plain text.
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    #[must_use]
+    pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .env("ORDER__LOG__FORMAT", "pretty")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    impl Running {
+        /// Waits until an output line contains `text`.
+        ///
+        /// # Panics
+        /// After `timeout`, showing what was printed.
+        pub fn wait_for(&mut self, text: &str, timeout: Duration) {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                    let found = line.contains(text);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+            }
+            let _ = self.child.kill();
+            panic!(
+                "no line containing {text:?} within {timeout:?}; output:\n{}",
+                self.seen.join("\n")
+            );
+        }
+
+        /// Sends SIGTERM and waits for the exit.
+        ///
+        /// # Panics
+        /// When the process does not exit within `timeout`.
+        pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+            let pid = self.child.id().to_string();
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("run kill");
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no exit within {timeout:?} of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Everything printed so far.
+        #[must_use]
+        pub fn output(&mut self) -> String {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            self.seen.join("\n")
+        }
     }
 }

@@ -73,51 +73,26 @@ fn new_order(user: i64, product: i64, price: &str, quantity: i32) -> NewOrder {
 
 /// Runs one statement written for each engine.
 async fn exec(db: &TestDatabase, postgres: &str, mysql: &str) -> u64 {
-    match &db.storage {
-        Storage::Postgres(s) => sqlx::query(postgres)
-            .execute(s.pool())
-            .await
-            .unwrap()
-            .rows_affected(),
-        Storage::Mysql(s) => sqlx::query(mysql)
-            .execute(s.pool())
-            .await
-            .unwrap()
-            .rows_affected(),
-    }
+    db.execute(match db.driver() {
+        Driver::Postgres => postgres,
+        Driver::Mysql => mysql,
+    })
+    .await
 }
 
 async fn count(db: &TestDatabase, sql: &str) -> i64 {
-    match &db.storage {
-        Storage::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.unwrap(),
-        Storage::Mysql(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.unwrap(),
-    }
-}
-
-async fn table_names(db: &TestDatabase) -> Vec<String> {
-    let mut names: Vec<String> = match &db.storage {
-        Storage::Postgres(s) => sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-            .fetch_all(s.pool())
-            .await
-            .unwrap(),
-        Storage::Mysql(s) => sqlx::query_scalar("SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()")
-            .fetch_all(s.pool())
-            .await
-            .unwrap(),
-    };
-    names.sort();
-    names
+    db.count(sql).await
 }
 
 async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes_nothing(
     driver: Driver,
 ) {
     let db = TestDatabase::empty(driver).await;
-    assert!(table_names(&db).await.is_empty());
+    assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
     assert_eq!(applied.len(), 1);
-    let tables = table_names(&db).await;
+    let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
         "idempotency_records",
@@ -135,7 +110,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         db.storage.migrate().await.unwrap().is_empty(),
         "second run applies nothing"
     );
-    assert_eq!(table_names(&db).await, tables);
+    assert_eq!(db.table_names().await, tables);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1);
 }
 

@@ -1,0 +1,85 @@
+//! What every binary does first: read its configuration, start logging,
+//! open the database and (when `database.auto_migrate` is on) migrate it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{ConfigError, Settings, Sources};
+use crate::storage::{Storage, StorageError};
+
+/// The flags every binary shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file [default: config/config.yaml, used when present]
+    #[arg(
+        long,
+        short = 'c',
+        env = "ORDER_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Set one configuration key, e.g. `--set database.port=5433`; repeatable;
+    /// wins over the file and ORDER__… environment variables
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads the settings from defaults, the file, the environment and these flags.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the bad key.
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load(&Sources::standard(self.config.as_deref(), &self.overrides))
+    }
+}
+
+/// Exit code for a configuration error (the process never started).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Loads the settings and starts logging; on a bad setting prints the error
+/// (which names the key) to stderr and returns the exit code to leave with.
+///
+/// # Errors
+/// The exit code when the configuration cannot be used.
+pub fn settings_and_telemetry(args: &ConfigArgs) -> Result<Settings, ExitCode> {
+    match args.load() {
+        Ok(settings) => {
+            crate::telemetry::init(&settings.log);
+            Ok(settings)
+        }
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// Opens the database pool and, when `database.auto_migrate` is on, applies
+/// pending migrations.
+///
+/// # Errors
+/// When the settings cannot be used, or migrating fails (database down).
+pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> {
+    let storage = Storage::connect(&settings.database)?;
+    if settings.database.auto_migrate {
+        migrate(&storage).await?;
+    }
+    Ok(storage)
+}
+
+/// Applies pending migrations and logs what was done.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn migrate(storage: &Storage) -> Result<Vec<i64>, StorageError> {
+    let applied = storage.migrate().await?;
+    if applied.is_empty() {
+        tracing::info!(db.driver = ?storage.driver(), "database schema is up to date");
+    } else {
+        tracing::info!(db.driver = ?storage.driver(), migrations = ?applied, "applied migrations");
+    }
+    Ok(applied)
+}
