@@ -101,6 +101,26 @@ for arg in "$@"; do
 done
 test_args=(test "${workspace[@]}" "${locked[@]}" --no-fail-fast "$@")
 say "cargo ${test_args[*]}"
-cargo "${test_args[@]}"
-
+test_log=$(mktemp)
+set +e
+cargo "${test_args[@]}" 2>&1 | tee "$test_log"
+test_rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+read -r passed failed < <(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($i == "passed;") p += $(i - 1)
+            if ($i == "failed;") f += $(i - 1)
+        }
+    } END { print p + 0, f + 0 }' "$test_log")
+rm -f "$test_log"
+if [[ $test_rc -ne 0 ]]; then
+    echo "tests: ${passed} passed, ${failed} failed"
+    exit "$test_rc"
+fi
+if [[ $passed -eq 0 ]]; then
+    say "no test ran" >&2
+    exit 1
+fi
 say "all tests passed"
+echo "tests: ${passed} passed, ${failed} failed"
