@@ -6,16 +6,9 @@ use order_api::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match order_core::startup::settings_and_telemetry(&cli.config) {
-        Ok(settings) => settings,
-        Err(code) => return code,
-    };
-    match order_api::run(cli.command.unwrap_or(Command::Serve), settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "order-api failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let command = cli.command.unwrap_or(Command::Serve);
+    order_core::startup::run_main("order-api", &cli.config, |settings| {
+        order_api::run(command, settings)
+    })
+    .await
 }

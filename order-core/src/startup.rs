@@ -83,3 +83,26 @@ pub async fn migrate(storage: &Storage) -> Result<Vec<i64>, StorageError> {
     }
     Ok(applied)
 }
+
+/// The body of every binary's `main`: settings and logging from `args`, then
+/// `run`; exits 0 when it returns `Ok`, 1 (logging the error chain) when it
+/// fails, 2 on bad configuration.
+pub async fn run_main<F, Fut, E>(role: &str, args: &ConfigArgs, run: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let settings = match settings_and_telemetry(args) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{role} failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

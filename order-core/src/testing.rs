@@ -102,6 +102,54 @@ impl TestDatabase {
         self.driver
     }
 
+    /// Settings that reach this database through `via` (a [`proxy::FaultProxy`]
+    /// address) instead of directly.
+    #[must_use]
+    pub fn settings_via(&self, via: std::net::SocketAddr) -> DatabaseSettings {
+        let url = self.settings.url.expose();
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let rest = &url[scheme_end..];
+        let host_start = rest.find('@').map_or(0, |i| i + 1);
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        let rerouted = format!(
+            "{}{}{via}{}",
+            &url[..scheme_end],
+            &rest[..host_start],
+            &rest[host_end..]
+        );
+        DatabaseSettings {
+            url: Secret::new(rerouted),
+            ..self.settings.clone()
+        }
+    }
+
+    /// The address of the database server.
+    ///
+    /// # Panics
+    /// When the server URL names no resolvable host and port.
+    #[must_use]
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        use std::net::ToSocketAddrs;
+        let url = server_url(self.driver);
+        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+        let rest = &rest[rest.find('@').map_or(0, |i| i + 1)..];
+        let host_port = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let default_port = match self.driver {
+            Driver::Postgres => 5432,
+            Driver::Mysql => 3306,
+        };
+        let host_port = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:{default_port}")
+        };
+        host_port
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| panic!("no address for {host_port}"))
+    }
+
     /// Runs one statement; returns the rows it affected.
     ///
     /// # Panics
@@ -347,6 +395,104 @@ pub mod process {
                 self.seen.push(line);
             }
             self.seen.join("\n")
+        }
+    }
+}
+
+/// A TCP proxy the test controls, to cut a dependency and heal it again.
+pub mod proxy {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+    /// Forwards `127.0.0.1:<port>` to a target until cut.
+    #[derive(Debug)]
+    pub struct FaultProxy {
+        addr: SocketAddr,
+        state: Arc<Mutex<State>>,
+        stop: CancellationToken,
+    }
+
+    #[derive(Debug)]
+    struct State {
+        cut: bool,
+        /// Cancelled on every cut: ends the connections open at that time.
+        generation: CancellationToken,
+    }
+
+    impl FaultProxy {
+        /// Starts forwarding to `target` on a free loopback port.
+        ///
+        /// # Panics
+        /// When no port can be bound.
+        pub async fn start(target: SocketAddr) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind the proxy");
+            let addr = listener.local_addr().expect("proxy address");
+            let state = Arc::new(Mutex::new(State {
+                cut: false,
+                generation: CancellationToken::new(),
+            }));
+            let stop = CancellationToken::new();
+            let (accept_state, accept_stop) = (state.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (mut inbound, _) = tokio::select! {
+                        () = accept_stop.cancelled() => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok(pair) => pair,
+                            Err(_) => continue,
+                        },
+                    };
+                    let (cut, generation) = {
+                        let s = accept_state.lock().expect("proxy state");
+                        (s.cut, s.generation.clone())
+                    };
+                    if cut {
+                        drop(inbound); // refused: closed at once
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            () = generation.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        }
+                    });
+                }
+            });
+            Self { addr, state, stop }
+        }
+
+        /// The address clients should connect to.
+        #[must_use]
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        /// Drops every open connection and refuses new ones until [`FaultProxy::heal`].
+        pub fn cut(&self) {
+            let mut s = self.state.lock().expect("proxy state");
+            s.cut = true;
+            s.generation.cancel();
+            s.generation = CancellationToken::new();
+        }
+
+        /// Forwards again.
+        pub fn heal(&self) {
+            self.state.lock().expect("proxy state").cut = false;
+        }
+    }
+
+    impl Drop for FaultProxy {
+        fn drop(&mut self) {
+            self.stop.cancel();
+            self.cut();
         }
     }
 }

@@ -2,7 +2,6 @@
 //! each in a fresh database of its own.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -15,6 +14,7 @@ use order_core::storage::{
     ClaimOne, CreateOutcome, OrderCursor, PageRequest, Storage, StorageError,
 };
 use order_core::testing::TestDatabase;
+use order_core::testing::proxy::FaultProxy;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -58,6 +58,7 @@ on_both_engines!(
     purge_removes_only_resolved_failures_older_than_the_cutoff,
     unpaid_orders_older_than_the_cutoff_are_cancelled_in_batches,
     the_creator_records_poison_and_failed_writes_and_settles_the_batch,
+    a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_no_restart,
 );
 
 fn message(user: i64, product: i64, price: &str, quantity: i32) -> Vec<u8> {
@@ -983,6 +984,59 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 1);
 }
 
+async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_no_restart(
+    driver: Driver,
+) {
+    let db = TestDatabase::new(driver).await;
+    let proxy = FaultProxy::start(db.server_addr()).await;
+    let settings = order_core::config::DatabaseSettings {
+        acquire_timeout: Duration::from_secs(1),
+        ..db.settings_via(proxy.addr())
+    };
+    let storage = Storage::connect(&settings).unwrap();
+    let creator = OrderCreator::new(
+        storage.clone(),
+        order_core::config::CompensatorSettings::default().retry_policy(),
+    );
+    let before = vec![message(1, 1, "1", 1)];
+    assert!(matches!(
+        creator.process_batch(Source::Kafka, &before).await.unwrap()[0],
+        Attempt::Created(_)
+    ));
+
+    proxy.cut();
+    let during = vec![
+        message(1, 1, "1", 1),
+        message(1, 2, "1", 1),
+        b"poison".to_vec(),
+    ];
+    let err = creator
+        .process_batch(Source::Kafka, &during)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(storage.ping().await.unwrap_err().is_unavailable());
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM orders").await,
+        1,
+        "nothing of the cut batch was written"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM order_failures").await,
+        0,
+        "nor recorded as failed"
+    );
+
+    proxy.heal();
+    // The redelivered batch goes through on the same pool.
+    let after = creator.process_batch(Source::Kafka, &during).await.unwrap();
+    assert!(matches!(after[0], Attempt::Duplicate(_)));
+    assert!(matches!(after[1], Attempt::Created(_)));
+    assert!(matches!(after[2], Attempt::Poison(_)));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 2);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 1);
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_reported_as_unavailable() {
     let settings = order_core::config::DatabaseSettings {
@@ -997,5 +1051,4 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     assert!(storage.ping().await.unwrap_err().is_unavailable());
-    let _ = Arc::new(());
 }
