@@ -1,12 +1,33 @@
-//! order-compensator: retries failed creations and expires unpaid orders on cron schedules.
+//! order-compensator: the cron-driven jobs of the order service.
 //!
-//! At this stage it starts with its configuration checked and the database
-//! migrated (when `database.auto_migrate` is on), then waits for SIGTERM.
+//! - `retry-failures` (`compensator.retry_cron`): claims due failures with
+//!   `FOR UPDATE SKIP LOCKED` under a lease and retries them through the
+//!   order-creation path ([`order_core::service::Retrier`]).
+//! - `expire-unpaid` (`compensator.expire_cron`): pending orders older than
+//!   `orders.payment_timeout` become cancelled; their cache entries go.
+//! - `purge-resolved` (`compensator.purge_cron`): resolved failures older than
+//!   `compensator.failure_retention` are deleted in small batches.
+//!
+//! Any number of replicas may run: claims never overlap across processes,
+//! and a job never overlaps itself within one (a tick that finds the previous
+//! run still going is skipped and logged). [`Compensator::run_once`] is the
+//! single step the scheduler, the `run-once` command and the tests share.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+use order_core::cache::OrderCache;
 use order_core::config::Settings;
+use order_core::observability::{self, HealthChecks};
+use order_core::service::{OrderCreator, Retrier, RetryReport, maintenance};
 use order_core::startup::{self, ConfigArgs};
+use order_core::storage::Storage;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
+use tokio_util::sync::CancellationToken;
 
 /// Port of `/health` and `/metrics` when `observability.port` is unset.
 pub const DEFAULT_OBSERVABILITY_PORT: u16 = 9092;
@@ -22,25 +43,316 @@ pub struct Cli {
     /// Configuration flags.
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// `order-compensator` subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Run every job on its schedule until SIGTERM or SIGINT (the default)
+    Run,
+    /// Run one job once, print what it did as JSON, and exit
+    RunOnce {
+        /// The job.
+        job: Job,
+    },
+}
+
+/// The compensator's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Job {
+    /// Retry due failures.
+    RetryFailures,
+    /// Cancel unpaid orders past the payment timeout.
+    ExpireUnpaid,
+    /// Delete old resolved failures.
+    PurgeResolved,
+}
+
+impl Job {
+    /// Every job.
+    pub const ALL: [Job; 3] = [Job::RetryFailures, Job::ExpireUnpaid, Job::PurgeResolved];
+
+    /// The job's name in logs, metrics and on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::RetryFailures => "retry-failures",
+            Job::ExpireUnpaid => "expire-unpaid",
+            Job::PurgeResolved => "purge-resolved",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one run of a job did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "job", rename_all = "kebab-case")]
+pub enum JobReport {
+    /// `retry-failures`.
+    RetryFailures {
+        /// Lapsed claims returned to pending.
+        released: u64,
+        /// Failures claimed.
+        claimed: usize,
+        /// Resolved with an order.
+        succeeded: usize,
+        /// Due again later.
+        rescheduled: usize,
+        /// Given up.
+        failed: usize,
+        /// Claims lost to lease expiry meanwhile.
+        lost: usize,
+        /// Pending failures left (the backlog).
+        backlog: i64,
+    },
+    /// `expire-unpaid`.
+    ExpireUnpaid {
+        /// Orders cancelled.
+        expired: u64,
+    },
+    /// `purge-resolved`.
+    PurgeResolved {
+        /// Failures deleted.
+        purged: u64,
+    },
+    /// The previous run of this job was still going: nothing done.
+    Skipped {
+        /// The job.
+        skipped: Job,
+    },
+}
+
+/// The jobs, over one database and cache.
+#[derive(Debug)]
+pub struct Compensator {
+    settings: Settings,
+    storage: Storage,
+    cache: OrderCache,
+    retrier: Retrier,
+    running: [Mutex<()>; 3],
+}
+
+impl Compensator {
+    /// Wires the jobs.
+    ///
+    /// # Errors
+    /// When the Redis settings cannot make a pool.
+    pub fn new(settings: Settings, storage: Storage) -> anyhow::Result<Self> {
+        let cache = OrderCache::connect(&settings.redis)?;
+        let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
+        let retrier = Retrier::new(creator, &settings.compensator);
+        Ok(Self {
+            settings,
+            storage,
+            cache,
+            retrier,
+            running: [Mutex::new(()), Mutex::new(()), Mutex::new(())],
+        })
+    }
+
+    /// The database.
+    #[must_use]
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The order cache.
+    #[must_use]
+    pub fn cache(&self) -> &OrderCache {
+        &self.cache
+    }
+
+    /// Runs `job` once, unless a run of it is already going in this process.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn run_once(&self, job: Job) -> anyhow::Result<JobReport> {
+        let Ok(_running) = self.running[job.index()].try_lock() else {
+            tracing::warn!(
+                job = job.name(),
+                "previous run still in progress; this run is skipped"
+            );
+            metrics::counter!("compensator_runs_total", "job" => job.name(), "result" => "skipped")
+                .increment(1);
+            return Ok(JobReport::Skipped { skipped: job });
+        };
+        let started = Instant::now();
+        let result = self.run_job(job).await;
+        let took = started.elapsed();
+        metrics::histogram!("compensator_run_duration_seconds", "job" => job.name())
+            .record(took.as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("compensator_runs_total", "job" => job.name(), "result" => outcome)
+            .increment(1);
+        if took > self.slow_run_threshold(job) {
+            tracing::warn!(job = job.name(), took_ms = took.as_millis(), "slow run");
+        }
+        result.with_context(|| format!("job {}", job.name()))
+    }
+
+    /// A retry run that nears the lease risks its claims lapsing mid-run.
+    fn slow_run_threshold(&self, job: Job) -> Duration {
+        match job {
+            Job::RetryFailures => self.retrier.lease() / 2,
+            Job::ExpireUnpaid | Job::PurgeResolved => Duration::from_secs(30),
+        }
+    }
+
+    async fn run_job(&self, job: Job) -> anyhow::Result<JobReport> {
+        let c = &self.settings.compensator;
+        Ok(match job {
+            Job::RetryFailures => {
+                let RetryReport {
+                    released,
+                    claimed,
+                    succeeded,
+                    rescheduled,
+                    failed,
+                    lost,
+                } = self.retrier.run_once().await?;
+                let backlog = self.storage.count_pending_failures().await?;
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("compensator_backlog").set(backlog as f64);
+                JobReport::RetryFailures {
+                    released,
+                    claimed: claimed.len(),
+                    succeeded,
+                    rescheduled,
+                    failed,
+                    lost,
+                    backlog,
+                }
+            }
+            Job::ExpireUnpaid => JobReport::ExpireUnpaid {
+                expired: maintenance::expire_unpaid(
+                    &self.storage,
+                    &self.cache,
+                    self.settings.orders.payment_timeout,
+                    c.batch_size,
+                )
+                .await?,
+            },
+            Job::PurgeResolved => JobReport::PurgeResolved {
+                purged: maintenance::purge_resolved(
+                    &self.storage,
+                    c.failure_retention,
+                    c.batch_size,
+                )
+                .await?,
+            },
+        })
+    }
+
+    /// A scheduled tick: runs the job and logs the outcome; never fails.
+    async fn tick(&self, job: Job) {
+        match self.run_once(job).await {
+            Ok(JobReport::Skipped { .. }) => {}
+            Ok(report) => tracing::info!(job = job.name(), report = ?report, "run finished"),
+            Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "run failed"),
+        }
+    }
+
+    /// Runs every job on its schedule until `stop` is cancelled, then waits
+    /// (up to `worker.shutdown_timeout`) for runs in progress to finish.
+    /// A run cut short leaves its claims to lease expiry.
+    ///
+    /// # Errors
+    /// When the scheduler cannot start.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut scheduler = JobScheduler::new()
+            .await
+            .context("creating the scheduler")?;
+        let c = &self.settings.compensator;
+        for (job, cron) in [
+            (Job::RetryFailures, &c.retry_cron),
+            (Job::ExpireUnpaid, &c.expire_cron),
+            (Job::PurgeResolved, &c.purge_cron),
+        ] {
+            let this = self.clone();
+            let cron_job = CronJob::new_async(cron.as_str(), move |_id, _scheduler| {
+                let this = this.clone();
+                Box::pin(async move { this.tick(job).await })
+            })
+            .with_context(|| format!("scheduling {} with {cron:?}", job.name()))?;
+            scheduler.add(cron_job).await.context("adding a job")?;
+            tracing::info!(job = job.name(), cron = %cron, "job scheduled");
+        }
+        scheduler.start().await.context("starting the scheduler")?;
+
+        stop.cancelled().await;
+        scheduler
+            .shutdown()
+            .await
+            .context("stopping the scheduler")?;
+        let grace = self.settings.worker.shutdown_timeout;
+        let drained = tokio::time::timeout(grace, async {
+            for running in &self.running {
+                let _ = running.lock().await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis(),
+                "runs still in progress at shutdown; their claims return at lease expiry"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the chosen command.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// When the database cannot be reached or a job fails.
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     let storage = startup::open_storage(&settings)
         .await
         .context("opening the database")?;
-    tracing::info!(
-        observability.port = settings
-            .observability
-            .port
-            .unwrap_or(DEFAULT_OBSERVABILITY_PORT),
-        "order-compensator started"
-    );
-    order_core::shutdown::shutdown_signal().await;
+    let port = settings
+        .observability
+        .port
+        .unwrap_or(DEFAULT_OBSERVABILITY_PORT);
+    let compensator = Arc::new(Compensator::new(settings, storage.clone())?);
+    match command {
+        Command::RunOnce { job } => {
+            let report = compensator.run_once(job).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Run => {
+            let stop = CancellationToken::new();
+            let checks = HealthChecks::new().with_database(storage.clone());
+            observability::metrics_handle();
+            let (_, server) =
+                observability::serve(port, checks, Some(storage.clone()), stop.clone())
+                    .await
+                    .with_context(|| format!("binding observability.port {port}"))?;
+            let mut jobs = tokio::spawn(compensator.clone().run(stop.clone()));
+            tracing::info!("order-compensator started");
+            let finished = tokio::select! {
+                () = order_core::shutdown::shutdown_signal() => None,
+                early = &mut jobs => Some(early),
+            };
+            stop.cancel();
+            match finished {
+                // The scheduler ended on its own: that is its error.
+                Some(early) => early.context("the scheduler task")??,
+                None => jobs.await.context("the scheduler task")??,
+            }
+            let _ = server.await;
+            tracing::info!("order-compensator stopped");
+        }
+    }
     storage.close().await;
-    tracing::info!("order-compensator stopped");
     Ok(())
 }

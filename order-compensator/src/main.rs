@@ -1,10 +1,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use order_compensator::Cli;
+use order_compensator::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    order_core::startup::run_main("order-compensator", &cli.config, order_compensator::run).await
+    let command = cli.command.unwrap_or(Command::Run);
+    order_core::startup::run_main("order-compensator", &cli.config, |settings| {
+        order_compensator::run(command, settings)
+    })
+    .await
 }

@@ -1,10 +1,12 @@
-//! `order-compensator` as a process: flags, start and stop.
+//! `order-compensator` as a process: flags, `run-once`, probes, start and stop.
 
 use std::process::Command;
 use std::time::Duration;
 
+use chrono::Utc;
 use order_core::config::Driver;
-use order_core::testing::{TestDatabase, process};
+use order_core::domain::{NewFailure, Source};
+use order_core::testing::{TestDatabase, free_port, http, process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-compensator");
 
@@ -12,7 +14,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_order-compensator");
 fn help_and_version_answer() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--config"));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("run-once") && text.contains("--config"),
+        "{text}"
+    );
     let version = Command::new(BIN).arg("--version").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
@@ -30,21 +36,83 @@ fn a_bad_setting_stops_the_start_naming_the_key() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("compensator.lease: expected a duration")
     );
+    let out = Command::new(BIN)
+        .env("ORDER__COMPENSATOR__RETRY_CRON", "* * * * *")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("compensator.retry_cron: "));
 }
 
 #[tokio::test]
-async fn starts_on_mariadb_and_exits_0_on_sigterm() {
-    let db = TestDatabase::empty(Driver::Mysql).await;
+async fn run_once_retries_due_failures_and_prints_what_it_did() {
+    let db = TestDatabase::new(Driver::Mysql).await;
+    let message = br#"{"user_id":1,"product_id":2,"quantity":1,"unit_price":3,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}"#;
+    let due = Utc::now() - chrono::Duration::seconds(1);
+    db.storage
+        .record_failures(&[NewFailure::retryable(message, "x", Source::Kafka, due)])
+        .await
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["run-once", "retry-failures"])
+        .env("ORDER__DATABASE__URL", db.settings.url.expose())
+        .env("ORDER__LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON report on stdout");
+    assert_eq!(report["job"], "retry-failures");
+    assert_eq!(report["succeeded"], 1);
+    assert_eq!(report["backlog"], 0);
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 1);
+}
+
+#[tokio::test]
+async fn serves_health_and_metrics_runs_on_schedule_and_exits_0_on_sigterm() {
+    let db = TestDatabase::empty(Driver::Postgres).await;
+    let port = free_port();
     let mut child = process::spawn(
         BIN,
         &[],
-        &[("ORDER__DATABASE__URL", db.settings.url.expose())],
+        &[
+            ("ORDER__DATABASE__URL", db.settings.url.expose()),
+            ("ORDER__OBSERVABILITY__PORT", &port.to_string()),
+            ("ORDER__COMPENSATOR__RETRY_CRON", "* * * * * *"),
+        ],
     );
     child.wait_for("order-compensator started", Duration::from_secs(30));
-    let status = child.terminate(Duration::from_secs(10));
-    assert!(
-        db.table_names().await.len() == 5,
+    assert_eq!(
+        db.table_names().await.len(),
+        5,
         "database.auto_migrate is on by default"
     );
+    let addr = ([127, 0, 0, 1], port).into();
+
+    let (status, body) = http::get(addr, "/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["checks"]["database"], "up");
+    assert_eq!(http::get(addr, "/health/live").await.0, 200);
+
+    // The every-second retry job runs by itself and reports through /metrics.
+    child.wait_for("run finished", Duration::from_secs(5));
+    let (status, metrics) = http::get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "compensator_runs_total",
+        "compensator_run_duration_seconds",
+        "compensator_backlog",
+        "db_pool_connections",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+
+    let status = child.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}: {}", child.output());
 }

@@ -397,7 +397,13 @@ pub struct CompensatorSettings {
     pub retry_cron: String,
     /// Schedule of `expire-unpaid`.
     pub expire_cron: String,
-    /// Failures claimed per run.
+    /// Schedule of `purge-resolved`.
+    pub purge_cron: String,
+    /// Resolved (`success`, `failed`) failures are deleted this long after
+    /// their last change.
+    #[serde(with = "duration_text")]
+    pub failure_retention: Duration,
+    /// Failures claimed per run; also the row count of each expiry and purge statement.
     pub batch_size: u32,
     /// Retries before a failure is given up.
     pub max_retries: u32,
@@ -417,6 +423,8 @@ impl Default for CompensatorSettings {
         Self {
             retry_cron: "*/10 * * * * *".into(),
             expire_cron: "0 * * * * *".into(),
+            purge_cron: "0 0 * * * *".into(),
+            failure_retention: Duration::from_secs(7 * 24 * 3600),
             batch_size: 100,
             max_retries: 5,
             backoff_base: Duration::from_secs(10),
@@ -694,6 +702,12 @@ impl Settings {
         let c = &self.compensator;
         check_cron("compensator.retry_cron", &c.retry_cron)?;
         check_cron("compensator.expire_cron", &c.expire_cron)?;
+        check_cron("compensator.purge_cron", &c.purge_cron)?;
+        check(
+            !c.failure_retention.is_zero(),
+            "compensator.failure_retention",
+            "must be above 0",
+        )?;
         check(
             c.batch_size >= 1,
             "compensator.batch_size",
@@ -733,28 +747,27 @@ impl Settings {
     }
 }
 
-/// A cron expression of six fields (seconds first), each made of the
-/// characters cron uses.
+/// Parses a cron expression exactly as the compensator's scheduler does:
+/// six fields (seconds first), an optional seventh for the year.
+///
+/// # Errors
+/// A [`ConfigError::Invalid`] naming `key`.
+pub fn parse_cron(key: &str, expr: &str) -> Result<croner::Cron, ConfigError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!("expected a cron expression with seconds, e.g. \"*/10 * * * * *\" ({e}): {expr:?}"),
+            )
+        })
+}
+
 fn check_cron(key: &str, expr: &str) -> Result<(), ConfigError> {
-    let fields: Vec<_> = expr.split_whitespace().collect();
-    if !(6..=7).contains(&fields.len()) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "expected a 6-field cron expression with seconds, e.g. \"*/10 * * * * *\" (got {expr:?})"
-            ),
-        ));
-    }
-    if let Some(bad) = fields.iter().find(|f| {
-        !f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*/,-?#L".contains(c))
-    }) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("invalid cron field {bad:?} in {expr:?}"),
-        ));
-    }
-    Ok(())
+    parse_cron(key, expr).map(drop)
 }
 
 /// Deep-merges `overlay` into `base`; keys must already exist in `base`.
@@ -911,6 +924,10 @@ mod tests {
         assert_eq!(s.worker.shutdown_timeout, Duration::from_secs(25));
         assert_eq!(s.compensator.retry_cron, "*/10 * * * * *");
         assert_eq!(s.compensator.backoff_max, Duration::from_secs(600));
+        assert_eq!(
+            s.compensator.failure_retention,
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(s.orders.payment_timeout, Duration::from_secs(1800));
         assert_eq!(s.api.max_body_bytes, 16384);
         assert_eq!(s.observability.port, None);

@@ -5,10 +5,12 @@
 //!
 //! # Layout
 //!
+//! - [`cache`]: the Redis read-through cache of single orders.
 //! - [`config`]: the layered configuration (defaults → YAML → `ORDER__…` env → flags).
 //! - [`telemetry`]: tracing subscriber set-up (pretty or JSON).
 //! - [`domain`]: validated value types, the seckill message codec, order and
 //!   failure records, the status machine and the retry policy.
+//! - [`observability`]: health checks and the Prometheus endpoint.
 //! - [`storage`]: PostgreSQL and MySQL behind one [`storage::Storage`] type,
 //!   migrations included.
 //! - [`service`]: the order-creation path shared by the worker, the
@@ -17,8 +19,10 @@
 //! - [`startup`]: shared flags, configuration loading, database opening.
 //! - `testing` (feature `test-util`): per-test databases and a TCP fault proxy.
 
+pub mod cache;
 pub mod config;
 pub mod domain;
+pub mod observability;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

@@ -496,3 +496,64 @@ pub mod proxy {
         }
     }
 }
+
+/// A minimal HTTP/1.1 client for probing the binaries' endpoints.
+pub mod http {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `GET path` on `addr`; returns the status code and the body.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or answers with no status line.
+    pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .expect("read the response");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {head:?}"));
+        (status, body.to_owned())
+    }
+}
+
+/// Redis settings with a key prefix of the test's own (`ordertest:<uuid>:`).
+#[must_use]
+pub fn redis_settings() -> crate::config::RedisSettings {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let host_port = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "6379"));
+    crate::config::RedisSettings {
+        host: host.to_owned(),
+        port: port.parse().expect("TEST_REDIS_URL port"),
+        key_prefix: format!("ordertest:{}:", uuid::Uuid::now_v7().simple()),
+        ..crate::config::RedisSettings::default()
+    }
+}
+
+/// A loopback port that was free a moment ago.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}

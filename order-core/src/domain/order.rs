@@ -1,12 +1,12 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{OrderStatus, SeckillMessage};
 
 /// An order as stored, with its items when they were asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// Surrogate key; also the tie-breaker of newest-first listings.
     #[serde(skip)]
@@ -32,12 +32,12 @@ pub struct Order {
     /// When it last changed (UTC).
     pub updated_at: DateTime<Utc>,
     /// The order's lines (one per seckill purchase); empty in listings.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<OrderItem>,
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderItem {
     /// Surrogate key.
     pub id: i64,

@@ -1,5 +1,8 @@
 //! Services: the rules that combine domain and storage, shared by every binary.
 
 mod creation;
+pub mod maintenance;
+mod retry;
 
 pub use creation::{Attempt, OrderCreator};
+pub use retry::{Retrier, RetryOne, RetryReport};

@@ -1,0 +1,224 @@
+//! The Redis read-through cache of single orders.
+//!
+//! Keys: `{redis.key_prefix}{order_id}` for an order (JSON, TTL
+//! `redis.ttl_secs`), `{redis.key_prefix}missing:{order_id}` for a short
+//! negative entry. Every committed change deletes both. Redis is an
+//! optimisation only: an error is logged and counted
+//! (`cache_errors_total`), and the caller goes to the database.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::AsyncCommands;
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use uuid::Uuid;
+
+use crate::config::RedisSettings;
+use crate::domain::Order;
+
+/// How long one Redis call may take before the cache is skipped.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// TTL of a "this order does not exist" entry.
+pub const NEGATIVE_TTL_SECS: u64 = 5;
+
+/// What a cache lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// The order, as last stored.
+    Hit(Box<Order>),
+    /// Known not to exist (negative entry).
+    Missing,
+    /// Not cached, or Redis did not answer: ask the database.
+    Unknown,
+}
+
+/// Why Redis could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The settings do not describe a usable Redis.
+    #[error("redis settings: {0}")]
+    Config(String),
+    /// No connection, or no answer in time.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The order cache; cheap to clone.
+#[derive(Clone)]
+pub struct OrderCache {
+    pool: Pool,
+    prefix: String,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for OrderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderCache")
+            .field("prefix", &self.prefix)
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderCache {
+    /// A lazy pool: nothing is connected until the first call.
+    ///
+    /// # Errors
+    /// [`CacheError::Config`] when the settings cannot make a pool.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
+        let auth = if settings.password.is_empty() {
+            String::new()
+        } else {
+            format!(":{}@", settings.password.expose())
+        };
+        let url = format!(
+            "redis://{auth}{}:{}/{}",
+            settings.host, settings.port, settings.db
+        );
+        let mut config = Config::from_url(url);
+        let mut pool = PoolConfig::new(32);
+        pool.timeouts = Timeouts {
+            wait: Some(CALL_TIMEOUT),
+            create: Some(CALL_TIMEOUT),
+            recycle: Some(CALL_TIMEOUT),
+        };
+        config.pool = Some(pool);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            prefix: settings.key_prefix.clone(),
+            ttl_secs: settings.ttl_secs,
+        })
+    }
+
+    /// The key of an order.
+    #[must_use]
+    pub fn key(&self, order_id: Uuid) -> String {
+        format!("{}{order_id}", self.prefix)
+    }
+
+    fn missing_key(&self, order_id: Uuid) -> String {
+        format!("{}missing:{order_id}", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))
+    }
+
+    /// Runs one Redis call with the time limit; an error is counted and logged.
+    async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, CacheError>
+    where
+        F: AsyncFnOnce(
+            &mut deadpool_redis::Connection,
+        ) -> Result<T, deadpool_redis::redis::RedisError>,
+    {
+        let result = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut conn = self.conn().await?;
+            f(&mut conn)
+                .await
+                .map_err(|e| CacheError::Unavailable(e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(CacheError::Unavailable(format!(
+                "no answer within {CALL_TIMEOUT:?}"
+            )))
+        });
+        if let Err(e) = &result {
+            metrics::counter!("cache_errors_total", "op" => op).increment(1);
+            tracing::warn!(cache.op = op, error = %e, "redis call failed; using the database");
+        }
+        result
+    }
+
+    /// Looks an order up.
+    pub async fn get(&self, order_id: Uuid) -> Cached {
+        let (key, missing) = (self.key(order_id), self.missing_key(order_id));
+        let found = self
+            .call("get", async |c| {
+                let (order, missing): (Option<String>, Option<String>) =
+                    deadpool_redis::redis::pipe()
+                        .get(&key)
+                        .get(&missing)
+                        .query_async(c)
+                        .await?;
+                Ok((order, missing))
+            })
+            .await;
+        let cached = match found {
+            Ok((Some(json), _)) => match serde_json::from_str::<(i64, Order)>(&json) {
+                Ok((id, mut order)) => {
+                    order.id = id;
+                    Cached::Hit(Box::new(order))
+                }
+                Err(e) => {
+                    tracing::warn!(order.id = %order_id, error = %e, "unreadable cache entry ignored");
+                    Cached::Unknown
+                }
+            },
+            Ok((None, Some(_))) => Cached::Missing,
+            Ok((None, None)) | Err(_) => Cached::Unknown,
+        };
+        let outcome = match cached {
+            Cached::Hit(_) | Cached::Missing => "hit",
+            Cached::Unknown => "miss",
+        };
+        metrics::counter!("cache_requests_total", "result" => outcome).increment(1);
+        cached
+    }
+
+    /// Stores an order for `redis.ttl_secs`.
+    pub async fn put(&self, order: &Order) {
+        // The surrogate id is not part of an order's JSON; keep it beside it.
+        let Ok(json) = serde_json::to_string(&(order.id, order)) else {
+            return;
+        };
+        let (key, ttl) = (self.key(order.order_id), self.ttl_secs);
+        let _ = self
+            .call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await)
+            .await;
+    }
+
+    /// Remembers for a few seconds that an order does not exist.
+    pub async fn put_missing(&self, order_id: Uuid) {
+        let key = self.missing_key(order_id);
+        let _ = self
+            .call("put", async |c| {
+                c.set_ex::<_, _, ()>(&key, "1", NEGATIVE_TTL_SECS).await
+            })
+            .await;
+    }
+
+    /// Deletes the entries of these orders (after a committed change).
+    pub async fn invalidate(&self, order_ids: &[Uuid]) {
+        if order_ids.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = order_ids
+            .iter()
+            .flat_map(|id| [self.key(*id), self.missing_key(*id)])
+            .collect();
+        let _ = self
+            .call("delete", async |c| c.del::<_, ()>(&keys).await)
+            .await;
+    }
+
+    /// One round trip, for health checks.
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis does not answer.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.call("ping", async |c| {
+            deadpool_redis::redis::cmd("PING")
+                .query_async::<String>(c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+}

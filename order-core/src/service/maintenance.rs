@@ -1,0 +1,60 @@
+//! Housekeeping: cancelling unpaid orders, purging resolved failures.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::cache::OrderCache;
+use crate::storage::{Storage, StorageError};
+
+/// Pending orders older than `payment_timeout` become cancelled, `batch` per
+/// statement until none is left; their cache entries are deleted. A zero
+/// timeout disables expiry. Returns how many were cancelled.
+///
+/// # Errors
+/// When the database is unreachable (what was cancelled before stays so).
+pub async fn expire_unpaid(
+    storage: &Storage,
+    cache: &OrderCache,
+    payment_timeout: Duration,
+    batch: u32,
+) -> Result<u64, StorageError> {
+    if payment_timeout.is_zero() {
+        return Ok(0);
+    }
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let expired = storage.expire_unpaid(cutoff, batch).await?;
+        cache.invalidate(&expired).await;
+        total += expired.len() as u64;
+        metrics::counter!("orders_expired_total").increment(expired.len() as u64);
+        if expired.len() < batch as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes resolved failures last changed more than `retention` ago, `batch`
+/// per statement until none is left. Returns how many were deleted.
+///
+/// # Errors
+/// When the database is unreachable.
+pub async fn purge_resolved(
+    storage: &Storage,
+    retention: Duration,
+    batch: u32,
+) -> Result<u64, StorageError> {
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let purged = storage.purge_resolved_failures(cutoff, batch).await?;
+        total += purged;
+        metrics::counter!("order_failures_purged_total").increment(purged);
+        if purged < u64::from(batch) {
+            return Ok(total);
+        }
+    }
+}
