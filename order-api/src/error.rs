@@ -1,0 +1,116 @@
+//! The API's one error type: each variant is an HTTP outcome, rendered as
+//! `{"error":{"code":"…","message":"…"}}`. Internal detail is logged, never sent.
+
+use order_core::storage::StorageError;
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no or wrong operator token.
+    #[error("a valid operator token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// 403: operator endpoints are turned off.
+    #[error("operator endpoints are disabled: no api.admin_token is configured")]
+    Forbidden,
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: refused by the state of the resource.
+    #[error("{0}")]
+    Conflict(String),
+    /// 503: a dependency (the database) does not answer.
+    #[error("the database is unavailable, try again later")]
+    Unavailable,
+    /// 503: the request took longer than `server.write_timeout`.
+    #[error("the request timed out")]
+    Timeout,
+    /// 500: a bug or an unexpected dependency error (logged).
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON response.
+    #[must_use]
+    pub fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        error_response(self.status(), self.code(), self.to_string())
+    }
+}
+
+/// A JSON error response with any status (also used for warp's rejections).
+#[must_use]
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = Body {
+        error: Detail { code, message },
+    };
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            "www-authenticate",
+            warp::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+use warp::Reply as _;
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => Self::Unavailable,
+            StorageError::NotFound => Self::NotFound("not found".into()),
+            StorageError::Transition(t) => Self::Conflict(t.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `/api/v1/failures…` (operator).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use order_core::domain::{Failure, FailureStatus};
+use order_core::service::{Attempt, RetryOne};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warp::reply::Response;
+
+use super::{AppState, json, operator};
+use crate::error::ApiError;
+use crate::params::{self, Query};
+
+/// Most failures one bulk retry takes.
+pub const MAX_BULK_RETRY: u32 = 1000;
+
+/// `GET /api/v1/failures?status=&page=&pageSize=`
+pub async fn list(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    operator(&st, authorization.as_deref())?;
+    params::only(&query, &["status", "page", "pageSize"])?;
+    let status: Option<FailureStatus> = params::optional(&query, "status")?;
+    let page = params::page(&query)?;
+    let found = st.storage.list_failures(status, page).await?;
+    Ok(json(&json!({
+        "items": found.items,
+        "page": page.page,
+        "page_size": page.page_size,
+        "total": found.total,
+    })))
+}
+
+/// `GET /api/v1/failures/{failureId}`
+pub async fn get(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    id: String,
+) -> Result<Response, ApiError> {
+    operator(&st, authorization.as_deref())?;
+    let id = params::positive_id("failureId", &id)?;
+    let failure = st
+        .storage
+        .get_failure(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("failure {id} not found")))?;
+    Ok(json(&failure))
+}
+
+/// The outcome of one retry, as answered.
+#[derive(Debug, Serialize)]
+struct Retried {
+    failure: Box<Failure>,
+    /// `created`, `duplicate`, `failed` or `poison`.
+    outcome: &'static str,
+    order_id: Option<Uuid>,
+    reason: Option<String>,
+}
+
+fn retried(failure: Box<Failure>, attempt: &Attempt) -> Retried {
+    let (outcome, reason) = match attempt {
+        Attempt::Created(_) => ("created", None),
+        Attempt::Duplicate(_) => ("duplicate", None),
+        Attempt::Failed(r) => ("failed", Some(r.clone())),
+        Attempt::Poison(r) => ("poison", Some(r.clone())),
+    };
+    Retried {
+        failure,
+        outcome,
+        order_id: attempt.order_id(),
+        reason,
+    }
+}
+
+/// Why a failure cannot be retried now.
+fn refusal(failure: &Failure) -> String {
+    match (failure.status, failure.retryable) {
+        (FailureStatus::Success, _) => format!(
+            "failure {} already succeeded{}",
+            failure.id,
+            failure
+                .order_id
+                .map(|o| format!(" (order {o})"))
+                .unwrap_or_default()
+        ),
+        (FailureStatus::Processing, _) => {
+            format!("failure {} is being retried right now", failure.id)
+        }
+        (_, false) => format!(
+            "failure {} is not retryable: {}",
+            failure.id, failure.error_message
+        ),
+        _ => format!("failure {} cannot be retried now", failure.id),
+    }
+}
+
+/// `POST /api/v1/failures/{failureId}/retry`: now, through the creation path.
+pub async fn retry_one(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    id: String,
+) -> Result<Response, ApiError> {
+    operator(&st, authorization.as_deref())?;
+    let id = params::positive_id("failureId", &id)?;
+    match st.retrier.retry_one(id).await? {
+        RetryOne::Retried(failure, attempt) => Ok(json(&retried(failure, &attempt))),
+        RetryOne::NotFound => Err(ApiError::NotFound(format!("failure {id} not found"))),
+        RetryOne::Refused(failure) => Err(ApiError::Conflict(refusal(&failure))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRetry {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `POST /api/v1/failures/retry` with `{"status":"pending"|"failed","limit":N}`:
+/// retries up to `limit` (default 100, at most 1000) retryable failures of that
+/// status (default `pending`), newest first.
+pub async fn retry_many(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    operator(&st, authorization.as_deref())?;
+    let BulkRetry { status, limit } = if body.is_empty() {
+        BulkRetry {
+            status: None,
+            limit: None,
+        }
+    } else {
+        super::body(&body)?
+    };
+    let status = match status.as_deref() {
+        None | Some("pending") => FailureStatus::Pending,
+        Some("failed") => FailureStatus::Failed,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status: must be pending or failed, got {other:?}"
+            )));
+        }
+    };
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_BULK_RETRY).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be from 1 to {MAX_BULK_RETRY}, got {limit}"
+        )));
+    }
+    let candidates = st
+        .storage
+        .list_failures(
+            Some(status),
+            order_core::storage::PageRequest {
+                page: 1,
+                page_size: limit,
+            },
+        )
+        .await?;
+    let (mut succeeded, mut failed, mut refused) = (0, 0, 0);
+    let mut results = Vec::new();
+    for failure in candidates.items.iter().filter(|f| f.retryable) {
+        match st.retrier.retry_one(failure.id).await? {
+            RetryOne::Retried(f, attempt) => {
+                if attempt.order_id().is_some() {
+                    succeeded += 1;
+                } else {
+                    failed += 1;
+                }
+                let r = retried(f, &attempt);
+                results.push(json!({"id": failure.id, "outcome": r.outcome, "order_id": r.order_id, "reason": r.reason}));
+            }
+            RetryOne::NotFound => {}
+            RetryOne::Refused(f) => {
+                refused += 1;
+                results
+                    .push(json!({"id": failure.id, "outcome": "refused", "reason": refusal(&f)}));
+            }
+        }
+    }
+    Ok(json(&json!({
+        "attempted": results.len(),
+        "succeeded": succeeded,
+        "failed": failed,
+        "refused": refused,
+        "results": results,
+    })))
+}

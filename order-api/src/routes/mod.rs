@@ -1,0 +1,310 @@
+//! The routes, one module per resource, mirroring the URLs.
+
+pub mod failures;
+pub mod orders;
+pub mod stats;
+pub mod users;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_core::cache::OrderCache;
+use order_core::config::Secret;
+use order_core::observability::{self, HealthChecks};
+use order_core::service::Retrier;
+use order_core::storage::Storage;
+use serde::de::DeserializeOwned;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::error::{ApiError, error_response};
+
+/// What every handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The database.
+    pub storage: Storage,
+    /// The order cache.
+    pub cache: OrderCache,
+    /// Retries failures through the order-creation path.
+    pub retrier: Retrier,
+    /// The operator token (empty: operator endpoints off).
+    pub admin_token: Secret,
+    /// Longest time a request may take (`server.write_timeout`).
+    pub request_timeout: Duration,
+}
+
+/// Every route the API serves: method and OpenAPI path template. The
+/// OpenAPI document is checked against this list, and metrics are labelled
+/// with these templates.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/orders/{orderId}"),
+    ("PUT", "/api/v1/orders/{orderId}/status"),
+    ("PUT", "/api/v1/orders/{orderId}/cancel"),
+    ("GET", "/api/v1/users/{userId}/orders"),
+    ("GET", "/api/v1/stats/orders"),
+    ("GET", "/api/v1/failures"),
+    ("POST", "/api/v1/failures/retry"),
+    ("GET", "/api/v1/failures/{failureId}"),
+    ("POST", "/api/v1/failures/{failureId}/retry"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/health"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/metrics"),
+];
+
+/// The template of a concrete path, for metric labels (`unmatched` if none).
+#[must_use]
+pub fn template_of(method: &str, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .filter(|(m, _)| *m == method)
+        .map(|(_, t)| *t)
+        .find(|t| {
+            let parts: Vec<&str> = t.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .unwrap_or("unmatched")
+}
+
+/// The OpenAPI document, served as is.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Runs a handler under the request time limit and renders its error.
+pub async fn respond<F>(timeout: Duration, handler: F) -> Response
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    match tokio::time::timeout(timeout, handler).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(value: &T) -> Response {
+    warp::reply::json(value).into_response()
+}
+
+/// Reads a JSON body.
+///
+/// # Errors
+/// 400 naming what is wrong.
+pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// The whole API.
+pub fn router(
+    state: Arc<AppState>,
+    checks: HealthChecks,
+    max_body_bytes: u64,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = warp::header::optional::<String>("authorization");
+    let query = warp::query::<HashMap<String, String>>();
+    let json_body = warp::body::content_length_limit(max_body_bytes).and(warp::body::bytes());
+    let timeout = state.request_timeout;
+
+    let get_order = warp::path!("api" / "v1" / "orders" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(move |id: String, st: Arc<AppState>| async move {
+            respond(timeout, orders::get(st, id)).await
+        });
+    let set_status = warp::path!("api" / "v1" / "orders" / String / "status")
+        .and(warp::put())
+        .and(with_state.clone())
+        .and(auth)
+        .and(json_body)
+        .then(move |id, st, auth, body| async move {
+            respond(timeout, orders::set_status(st, id, auth, body)).await
+        });
+    let cancel = warp::path!("api" / "v1" / "orders" / String / "cancel")
+        .and(warp::put())
+        .and(with_state.clone())
+        .then(move |id, st| async move { respond(timeout, orders::cancel(st, id)).await });
+    let user_orders = warp::path!("api" / "v1" / "users" / String / "orders")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(query)
+        .then(move |id, st, q| async move { respond(timeout, users::orders(st, id, q)).await });
+    let stats = warp::path!("api" / "v1" / "stats" / "orders")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(query)
+        .then(move |st, q| async move { respond(timeout, stats::orders(st, q)).await });
+    let list_failures = warp::path!("api" / "v1" / "failures")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth)
+        .and(query)
+        .then(
+            move |st, auth, q| async move { respond(timeout, failures::list(st, auth, q)).await },
+        );
+    let retry_many = warp::path!("api" / "v1" / "failures" / "retry")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth)
+        .and(json_body)
+        .then(move |st, auth, body| async move {
+            respond(timeout, failures::retry_many(st, auth, body)).await
+        });
+    let get_failure = warp::path!("api" / "v1" / "failures" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth)
+        .then(
+            move |id, st, auth| async move { respond(timeout, failures::get(st, auth, id)).await },
+        );
+    let retry_one = warp::path!("api" / "v1" / "failures" / String / "retry")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth)
+        .then(move |id, st, auth| async move {
+            respond(timeout, failures::retry_one(st, auth, id)).await
+        });
+    let openapi = warp::path!("api" / "v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| {
+            warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+        });
+    let probes =
+        observability::routes(checks, Some(state.storage.clone())).map(Reply::into_response);
+
+    let api = get_order
+        .or(set_status)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(user_orders)
+        .unify()
+        .or(stats)
+        .unify()
+        .or(list_failures)
+        .unify()
+        .or(retry_many)
+        .unify()
+        .or(get_failure)
+        .unify()
+        .or(retry_one)
+        .unify()
+        .or(openapi)
+        .unify()
+        .or(probes)
+        .unify();
+    api.recover(move |r| recover(r, max_body_bytes))
+        .unify()
+        .with(warp::log::custom(|info| {
+            let method = info.method().as_str();
+            let route = template_of(method, info.path());
+            let status = info.status().as_u16().to_string();
+            metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route, "status" => status)
+                .increment(1);
+            metrics::histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route)
+                .record(info.elapsed().as_secs_f64());
+        }))
+}
+
+/// Turns warp's rejections into the API's JSON errors.
+async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, Infallible> {
+    use warp::reject::{
+        InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, PayloadTooLarge,
+        UnsupportedMediaType,
+    };
+    let (status, code, message) = if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint".to_owned(),
+        )
+    } else if rejection.find::<PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {max_body_bytes} bytes"),
+        )
+    } else if rejection.find::<LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length header is required".to_owned(),
+        )
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint".to_owned(),
+        )
+    } else if rejection.find::<InvalidQuery>().is_some() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid query string".to_owned(),
+        )
+    } else if let Some(e) = rejection.find::<InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if rejection.find::<UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type".to_owned(),
+        )
+    } else {
+        tracing::error!(rejection = ?rejection, "unhandled rejection");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error".to_owned(),
+        )
+    };
+    Ok(error_response(status, code, message))
+}
+
+/// 401/403 unless the request carries the operator token.
+pub fn operator(state: &AppState, authorization: Option<&str>) -> Result<(), ApiError> {
+    crate::auth::check(&state.admin_token, authorization)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concrete_paths_map_to_their_templates() {
+        assert_eq!(
+            template_of("GET", "/api/v1/orders/0193"),
+            "/api/v1/orders/{orderId}"
+        );
+        assert_eq!(
+            template_of("PUT", "/api/v1/orders/x/status"),
+            "/api/v1/orders/{orderId}/status"
+        );
+        assert_eq!(
+            template_of("POST", "/api/v1/failures/retry"),
+            "/api/v1/failures/retry"
+        );
+        assert_eq!(
+            template_of("POST", "/api/v1/failures/7/retry"),
+            "/api/v1/failures/{failureId}/retry"
+        );
+        assert_eq!(template_of("GET", "/health/ready"), "/health/ready");
+        assert_eq!(template_of("GET", "/nope"), "unmatched");
+        assert_eq!(template_of("DELETE", "/api/v1/orders/x"), "unmatched");
+    }
+}

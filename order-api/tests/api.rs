@@ -1,0 +1,964 @@
+//! The REST API against a real database and Redis, spawned on port 0.
+//! One behaviour per test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use order_api::Application;
+use order_core::cache::{Cached, OrderCache};
+use order_core::config::{Driver, Settings};
+use order_core::domain::{NewFailure, NewOrder, OrderStatus, SeckillMessage, Source};
+use order_core::storage::Storage;
+use order_core::testing::http::{self, Response};
+use order_core::testing::proxy::FaultProxy;
+use order_core::testing::{TestDatabase, redis_settings};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const TOKEN: &str = "test-operator-token";
+
+struct TestApp {
+    addr: SocketAddr,
+    db: TestDatabase,
+    /// The app's own storage (same pool).
+    storage: Storage,
+    cache: OrderCache,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(Driver::Postgres, |_| {}).await
+}
+
+async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::new(driver).await;
+    let mut settings = Settings {
+        database: db.settings.clone(),
+        redis: redis_settings(),
+        ..Settings::default()
+    };
+    settings.server.port = 0;
+    settings.api.admin_token = order_core::config::Secret::new(TOKEN);
+    configure(&mut settings);
+    let storage = Storage::connect(&settings.database).unwrap();
+    let app = Application::build(&settings, storage.clone())
+        .await
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], app.port()).into();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let cache = OrderCache::connect(&settings.redis).unwrap();
+    TestApp {
+        addr,
+        db,
+        storage,
+        cache,
+        stop: Some(stop),
+    }
+}
+
+impl TestApp {
+    async fn get(&self, path: &str) -> Response {
+        http::request(self.addr, "GET", path, &[], None).await
+    }
+
+    async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        let body = body.map(|b| b.to_string());
+        http::request(
+            self.addr,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref().map(str::as_bytes),
+        )
+        .await
+    }
+
+    async fn put(&self, path: &str, body: Option<Value>) -> Response {
+        let body = body.map(|b| b.to_string());
+        http::request(
+            self.addr,
+            "PUT",
+            path,
+            &[],
+            body.as_deref().map(str::as_bytes),
+        )
+        .await
+    }
+
+    async fn order(&self, user: i64, product: i64, price: &str, quantity: i32) -> Uuid {
+        let message = format!(
+            r#"{{"user_id":{user},"product_id":{product},"quantity":{quantity},"unit_price":"{price}","seckill_id":"sk_{product}","timestamp":"2024-01-01T12:00:00Z","product_name":"P{product}"}}"#
+        );
+        let order = NewOrder::new(SeckillMessage::parse(message.as_bytes()).unwrap());
+        self.db
+            .storage
+            .create_orders(std::slice::from_ref(&order))
+            .await
+            .unwrap();
+        order.order_id
+    }
+}
+
+fn assert_error(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "{:?}",
+        r.headers
+    );
+    let body = r.json();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+// ---- orders -------------------------------------------------------------
+
+#[tokio::test]
+async fn an_order_is_returned_with_its_items_and_money_as_strings() {
+    let app = spawn_app().await;
+    let id = app.order(5, 9, "0.10", 3).await;
+    let r = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let o = r.json();
+    assert_eq!(o["order_id"], id.to_string());
+    assert_eq!(
+        (
+            o["user_id"].as_i64(),
+            o["product_id"].as_i64(),
+            o["quantity"].as_i64()
+        ),
+        (Some(5), Some(9), Some(3))
+    );
+    assert_eq!(o["unit_price"], "0.10");
+    assert_eq!(o["total_amount"], "0.30");
+    assert_eq!(o["status"], "pending");
+    assert_eq!(o["items"][0]["product_name"], "P9");
+    assert_eq!(o["items"][0]["total_price"], "0.30");
+    assert!(o.get("id").is_none(), "the surrogate key stays internal");
+}
+
+#[tokio::test]
+async fn an_order_id_that_is_not_a_uuid_is_400() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/orders/42",
+        "/api/v1/orders/..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/orders/'%20OR%201=1--",
+    ] {
+        assert_error(&app.get(path).await, 400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_404_and_stays_404() {
+    let app = spawn_app().await;
+    let id = Uuid::now_v7();
+    for _ in 0..2 {
+        let r = app.get(&format!("/api/v1/orders/{id}")).await;
+        assert_error(&r, 404, "not_found");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&id.to_string())
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_changes_need_the_operator_token() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let path = format!("/api/v1/orders/{id}/status");
+    let body = json!({"status": "completed"}).to_string();
+    let none = http::request(app.addr, "PUT", &path, &[], Some(body.as_bytes())).await;
+    assert_error(&none, 401, "unauthorized");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let wrong = http::request(
+        app.addr,
+        "PUT",
+        &path,
+        &[("Authorization", "Bearer nope")],
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_error(&wrong, 401, "unauthorized");
+    assert_eq!(
+        app.db.storage.get_order(id).await.unwrap().unwrap().status,
+        OrderStatus::Pending
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_token_operator_endpoints_are_403() {
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.api.admin_token = order_core::config::Secret::default()
+    })
+    .await;
+    let id = app.order(1, 1, "1", 1).await;
+    let r = app
+        .operator(
+            "PUT",
+            &format!("/api/v1/orders/{id}/status"),
+            Some(json!({"status": "completed"})),
+        )
+        .await;
+    assert_error(&r, 403, "forbidden");
+    assert_error(
+        &app.operator("GET", "/api/v1/failures", None).await,
+        403,
+        "forbidden",
+    );
+}
+
+#[tokio::test]
+async fn a_pending_order_moves_to_completed_and_further_moves_are_409_naming_both_statuses() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let path = format!("/api/v1/orders/{id}/status");
+    let r = app
+        .operator("PUT", &path, Some(json!({"status": "completed"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "completed");
+    let again = app
+        .operator("PUT", &path, Some(json!({"status": "cancelled"})))
+        .await;
+    assert_error(&again, 409, "conflict");
+    assert_eq!(
+        again.json()["error"]["message"],
+        "order status cannot change from completed to cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_status_change_to_an_unknown_order_is_404() {
+    let app = spawn_app().await;
+    let r = app
+        .operator(
+            "PUT",
+            &format!("/api/v1/orders/{}/status", Uuid::now_v7()),
+            Some(json!({"status": "completed"})),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
+
+#[tokio::test]
+async fn bad_status_bodies_are_400() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let path = format!("/api/v1/orders/{id}/status");
+    for body in [
+        json!({"status": "shipped"}),
+        json!({"state": "completed"}),
+        json!({"status": 1}),
+        json!([]),
+    ] {
+        assert_error(
+            &app.operator("PUT", &path, Some(body)).await,
+            400,
+            "bad_request",
+        );
+    }
+    let auth = format!("Bearer {TOKEN}");
+    let raw = http::request(
+        app.addr,
+        "PUT",
+        &path,
+        &[("Authorization", &auth)],
+        Some(b"{not json"),
+    )
+    .await;
+    assert_error(&raw, 400, "bad_request");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = spawn_app_with(Driver::Postgres, |s| s.api.max_body_bytes = 64).await;
+    let id = app.order(1, 1, "1", 1).await;
+    let big = json!({"status": "completed", "padding": "x".repeat(100)});
+    assert_error(
+        &app.operator("PUT", &format!("/api/v1/orders/{id}/status"), Some(big))
+            .await,
+        413,
+        "payload_too_large",
+    );
+}
+
+#[tokio::test]
+async fn cancelling_is_idempotent_on_cancelled_and_409_on_completed_or_failed() {
+    let app = spawn_app().await;
+    let pending = app.order(1, 1, "1", 1).await;
+    for _ in 0..2 {
+        let r = app
+            .put(&format!("/api/v1/orders/{pending}/cancel"), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["status"], "cancelled");
+    }
+    for (product, status) in [(2, OrderStatus::Completed), (3, OrderStatus::Failed)] {
+        let id = app.order(1, product, "1", 1).await;
+        app.db.storage.transition_order(id, status).await.unwrap();
+        let r = app.put(&format!("/api/v1/orders/{id}/cancel"), None).await;
+        assert_error(&r, 409, "conflict");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("from {status} to cancelled"))
+        );
+    }
+    assert_error(
+        &app.put(&format!("/api/v1/orders/{}/cancel", Uuid::now_v7()), None)
+            .await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_transitions_on_one_order_give_one_200_and_forty_nine_409() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let path = format!("/api/v1/orders/{id}/status");
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let status = ["completed", "cancelled", "failed"][i % 3];
+        let (addr, path) = (app.addr, path.clone());
+        calls.push(tokio::spawn(async move {
+            let auth = format!("Bearer {TOKEN}");
+            let body = json!({"status": status}).to_string();
+            http::request(
+                addr,
+                "PUT",
+                &path,
+                &[("Authorization", &auth)],
+                Some(body.as_bytes()),
+            )
+            .await
+            .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+}
+
+// ---- cache --------------------------------------------------------------
+
+#[tokio::test]
+async fn a_status_change_shows_at_once_through_the_cache() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.json()["status"],
+        "pending"
+    );
+    assert!(
+        matches!(app.cache.get(id).await, Cached::Hit(_)),
+        "the first read fills the cache"
+    );
+    let r = app
+        .operator(
+            "PUT",
+            &format!("/api/v1/orders/{id}/status"),
+            Some(json!({"status": "completed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.json()["status"],
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_order_is_served_with_the_database_pool_closed_and_hits_are_counted() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let hits_before = counter(&app, "cache_requests_total{result=\"hit\"}").await;
+    assert_eq!(app.get(&format!("/api/v1/orders/{id}")).await.status, 200);
+    app.storage.close().await;
+    let r = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["order_id"], id.to_string());
+    assert!(counter(&app, "cache_requests_total{result=\"hit\"}").await > hits_before);
+    assert_error(
+        &app.get(&format!("/api/v1/orders/{}", Uuid::now_v7())).await,
+        503,
+        "unavailable",
+    );
+}
+
+async fn counter(app: &TestApp, series: &str) -> f64 {
+    let (_, text) = http::get(app.addr, "/metrics").await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn with_redis_down_every_order_endpoint_still_answers_and_health_is_degraded() {
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.redis.port = order_core::testing::free_port()
+    })
+    .await;
+    let id = app.order(1, 1, "1", 1).await;
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.json()["status"],
+        "pending"
+    );
+    let r = app
+        .operator(
+            "PUT",
+            &format!("/api/v1/orders/{id}/status"),
+            Some(json!({"status": "completed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.json()["status"],
+        "completed"
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/orders/{}", Uuid::now_v7())).await,
+        404,
+        "not_found",
+    );
+    assert_eq!(app.get("/api/v1/users/1/orders").await.json()["total"], 1);
+    let health = app.get("/health").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.json(),
+        json!({"status": "degraded", "checks": {"database": "up", "redis": "down"}})
+    );
+}
+
+#[tokio::test]
+async fn a_cut_database_gives_503s_and_recovers_without_restart() {
+    let db_for_proxy = TestDatabase::new(Driver::Postgres).await;
+    let proxy = FaultProxy::start(db_for_proxy.server_addr()).await;
+    let via = db_for_proxy.settings_via(proxy.addr());
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.database = via;
+        s.database.acquire_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let order = NewOrder::new(SeckillMessage::parse(br#"{"user_id":1,"product_id":1,"quantity":1,"unit_price":1,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}"#).unwrap());
+    db_for_proxy
+        .storage
+        .create_orders(std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    assert_eq!(app.get("/health/ready").await.status, 200);
+
+    proxy.cut();
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["checks"]["database"], "down");
+    assert_error(
+        &app.get(&format!("/api/v1/orders/{}", order.order_id)).await,
+        503,
+        "unavailable",
+    );
+    assert_error(&app.get("/api/v1/users/1/orders").await, 503, "unavailable");
+
+    proxy.heal();
+    assert_eq!(app.get("/health/ready").await.status, 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{}", order.order_id))
+            .await
+            .status,
+        200
+    );
+}
+
+// ---- a user's orders ----------------------------------------------------
+
+#[tokio::test]
+async fn a_users_orders_come_newest_first_with_total_and_status_filter() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for product in 1..=12 {
+        ids.push(app.order(77, product, "2.50", 1).await);
+    }
+    app.order(78, 1, "1", 1).await;
+    app.db
+        .storage
+        .transition_order(ids[0], OrderStatus::Completed)
+        .await
+        .unwrap();
+
+    let first = app
+        .get("/api/v1/users/77/orders?page=1&pageSize=5")
+        .await
+        .json();
+    assert_eq!(
+        (
+            first["page"].as_i64(),
+            first["page_size"].as_i64(),
+            first["total"].as_i64()
+        ),
+        (Some(1), Some(5), Some(12))
+    );
+    let got: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    let newest: Vec<String> = ids.iter().rev().take(5).map(ToString::to_string).collect();
+    assert_eq!(got, newest);
+    let last = app
+        .get("/api/v1/users/77/orders?page=3&pageSize=5")
+        .await
+        .json();
+    assert_eq!(last["items"].as_array().unwrap().len(), 2);
+    let completed = app
+        .get("/api/v1/users/77/orders?status=completed")
+        .await
+        .json();
+    assert_eq!(completed["total"], 1);
+    assert_eq!(completed["items"][0]["order_id"], ids[0].to_string());
+    let all = app.get("/api/v1/users/77/orders?status=").await.json();
+    assert_eq!(all["total"], 12, "an empty status filter is no filter");
+}
+
+#[tokio::test]
+async fn bad_paging_and_filters_are_400_not_clamped() {
+    let app = spawn_app().await;
+    for query in [
+        "pageSize=0",
+        "pageSize=101",
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "pageSize=1.5",
+        "status=shipped",
+        "sort=asc",
+        "page=1&cursor=",
+        "cursor=garbage",
+        "page=99999999999999999999",
+    ] {
+        let r = app.get(&format!("/api/v1/users/1/orders?{query}")).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    for user in ["0", "-5", "abc", "1%20OR%201=1"] {
+        assert_error(
+            &app.get(&format!("/api/v1/users/{user}/orders")).await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_walks_a_users_orders_newest_first_without_gaps() {
+    let app = spawn_app_with(Driver::Mysql, |_| {}).await;
+    let mut ids = Vec::new();
+    for product in 1..=7 {
+        ids.push(app.order(5, product, "1", 1).await.to_string());
+    }
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(&format!(
+                "/api/v1/users/5/orders?pageSize=3&cursor={cursor}"
+            ))
+            .await
+            .json();
+        walked.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(walked, ids);
+}
+
+// ---- stats --------------------------------------------------------------
+
+#[tokio::test]
+async fn stats_cover_one_day_or_an_inclusive_range() {
+    let app = spawn_app().await;
+    let a = app.order(1, 1, "10.10", 1).await;
+    app.order(1, 2, "0.10", 3).await;
+    app.db
+        .storage
+        .transition_order(a, OrderStatus::Completed)
+        .await
+        .unwrap();
+    let today = Utc::now().date_naive();
+    let r = app.get(&format!("/api/v1/stats/orders?date={today}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = r.json();
+    assert_eq!(s["order_count"], 2);
+    assert_eq!(
+        s["by_status"],
+        json!({"pending": 1, "completed": 1, "cancelled": 0, "failed": 0})
+    );
+    assert_eq!(
+        (s["total_amount"].as_str(), s["completed_amount"].as_str()),
+        (Some("10.40"), Some("10.10"))
+    );
+    let yesterday = today.pred_opt().unwrap();
+    let range = app
+        .get(&format!("/api/v1/stats/orders?from={yesterday}&to={today}"))
+        .await
+        .json();
+    assert_eq!(range["order_count"], 2);
+    let empty = app
+        .get(&format!("/api/v1/stats/orders?date={yesterday}"))
+        .await
+        .json();
+    assert_eq!(
+        (
+            empty["order_count"].as_i64(),
+            empty["total_amount"].as_str()
+        ),
+        (Some(0), Some("0.00"))
+    );
+}
+
+#[tokio::test]
+async fn bad_stats_dates_are_400() {
+    let app = spawn_app().await;
+    for query in [
+        "",
+        "date=2024-02-30",
+        "date=yesterday",
+        "from=2024-01-01",
+        "from=2024-01-02&to=2024-01-01",
+        "from=2023-01-01&to=2024-01-02",
+        "date=2024-01-01&from=2024-01-01&to=2024-01-01",
+    ] {
+        assert_error(
+            &app.get(&format!("/api/v1/stats/orders?{query}")).await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+// ---- failures -----------------------------------------------------------
+
+async fn failures(app: &TestApp) -> Vec<i64> {
+    let valid = br#"{"user_id":3,"product_id":4,"quantity":2,"unit_price":"5.00","seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}"#;
+    let due = Utc::now() + chrono::Duration::hours(1);
+    app.db
+        .storage
+        .record_failures(&[
+            NewFailure::retryable(valid, "write failed", Source::Rabbitmq, due),
+            NewFailure::poison(
+                b"{broken",
+                "message is not a valid JSON object",
+                Source::Kafka,
+                Utc::now(),
+            ),
+        ])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operators_list_filter_and_read_failures() {
+    let app = spawn_app().await;
+    let ids = failures(&app).await;
+    let all = app.operator("GET", "/api/v1/failures", None).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let all = all.json();
+    assert_eq!(all["total"], 2);
+    assert_eq!(all["items"][0]["id"], ids[1], "newest first");
+    let pending = app
+        .operator(
+            "GET",
+            "/api/v1/failures?status=pending&page=1&pageSize=1",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        (
+            pending["total"].as_i64(),
+            pending["items"][0]["id"].as_i64()
+        ),
+        (Some(1), Some(ids[0]))
+    );
+    let one = app
+        .operator("GET", &format!("/api/v1/failures/{}", ids[1]), None)
+        .await
+        .json();
+    assert_eq!(
+        (
+            one["status"].as_str(),
+            one["retryable"].as_bool(),
+            one["source"].as_str()
+        ),
+        (Some("failed"), Some(false), Some("kafka"))
+    );
+    assert_error(
+        &app.operator("GET", "/api/v1/failures/999999", None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &app.operator("GET", "/api/v1/failures/abc", None).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &app.operator("GET", "/api/v1/failures?status=lost", None)
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(&app.get("/api/v1/failures").await, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn retrying_a_failure_creates_its_order_then_409s() {
+    let app = spawn_app().await;
+    let ids = failures(&app).await;
+    let r = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["outcome"], "created");
+    assert_eq!(body["failure"]["status"], "success");
+    let order_id = body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["failure"]["order_id"], order_id);
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{order_id}")).await.json()["total_amount"],
+        "10.00"
+    );
+
+    let again = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
+        .await;
+    assert_error(&again, 409, "conflict");
+    assert!(
+        again.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already succeeded")
+    );
+    let poison = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[1]), None)
+        .await;
+    assert_error(&poison, 409, "conflict");
+    assert!(
+        poison.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not retryable")
+    );
+    assert_error(
+        &app.operator("POST", "/api/v1/failures/999999/retry", None)
+            .await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn a_failure_being_processed_cannot_be_retried_by_an_operator() {
+    let app = spawn_app().await;
+    let ids = failures(&app).await;
+    let claimed = app
+        .db
+        .storage
+        .claim_failure(ids[0], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        claimed,
+        order_core::storage::ClaimOne::Claimed(..)
+    ));
+    let r = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
+        .await;
+    assert_error(&r, 409, "conflict");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being retried")
+    );
+}
+
+#[tokio::test]
+async fn bulk_retry_retries_pending_failures_up_to_the_limit() {
+    let app = spawn_app().await;
+    let due = Utc::now() + chrono::Duration::hours(1);
+    let messages: Vec<String> = (1..=3)
+        .map(|p| format!(r#"{{"user_id":9,"product_id":{p},"quantity":1,"unit_price":1,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#))
+        .collect();
+    let recorded: Vec<NewFailure> = messages
+        .iter()
+        .map(|m| NewFailure::retryable(m.as_bytes(), "x", Source::Rabbitmq, due))
+        .collect();
+    app.db.storage.record_failures(&recorded).await.unwrap();
+    let r = app
+        .operator(
+            "POST",
+            "/api/v1/failures/retry",
+            Some(json!({"status": "pending", "limit": 2})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(
+        (body["attempted"].as_i64(), body["succeeded"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let rest = app
+        .operator("POST", "/api/v1/failures/retry", Some(json!({})))
+        .await
+        .json();
+    assert_eq!(rest["succeeded"], 1);
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM orders").await, 3);
+    for bad in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"status": "success"}),
+        json!({"other": 1}),
+    ] {
+        assert_error(
+            &app.operator("POST", "/api/v1/failures/retry", Some(bad))
+                .await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+// ---- the rest -----------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_as_json() {
+    let app = spawn_app().await;
+    assert_error(&app.get("/api/v1/nothing").await, 404, "not_found");
+    let r = http::request(
+        app.addr,
+        "DELETE",
+        &format!("/api/v1/orders/{}", Uuid::now_v7()),
+        &[],
+        None,
+    )
+    .await;
+    assert_error(&r, 405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn health_live_and_ready_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.get("/health/live").await.json(),
+        json!({"status": "ok"})
+    );
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(
+        ready.json(),
+        json!({"status": "ok", "checks": {"database": "up", "redis": "up"}})
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let app = spawn_app().await;
+    let id = Uuid::now_v7();
+    app.get(&format!("/api/v1/orders/{id}")).await;
+    let (status, text) = http::get(app.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total")
+            && l.contains("route=\"/api/v1/orders/{orderId}\"")
+            && l.contains("status=\"404\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_describes_every_route() {
+    let app = spawn_app().await;
+    let r = app.get("/api/v1/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = order_api::routes::ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+    // Every documented route answers something other than "no such endpoint".
+    for (method, path) in &served {
+        let concrete = path
+            .replace("{orderId}", &Uuid::now_v7().to_string())
+            .replace("{userId}", "1")
+            .replace("{failureId}", "1");
+        let r = http::request(app.addr, method, &concrete, &[], None).await;
+        assert!(
+            !(r.status == 404 && r.body.contains("no such endpoint")) && r.status != 405,
+            "{method} {concrete}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+}
