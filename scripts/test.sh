@@ -7,7 +7,8 @@
 #
 # Steps: install missing build tools (root + apt-get only), make sure
 # PostgreSQL, MariaDB, Redis and RabbitMQ are running (scripts/services.sh),
-# drop leftover ordertest_* databases, build every target, run every test.
+# drop leftover ordertest_* databases, build every target, run every test,
+# then the API contract test (scripts/api-contract.sh).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -121,6 +122,18 @@ fi
 if [[ $passed -eq 0 ]]; then
     say "no test ran" >&2
     exit 1
+fi
+
+# ------------------------------------------------------- API contract ---
+# Only on a whole-workspace run: it needs the order-api binary just built.
+if [[ ${#workspace[@]} -gt 0 ]]; then
+    say "API contract (schemathesis against the OpenAPI document)"
+    if "${script_dir}/api-contract.sh"; then
+        passed=$((passed + 1))
+    else
+        echo "tests: ${passed} passed, $((failed + 1)) failed"
+        exit 1
+    fi
 fi
 say "all tests passed"
 echo "tests: ${passed} passed, ${failed} failed"

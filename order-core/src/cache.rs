@@ -18,6 +18,9 @@ use crate::domain::Order;
 /// How long one Redis call may take before the cache is skipped.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// When the second delete of an invalidation runs.
+const REDELETE_AFTER: Duration = Duration::from_secs(1);
+
 /// TTL of a "this order does not exist" entry.
 pub const NEGATIVE_TTL_SECS: u64 = 5;
 
@@ -194,7 +197,9 @@ impl OrderCache {
             .await;
     }
 
-    /// Deletes the entries of these orders (after a committed change).
+    /// Deletes the entries of these orders (after a committed change), and
+    /// once more a second later: a reader that fetched the old row before the
+    /// change and stored it after the first delete is overwritten by then.
     pub async fn invalidate(&self, order_ids: &[Uuid]) {
         if order_ids.is_empty() {
             return;
@@ -203,9 +208,16 @@ impl OrderCache {
             .iter()
             .flat_map(|id| [self.key(*id), self.missing_key(*id)])
             .collect();
-        let _ = self
-            .call("delete", async |c| c.del::<_, ()>(&keys).await)
-            .await;
+        self.delete(&keys).await;
+        let cache = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REDELETE_AFTER).await;
+            cache.delete(&keys).await;
+        });
+    }
+
+    async fn delete(&self, keys: &[String]) {
+        let _ = self.call("delete", async |c| c.del::<_, ()>(keys).await).await;
     }
 
     /// One round trip, for health checks.
