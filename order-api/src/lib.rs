@@ -54,6 +54,7 @@ pub struct Application {
     state: Arc<AppState>,
     checks: HealthChecks,
     max_body_bytes: u64,
+    read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -92,6 +93,7 @@ impl Application {
             }),
             checks,
             max_body_bytes: settings.api.max_body_bytes,
+            read_timeout: settings.server.read_timeout,
         })
     }
 
@@ -112,17 +114,57 @@ impl Application {
         self.addr().port()
     }
 
-    /// Serves until `shutdown` completes, then drains requests in flight.
+    /// Serves until `shutdown` completes, then drains requests in flight
+    /// (for at most `server.write_timeout`). A client gets
+    /// `server.read_timeout` to send its request headers.
     pub async fn run_until_stopped<S>(self, shutdown: S)
     where
         S: Future<Output = ()> + Send + 'static,
     {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::server::conn::auto::Builder;
+
+        let drain_for = self.state.request_timeout;
         let router = routes::router(self.state, self.checks, self.max_body_bytes);
-        warp::serve(router)
-            .incoming(self.listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, don't spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service =
+                hyper_util::service::TowerToHyperService::new(warp::service(router.clone()));
+            let watcher = graceful.watcher();
+            let read_timeout = self.read_timeout;
+            tokio::spawn(async move {
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(read_timeout);
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(drain_for, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after server.write_timeout; closing them");
+        }
     }
 }
 

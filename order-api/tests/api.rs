@@ -962,3 +962,27 @@ async fn the_openapi_document_is_served_and_describes_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.server.read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server kept a half-sent request open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // Meanwhile complete requests are served as usual.
+    assert_eq!(app.get("/health/live").await.status, 200);
+}

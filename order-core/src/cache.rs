@@ -217,7 +217,9 @@ impl OrderCache {
     }
 
     async fn delete(&self, keys: &[String]) {
-        let _ = self.call("delete", async |c| c.del::<_, ()>(keys).await).await;
+        let _ = self
+            .call("delete", async |c| c.del::<_, ()>(keys).await)
+            .await;
     }
 
     /// One round trip, for health checks.
