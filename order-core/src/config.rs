@@ -320,8 +320,39 @@ pub struct RabbitMqSettings {
     pub queue: String,
     /// The binding key.
     pub routing_key: String,
+    /// The dead-letter exchange of the queue.
+    pub dead_letter_exchange: String,
+    /// The queue bound to the dead-letter exchange.
+    pub dead_letter_queue: String,
     /// Unacknowledged messages in flight; unset: 2 × `worker.batch_size`.
     pub prefetch: Option<u16>,
+}
+
+impl RabbitMqSettings {
+    /// The AMQP URL these settings describe (credentials and vhost encoded).
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!(
+            "amqp://{}:{}@{}:{}/{}",
+            percent_encode(&self.username),
+            percent_encode(self.password.expose()),
+            self.host,
+            self.port,
+            percent_encode(&self.vhost)
+        )
+    }
+}
+
+/// Encodes everything but unreserved URL characters.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Default for RabbitMqSettings {
@@ -336,6 +367,8 @@ impl Default for RabbitMqSettings {
             exchange: "seckill".into(),
             queue: "order-service.seckill-success".into(),
             routing_key: "seckill.success".into(),
+            dead_letter_exchange: "seckill.dlx".into(),
+            dead_letter_queue: "order-service.seckill-success.dlq".into(),
             prefetch: None,
         }
     }
@@ -674,6 +707,14 @@ impl Settings {
         for (key, value) in [
             ("rabbitmq.exchange", &self.rabbitmq.exchange),
             ("rabbitmq.queue", &self.rabbitmq.queue),
+            (
+                "rabbitmq.dead_letter_exchange",
+                &self.rabbitmq.dead_letter_exchange,
+            ),
+            (
+                "rabbitmq.dead_letter_queue",
+                &self.rabbitmq.dead_letter_queue,
+            ),
             ("kafka.topic", &self.kafka.topic),
             ("kafka.group_id", &self.kafka.group_id),
         ] {
@@ -1075,6 +1116,15 @@ mod tests {
             ..Sources::default()
         };
         assert!(Settings::load(&optional).is_ok());
+    }
+
+    #[test]
+    fn the_amqp_url_encodes_credentials_and_vhost() {
+        let mut r = RabbitMqSettings::default();
+        assert_eq!(r.url(), "amqp://guest:guest@localhost:5672/%2F");
+        r.password = Secret::new("p@ss/word");
+        r.vhost = "prod".into();
+        assert_eq!(r.url(), "amqp://guest:p%40ss%2Fword@localhost:5672/prod");
     }
 
     #[test]

@@ -388,6 +388,19 @@ pub mod process {
             }
         }
 
+        /// Kills the process with SIGKILL, as a crash or the OOM killer would.
+        ///
+        /// # Panics
+        /// When the process cannot be signalled.
+        pub fn kill(&mut self) {
+            let pid = self.child.id().to_string();
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .expect("run kill");
+            let _ = self.child.wait();
+        }
+
         /// Everything printed so far.
         #[must_use]
         pub fn output(&mut self) -> String {

@@ -1,12 +1,25 @@
-//! order-worker: consumes seckill-success messages and creates orders in batches.
+//! order-worker: turns seckill-success messages into orders.
 //!
-//! At this stage it starts with its configuration checked and the database
-//! migrated (when `database.auto_migrate` is on), then waits for SIGTERM.
+//! Each source ([`rabbitmq`], and Kafka when enabled) gathers a batch (up
+//! to `worker.batch_size` messages or `worker.batch_linger_ms`), hands it to
+//! the core creation path ([`order_core::service::OrderCreator::process_batch`])
+//! and acknowledges it only after that committed. When the database is
+//! unreachable nothing is acknowledged: the source lets go of what it holds
+//! (RabbitMQ requeues it) and pauses until the database answers again.
+
+pub mod batch;
+pub mod rabbitmq;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
 use order_core::config::Settings;
+use order_core::observability::{self, HealthChecks};
+use order_core::service::OrderCreator;
 use order_core::startup::{self, ConfigArgs};
+use tokio_util::sync::CancellationToken;
 
 /// Port of `/health` and `/metrics` when `observability.port` is unset.
 pub const DEFAULT_OBSERVABILITY_PORT: u16 = 9091;
@@ -24,23 +37,97 @@ pub struct Cli {
     pub config: ConfigArgs,
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Whether a source is connected and consuming (readiness).
+#[derive(Debug, Default)]
+pub struct Connected(AtomicBool);
+
+impl Connected {
+    /// Records the state and exports it as `worker_consumer_connected{source}`.
+    pub fn set(&self, source: &'static str, connected: bool) {
+        self.0.store(connected, Ordering::Relaxed);
+        metrics::gauge!("worker_consumer_connected", "source" => source).set(if connected {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// The state.
+    #[must_use]
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the enabled consumers until SIGTERM or SIGINT, then lets each finish
+/// and acknowledge the batch in hand, within `worker.shutdown_timeout`.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated.
+/// When the database cannot be reached at start, or no source is enabled.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let storage = startup::open_storage(&settings)
         .await
         .context("opening the database")?;
+    let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
+    let stop = CancellationToken::new();
+    let mut checks = HealthChecks::new().with_database(storage.clone());
+    let mut consumers = tokio::task::JoinSet::new();
+
+    if settings.rabbitmq.enabled {
+        let connected = Arc::new(Connected::default());
+        checks = checks.with("rabbitmq", true, {
+            let connected = connected.clone();
+            move || std::future::ready(connected.get())
+        });
+        let consumer = rabbitmq::RabbitConsumer::new(&settings, creator.clone(), connected);
+        consumers.spawn(consumer.run(stop.clone()));
+    }
+    anyhow::ensure!(
+        !consumers.is_empty(),
+        "no source is enabled: set rabbitmq.enabled or kafka.enabled"
+    );
+
+    observability::metrics_handle();
+    let port = settings
+        .observability
+        .port
+        .unwrap_or(DEFAULT_OBSERVABILITY_PORT);
+    let (_, server) = observability::serve(port, checks, Some(storage.clone()), stop.clone())
+        .await
+        .with_context(|| format!("binding observability.port {port}"))?;
     tracing::info!(
-        observability.port = settings
-            .observability
-            .port
-            .unwrap_or(DEFAULT_OBSERVABILITY_PORT),
+        batch_size = settings.worker.batch_size,
         "order-worker started"
     );
-    order_core::shutdown::shutdown_signal().await;
+
+    let mut failed = None;
+    tokio::select! {
+        () = order_core::shutdown::shutdown_signal() => {}
+        Some(ended) = consumers.join_next() => failed = Some(ended),
+    }
+    stop.cancel();
+    let grace = settings.worker.shutdown_timeout;
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(ended) = consumers.join_next().await {
+            if let Ok(Err(e)) = ended {
+                tracing::error!(error = format!("{e:#}"), "consumer ended with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis(),
+            "consumers still busy at the shutdown timeout; unacknowledged messages go back to the broker"
+        );
+        consumers.abort_all();
+    }
+    let _ = server.await;
     storage.close().await;
+    if let Some(ended) = failed {
+        ended.context("a consumer task")??;
+        anyhow::bail!("a consumer stopped on its own");
+    }
     tracing::info!("order-worker stopped");
     Ok(())
 }

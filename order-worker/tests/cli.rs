@@ -1,12 +1,13 @@
-//! `order-worker` as a process: flags, start and stop.
+//! `order-worker` as a process: flags, probes, start and stop.
 
 use std::process::Command;
 use std::time::Duration;
 
 use order_core::config::Driver;
-use order_core::testing::{TestDatabase, process};
+use order_core::testing::{TestDatabase, http, process};
 
-const BIN: &str = env!("CARGO_BIN_EXE_order-worker");
+mod common;
+use common::{BIN, Names, settings, worker_env};
 
 #[test]
 fn help_and_version_answer() {
@@ -23,28 +24,44 @@ fn help_and_version_answer() {
 #[test]
 fn a_bad_setting_stops_the_start_naming_the_key() {
     let out = Command::new(BIN)
-        .env("ORDER__COMPENSATOR__LEASE", "forever")
+        .env("ORDER__WORKER__BATCH_LINGER_MS", "soon")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("compensator.lease: expected a duration")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("worker.batch_linger_ms: invalid digit"));
 }
 
 #[tokio::test]
-async fn starts_on_mariadb_and_exits_0_on_sigterm() {
+async fn starts_on_mariadb_serves_probes_and_exits_0_on_sigterm() {
     let db = TestDatabase::empty(Driver::Mysql).await;
-    let mut child = process::spawn(
-        BIN,
-        &[],
-        &[("ORDER__DATABASE__URL", db.settings.url.expose())],
-    );
-    child.wait_for("order-worker started", Duration::from_secs(30));
-    let status = child.terminate(Duration::from_secs(10));
-    assert!(
-        db.table_names().await.len() == 5,
+    let names = Names::new();
+    let env = worker_env(&settings(&db, &names, 100));
+    let port: u16 = env
+        .iter()
+        .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut worker = process::spawn(BIN, &[], &env);
+    worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
+    assert_eq!(
+        db.table_names().await.len(),
+        5,
         "database.auto_migrate is on by default"
     );
-    assert!(status.success(), "{status:?}: {}", child.output());
+    let addr = ([127, 0, 0, 1], port).into();
+    let (status, body) = http::get(addr, "/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["checks"]["rabbitmq"], "up");
+    assert_eq!(health["checks"]["database"], "up");
+    let (_, metrics) = http::get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("worker_consumer_connected{source=\"rabbitmq\"} 1"),
+        "{metrics}"
+    );
+    let status = worker.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}: {}", worker.output());
 }

@@ -80,6 +80,12 @@ impl OrderCreator {
         }
         if !valid.is_empty() {
             let outcomes = self.storage.create_orders(&valid).await?;
+            let committed = Utc::now();
+            for order in &valid {
+                let age = (committed - order.message.timestamp).num_microseconds().unwrap_or(i64::MAX);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::histogram!("message_age_seconds").record(age as f64 / 1e6);
+            }
             for (outcome, i) in outcomes.into_iter().zip(valid_at) {
                 attempts[i] = Some(match outcome {
                     CreateOutcome::Created(id) => Attempt::Created(id),

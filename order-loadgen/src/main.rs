@@ -1,0 +1,92 @@
+//! `order-loadgen`: publish seckill-success messages.
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use order_core::startup::ConfigArgs;
+use order_loadgen::Plan;
+
+/// Publishes N seckill-success messages and prints a JSON summary of what
+/// was sent (the distinct pairs are the orders a database must end with).
+#[derive(Debug, Parser)]
+#[command(name = "order-loadgen", version)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to publish (names from rabbitmq.* / kafka.* settings)
+    #[arg(long, value_enum, default_value_t = Broker::Rabbitmq)]
+    broker: Broker,
+    /// Messages in all
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    count: usize,
+    /// Distinct users
+    #[arg(long, default_value_t = 1_000_000)]
+    users: i64,
+    /// Distinct products
+    #[arg(long, default_value_t = 1000)]
+    products: i64,
+    /// Share of exact duplicates of earlier purchases (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_ratio: f64,
+    /// Share of poison messages (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    poison_ratio: f64,
+    /// Messages per second (default: as fast as the broker confirms)
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Random seed
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress bar
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Broker {
+    Rabbitmq,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match order_core::startup::settings_and_telemetry(&cli.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let plan = Plan {
+        count: cli.count,
+        users: cli.users,
+        products: cli.products,
+        duplicate_ratio: cli.duplicate_ratio,
+        poison_ratio: cli.poison_ratio,
+        seed: cli.seed,
+    };
+    let result = async {
+        let (messages, summary) = order_loadgen::generate(&plan)?;
+        match cli.broker {
+            Broker::Rabbitmq => {
+                order_loadgen::rabbitmq::publish(&settings.rabbitmq, &messages, cli.rate, cli.quiet)
+                    .await?
+            }
+        }
+        anyhow::Ok(summary)
+    }
+    .await;
+    match result {
+        Ok(summary) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("a summary serializes")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The RabbitMQ source (lapin): manual acknowledgement, one `multiple` ack
+//! per committed batch.
+//!
+//! Topology, declared on every (re)connection: a durable topic exchange
+//! (`rabbitmq.exchange`), a durable queue (`rabbitmq.queue`) bound with
+//! `rabbitmq.routing_key` and dead-lettering to `rabbitmq.dead_letter_exchange`,
+//! whose queue is `rabbitmq.dead_letter_queue`.
+//!
+//! - Database unavailable: the channel is closed, so the broker requeues
+//!   every unacknowledged message; consumption resumes when the database answers.
+//! - Connection lost: reconnect with capped exponential backoff; readiness is
+//!   false meanwhile.
+//! - Stop: the batch in hand is finished and acknowledged, then the
+//!   connection is closed (anything prefetched but unprocessed is requeued).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use order_core::config::{RabbitMqSettings, Settings};
+use order_core::domain::Source;
+use order_core::service::OrderCreator;
+use tokio_util::sync::CancellationToken;
+
+use crate::Connected;
+use crate::batch::{self, Backoff};
+
+const SOURCE: &str = "rabbitmq";
+
+/// How a consuming session ended.
+enum SessionEnd {
+    /// Asked to stop; the batch in hand was settled.
+    Stopped,
+    /// The database went away; what was held has been handed back.
+    DatabaseDown,
+}
+
+/// Consumes `rabbitmq.queue` into orders.
+#[derive(Debug)]
+pub struct RabbitConsumer {
+    settings: RabbitMqSettings,
+    prefetch: u16,
+    batch_size: usize,
+    linger: Duration,
+    creator: OrderCreator,
+    connected: Arc<Connected>,
+}
+
+/// Declares the exchange, the queue with its dead-letter exchange and queue, and the bindings.
+///
+/// # Errors
+/// When the broker refuses a declaration (e.g. an existing queue with other arguments).
+pub async fn declare_topology(channel: &Channel, settings: &RabbitMqSettings) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            settings.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            settings.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            settings.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            settings.dead_letter_queue.as_str().into(),
+            settings.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(settings.dead_letter_exchange.as_str().into()),
+    );
+    channel
+        .queue_declare(
+            settings.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            arguments,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            settings.queue.as_str().into(),
+            settings.exchange.as_str().into(),
+            settings.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+impl RabbitConsumer {
+    /// A consumer with the settings' queue, prefetch and batching.
+    #[must_use]
+    pub fn new(settings: &Settings, creator: OrderCreator, connected: Arc<Connected>) -> Self {
+        Self {
+            settings: settings.rabbitmq.clone(),
+            prefetch: settings.rabbitmq_prefetch(),
+            batch_size: settings.worker.batch_size,
+            linger: Duration::from_millis(settings.worker.batch_linger_ms),
+            creator,
+            connected,
+        }
+    }
+
+    /// Consumes until `stop`, reconnecting and pausing as needed.
+    ///
+    /// # Errors
+    /// Never in practice: every failure is waited out; the result type lets
+    /// the caller treat all sources alike.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            match self.session(&stop, &mut backoff).await {
+                Ok(SessionEnd::Stopped) => {
+                    self.connected.set(SOURCE, false);
+                    return Ok(());
+                }
+                Ok(SessionEnd::DatabaseDown) => {
+                    self.connected.set(SOURCE, false);
+                    if !batch::wait_for_database(&self.creator, &stop).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.connected.set(SOURCE, false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = delay.as_millis(),
+                        "RabbitMQ connection lost or refused; reconnecting"
+                    );
+                    if !batch::pause(delay, &stop).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        stop: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<SessionEnd> {
+        let connection =
+            Connection::connect(&self.settings.url(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        declare_topology(&channel, &self.settings).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("order-worker-{}", uuid_tag());
+        let mut consumer = channel
+            .basic_consume(
+                self.settings.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.connected.set(SOURCE, true);
+        backoff.reset();
+        tracing::info!(queue = %self.settings.queue, prefetch = self.prefetch, "consuming from RabbitMQ");
+
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    close(&channel, &connection).await;
+                    return Ok(SessionEnd::Stopped);
+                }
+                next = consumer.next() => next,
+            };
+            let Some(first) = first else {
+                anyhow::bail!(
+                    "the broker ended the consumer (queue deleted, or the connection closed)"
+                );
+            };
+            let received_at = Instant::now();
+            let mut deliveries = vec![first?];
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while deliveries.len() < self.batch_size {
+                tokio::select! {
+                    biased;
+                    next = consumer.next() => match next {
+                        Some(delivery) => deliveries.push(delivery?),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = stop.cancelled() => break,
+                }
+            }
+
+            let payloads: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
+            match batch::settle(&self.creator, Source::Rabbitmq, &payloads, received_at).await {
+                Ok(_) => {
+                    let last = deliveries.last().map_or(0, |d| d.delivery_tag);
+                    channel
+                        .basic_ack(last, BasicAckOptions { multiple: true })
+                        .await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, held = deliveries.len(), "database unavailable: handing the batch back to RabbitMQ and pausing");
+                    close(&channel, &connection).await;
+                    return Ok(SessionEnd::DatabaseDown);
+                }
+            }
+        }
+    }
+}
+
+/// Closing the channel requeues every message it had not acknowledged.
+async fn close(channel: &Channel, connection: &Connection) {
+    let _ = channel.close(200, "closing".into()).await;
+    let _ = connection.close(200, "closing".into()).await;
+}
+
+fn uuid_tag() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}

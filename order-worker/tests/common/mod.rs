@@ -1,0 +1,131 @@
+//! Helpers shared by the worker's tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use order_core::config::Settings;
+use order_core::testing::{TestDatabase, redis_settings};
+
+/// Per-test broker names, deleted when the test ends.
+pub struct Names {
+    pub settings: order_core::config::RabbitMqSettings,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        let id = format!("{:016x}", fastrand::u64(..));
+        let settings = order_core::config::RabbitMqSettings {
+            host: "127.0.0.1".into(),
+            exchange: format!("ordertest.{id}.seckill"),
+            queue: format!("ordertest.{id}.orders"),
+            dead_letter_exchange: format!("ordertest.{id}.dlx"),
+            dead_letter_queue: format!("ordertest.{id}.dlq"),
+            ..Default::default()
+        };
+        Self { settings }
+    }
+
+    /// Messages ready in the queue (with no consumer, unacknowledged ones are back in it).
+    pub async fn ready(&self) -> u32 {
+        let connection = Connection::connect(&self.settings.url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                self.settings.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "".into()).await;
+        queue.message_count()
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let Ok(connection) =
+                        Connection::connect(&settings.url(), ConnectionProperties::default()).await
+                    else {
+                        return;
+                    };
+                    let Ok(channel) = connection.create_channel().await else {
+                        return;
+                    };
+                    for queue in [&settings.queue, &settings.dead_letter_queue] {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
+                        let _ = channel
+                            .exchange_delete(
+                                exchange.as_str().into(),
+                                ExchangeDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                    let _ = connection.close(200, "".into()).await;
+                });
+        })
+        .join();
+    }
+}
+
+pub fn settings(db: &TestDatabase, names: &Names, batch_size: usize) -> Settings {
+    let mut settings = Settings {
+        database: db.settings.clone(),
+        redis: redis_settings(),
+        rabbitmq: names.settings.clone(),
+        ..Settings::default()
+    };
+    settings.worker.batch_size = batch_size;
+    settings.database.acquire_timeout = Duration::from_secs(1);
+    settings
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_order-worker");
+
+pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let r = &settings.rabbitmq;
+    vec![
+        (
+            "ORDER__DATABASE__URL",
+            settings.database.url.expose().to_owned(),
+        ),
+        ("ORDER__RABBITMQ__HOST", r.host.clone()),
+        ("ORDER__RABBITMQ__EXCHANGE", r.exchange.clone()),
+        ("ORDER__RABBITMQ__QUEUE", r.queue.clone()),
+        (
+            "ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE",
+            r.dead_letter_exchange.clone(),
+        ),
+        (
+            "ORDER__RABBITMQ__DEAD_LETTER_QUEUE",
+            r.dead_letter_queue.clone(),
+        ),
+        (
+            "ORDER__WORKER__BATCH_SIZE",
+            settings.worker.batch_size.to_string(),
+        ),
+        (
+            "ORDER__OBSERVABILITY__PORT",
+            order_core::testing::free_port().to_string(),
+        ),
+    ]
+}
