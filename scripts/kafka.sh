@@ -101,8 +101,8 @@ ensure_venv() {
     fi
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         say "python3 -m venv failed; installing python3-venv with apt-get"
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+        apt-get -q update
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y python3-venv
         say "creating virtualenv ${venv_dir} (second try)"
         if make_venv; then
             return 0

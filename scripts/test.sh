@@ -6,7 +6,8 @@
 #        scripts/test.sh -- --nocapture
 #
 # Steps: install missing build tools (root + apt-get only), make sure
-# PostgreSQL, MariaDB, Redis and RabbitMQ are running (scripts/services.sh),
+# PostgreSQL, MariaDB, Redis and RabbitMQ are running (scripts/services.sh)
+# and a Kafka-protocol broker (scripts/kafka.sh),
 # drop leftover ordertest_* databases, build every target, run every test,
 # then the API contract test (scripts/api-contract.sh).
 set -euo pipefail
@@ -50,6 +51,8 @@ fi
 # --------------------------------------------------------------- services ---
 say "ensuring backing services: postgres mysql redis rabbitmq"
 "${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
+say "ensuring the Kafka broker (Tansu)"
+"${script_dir}/kafka.sh" start
 
 # ------------------------------------------------- leftover test databases ---
 say "dropping leftover ordertest_* databases"
@@ -79,6 +82,7 @@ done <<<"$my_dbs"
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export TEST_MYSQL_URL="${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/mysql}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export TEST_KAFKA_BROKERS="${TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 export TEST_AMQP_URL="${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
 locked=()

@@ -386,6 +386,9 @@ pub struct KafkaSettings {
     pub topic: String,
     /// The consumer group.
     pub group_id: String,
+    /// How long the group waits for a silent consumer before rebalancing.
+    #[serde(with = "duration_text")]
+    pub session_timeout: Duration,
 }
 
 impl Default for KafkaSettings {
@@ -395,6 +398,7 @@ impl Default for KafkaSettings {
             brokers: vec!["localhost:9092".into()],
             topic: "seckill-success".into(),
             group_id: "order-worker".into(),
+            session_timeout: Duration::from_secs(10),
         }
     }
 }

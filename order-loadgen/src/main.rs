@@ -34,6 +34,9 @@ struct Cli {
     /// Messages per second (default: as fast as the broker confirms)
     #[arg(long)]
     rate: Option<u32>,
+    /// Partitions of the Kafka topic when it has to be created
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
     /// Random seed
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -45,6 +48,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Broker {
     Rabbitmq,
+    Kafka,
 }
 
 #[tokio::main]
@@ -66,8 +70,18 @@ async fn main() -> ExitCode {
         let (messages, summary) = order_loadgen::generate(&plan)?;
         match cli.broker {
             Broker::Rabbitmq => {
-                order_loadgen::rabbitmq::publish(&settings.rabbitmq, &messages, cli.rate, cli.quiet)
-                    .await?
+                order_loadgen::rabbitmq::publish(
+                    &settings.rabbitmq,
+                    &messages,
+                    cli.rate,
+                    cli.quiet,
+                )
+                .await?;
+            }
+            Broker::Kafka => {
+                order_loadgen::kafka::ensure_topic(&settings.kafka, cli.partitions).await?;
+                order_loadgen::kafka::publish(&settings.kafka, &messages, cli.rate, cli.quiet)
+                    .await?;
             }
         }
         anyhow::Ok(summary)

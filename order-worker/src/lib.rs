@@ -1,6 +1,6 @@
 //! order-worker: turns seckill-success messages into orders.
 //!
-//! Each source ([`rabbitmq`], and Kafka when enabled) gathers a batch (up
+//! Each enabled source ([`rabbitmq`], [`kafka`]; both may run at once) gathers a batch (up
 //! to `worker.batch_size` messages or `worker.batch_linger_ms`), hands it to
 //! the core creation path ([`order_core::service::OrderCreator::process_batch`])
 //! and acknowledges it only after that committed. When the database is
@@ -8,6 +8,7 @@
 //! (RabbitMQ requeues it) and pauses until the database answers again.
 
 pub mod batch;
+pub mod kafka;
 pub mod rabbitmq;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use order_worker::rabbitmq::RabbitConsumer;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{BIN, Names, settings, worker_env};
+use common::{BIN, Names, assert_orders, plan, settings, wait_for, worker_env};
 
 /// A consumer running in this process.
 struct Running {
@@ -65,67 +65,13 @@ async fn publish(names: &Names, plan: &Plan) -> Summary {
     summary
 }
 
-/// Waits until the database holds what `summary` says, or panics after `limit`.
-async fn wait_for(db: &TestDatabase, summary: &Summary, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        let orders = db.count("SELECT COUNT(*) FROM orders").await;
-        let poison = db
-            .count("SELECT COUNT(*) FROM order_failures WHERE NOT retryable")
-            .await;
-        if orders >= summary.distinct_pairs as i64 && poison >= summary.poison as i64 {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "after {limit:?}: {orders} orders, {poison} poison rows; expected {summary:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn assert_exact(db: &TestDatabase, names: &Names, summary: &Summary) {
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM orders").await,
-        summary.distinct_pairs as i64,
-        "one order per distinct pair"
-    );
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM order_items").await,
-        summary.distinct_pairs as i64
-    );
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM idempotency_records").await,
-        summary.distinct_pairs as i64
-    );
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed'")
-            .await,
-        summary.poison as i64,
-        "one poison row per poison message"
-    );
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM order_failures WHERE retryable")
-            .await,
-        0,
-        "no valid message failed"
-    );
+    assert_orders(db, summary).await;
     assert_eq!(
         names.ready().await,
         0,
         "the queue is empty and nothing is left unacknowledged"
     );
-}
-
-fn plan(count: usize) -> Plan {
-    Plan {
-        count,
-        users: 5000,
-        products: 50,
-        duplicate_ratio: 0.3,
-        poison_ratio: 0.01,
-        seed: fastrand::u64(..),
-    }
 }
 
 async fn stream_becomes_exactly_the_distinct_orders(

@@ -82,7 +82,9 @@ impl OrderCreator {
             let outcomes = self.storage.create_orders(&valid).await?;
             let committed = Utc::now();
             for order in &valid {
-                let age = (committed - order.message.timestamp).num_microseconds().unwrap_or(i64::MAX);
+                let age = (committed - order.message.timestamp)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
                 #[allow(clippy::cast_precision_loss)]
                 metrics::histogram!("message_age_seconds").record(age as f64 / 1e6);
             }

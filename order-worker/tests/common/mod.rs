@@ -8,6 +8,8 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use order_core::config::Settings;
 use order_core::testing::{TestDatabase, redis_settings};
+use order_loadgen::{Plan, Summary};
+use std::time::Instant;
 
 /// Per-test broker names, deleted when the test ends.
 pub struct Names {
@@ -128,4 +130,64 @@ pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
             order_core::testing::free_port().to_string(),
         ),
     ]
+}
+
+/// Waits until the database holds what `summary` says, or panics after `limit`.
+pub async fn wait_for(db: &TestDatabase, summary: &Summary, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let orders = db.count("SELECT COUNT(*) FROM orders").await;
+        let poison = db
+            .count("SELECT COUNT(*) FROM order_failures WHERE NOT retryable")
+            .await;
+        if orders >= summary.distinct_pairs as i64 && poison >= summary.poison as i64 {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "after {limit:?}: {orders} orders, {poison} poison rows; expected {summary:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The database holds exactly what `summary` says it must.
+pub async fn assert_orders(db: &TestDatabase, summary: &Summary) {
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM orders").await,
+        summary.distinct_pairs as i64,
+        "one order per distinct pair"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_items").await,
+        summary.distinct_pairs as i64
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idempotency_records").await,
+        summary.distinct_pairs as i64
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed'")
+            .await,
+        summary.poison as i64,
+        "one poison row per poison message"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_failures WHERE retryable")
+            .await,
+        0,
+        "no valid message failed"
+    );
+}
+
+/// A stream with 30 % duplicates and 1 % poison.
+pub fn plan(count: usize) -> Plan {
+    Plan {
+        count,
+        users: 5000,
+        products: 50,
+        duplicate_ratio: 0.3,
+        poison_ratio: 0.01,
+        seed: fastrand::u64(..),
+    }
 }
