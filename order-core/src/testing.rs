@@ -343,11 +343,14 @@ pub mod process {
     }
 
     impl Running {
-        /// Waits until an output line contains `text`.
+        /// Waits until an output line (printed before or after this call) contains `text`.
         ///
         /// # Panics
         /// After `timeout`, showing what was printed.
         pub fn wait_for(&mut self, text: &str, timeout: Duration) {
+            if self.seen.iter().any(|line| line.contains(text)) {
+                return;
+            }
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {

@@ -7,7 +7,7 @@
 //!   group), and the batch is retried when the database answers; nothing is
 //!   committed meanwhile.
 //! - Brokers unreachable: librdkafka reconnects by itself; readiness is false
-//!   until a message or an empty poll round succeeds again.
+//!   from "all brokers down" until a message or a partition assignment arrives.
 //! - Stop: the batch in hand is finished and committed.
 
 use std::collections::HashMap;
@@ -84,6 +84,7 @@ impl ConsumerContext for Context {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
+            self.connected.set(SOURCE, true);
             let partitions: Vec<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
         }
@@ -150,6 +151,9 @@ impl KafkaConsumer {
         let consumer: StreamConsumer<Context> =
             consumer_config(&self.settings).create_with_context(context)?;
         consumer.subscribe(&[&self.settings.topic])?;
+        // Ready once subscribed; all brokers down makes it unready until a
+        // message or a partition assignment arrives again.
+        self.connected.set(SOURCE, true);
         tracing::info!(topic = %self.settings.topic, group = %self.settings.group_id, "consuming from Kafka");
         let mut backoff = Backoff::new();
 

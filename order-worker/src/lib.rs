@@ -83,6 +83,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let consumer = rabbitmq::RabbitConsumer::new(&settings, creator.clone(), connected);
         consumers.spawn(consumer.run(stop.clone()));
     }
+    if settings.kafka.enabled {
+        let connected = Arc::new(Connected::default());
+        checks = checks.with("kafka", true, {
+            let connected = connected.clone();
+            move || std::future::ready(connected.get())
+        });
+        let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), connected);
+        consumers.spawn(consumer.run(stop.clone()));
+    }
     anyhow::ensure!(
         !consumers.is_empty(),
         "no source is enabled: set rabbitmq.enabled or kafka.enabled"

@@ -65,3 +65,37 @@ async fn starts_on_mariadb_serves_probes_and_exits_0_on_sigterm() {
     let status = worker.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}: {}", worker.output());
 }
+
+#[tokio::test]
+async fn runs_rabbitmq_and_kafka_in_one_process_and_reports_both_ready() {
+    let db = TestDatabase::empty(Driver::Postgres).await;
+    let names = Names::new();
+    let id = format!("{:016x}", fastrand::u64(..));
+    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let kafka = order_core::config::KafkaSettings {
+        enabled: true,
+        brokers: vec![brokers.clone()],
+        topic: format!("ordertest-{id}"),
+        group_id: format!("ordertest-{id}"),
+        ..Default::default()
+    };
+    order_loadgen::kafka::ensure_topic(&kafka, 3).await.unwrap();
+    let mut env = worker_env(&settings(&db, &names, 100));
+    env.extend([
+        ("ORDER__KAFKA__ENABLED", "true".to_owned()),
+        ("ORDER__KAFKA__BROKERS", brokers),
+        ("ORDER__KAFKA__TOPIC", kafka.topic.clone()),
+        ("ORDER__KAFKA__GROUP_ID", kafka.group_id.clone()),
+    ]);
+    let port: u16 = env.iter().find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT").unwrap().1.parse().unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut worker = process::spawn(BIN, &[], &env);
+    worker.wait_for("consuming from Kafka", Duration::from_secs(30));
+    worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
+    let (status, body) = http::get(([127, 0, 0, 1], port).into(), "/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((health["checks"]["kafka"].as_str(), health["checks"]["rabbitmq"].as_str()), (Some("up"), Some("up")));
+    let status = worker.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {}", worker.output());
+}
