@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Run the order service locally: make sure the backing services are up,
-# build in release mode, migrate, then run order-api, order-worker and
-# order-compensator together, each log line prefixed by its role.
-# Ctrl-C (or SIGTERM) stops all three.
+# Run the order service locally, the one command for a fresh machine:
+#  1. make sure PostgreSQL (or MariaDB), Redis and RabbitMQ run (starting or
+#     installing what is missing, or saying how to get it);
+#  2. build in release mode and migrate;
+#  3. run order-api, order-worker and order-compensator together, each log
+#     line prefixed by its role;
+#  4. publish a small demo burst with order-loadgen and print what to try.
+# Ctrl-C (or SIGTERM) stops all three cleanly; the script exits 0 when they did.
 #
-# Usage: scripts/start.sh [--mysql]
-#   --mysql   use MariaDB/MySQL on 127.0.0.1:3306 instead of PostgreSQL
-# Every ORDER__… environment variable is passed through (see README.md).
+# Usage: scripts/start.sh [--kafka] [--mysql] [--no-demo]
+#   --kafka    also start the local Kafka broker and consume from it
+#   --mysql    use MariaDB/MySQL on 127.0.0.1:3306 instead of PostgreSQL
+#   --no-demo  skip the demo burst
+# Every ORDER__… environment variable is passed through (see README.md);
+# ORDER__DATABASE__DBNAME picks the database (default order_db);
+# START_WORKER_PORT and START_COMPENSATOR_PORT their probe ports (9091, 9092).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -15,51 +23,134 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "${script_dir}/.."
 
 database=postgres
+kafka=false
+demo=true
 for arg in "$@"; do
     case "$arg" in
+        --kafka) kafka=true ;;
         --mysql) database=mysql ;;
-        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "unknown option: $arg" >&2; exit 2 ;;
+        --no-demo) demo=false ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
+
+dbname=${ORDER__DATABASE__DBNAME:-order_db}
 if [[ "$database" == mysql ]]; then
-    export ORDER__DATABASE__URL="${ORDER__DATABASE__URL:-mysql://root@127.0.0.1:3306/order_db}"
-    mysql_client=$(command -v mariadb || command -v mysql)
     "${script_dir}/services.sh" ensure mysql redis rabbitmq
-    "$mysql_client" -h127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS order_db'
+    mysql_client=$(command -v mariadb || command -v mysql)
+    "$mysql_client" -h127.0.0.1 -uroot -e "CREATE DATABASE IF NOT EXISTS \`${dbname}\`"
+    export ORDER__DATABASE__URL="${ORDER__DATABASE__URL:-mysql://root@127.0.0.1:3306/${dbname}}"
 else
     "${script_dir}/services.sh" ensure postgres redis rabbitmq
-    if ! psql -w -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname = 'order_db'" | grep -q 1; then
-        say "creating database order_db"
-        psql -w -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE order_db'
+    if ! psql -w -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname = '${dbname}'" | grep -q 1; then
+        say "creating database ${dbname}"
+        psql -w -h 127.0.0.1 -U postgres -qc "CREATE DATABASE \"${dbname}\""
     fi
+    export ORDER__DATABASE__URL="${ORDER__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/${dbname}}"
 fi
+if [[ "$kafka" == true ]]; then
+    "${script_dir}/kafka.sh" start
+    export ORDER__KAFKA__ENABLED=true
+fi
+if [[ -z "${ORDER__API__ADMIN_TOKEN:-}" ]]; then
+    ORDER__API__ADMIN_TOKEN="local-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+    export ORDER__API__ADMIN_TOKEN
+fi
+port=${ORDER__SERVER__PORT:-8082}
+export ORDER__SERVER__PORT=$port
 
 say "building (release)"
 cargo build --release --workspace --bins
-
 bin=target/release
+
 say "migrating"
 "$bin/order-api" migrate
+if [[ "$kafka" == true ]]; then
+    say "creating the Kafka topic"
+    "$bin/order-loadgen" --broker kafka --count 0 --quiet >/dev/null
+fi
 
 pids=()
-stop() {
-    say "stopping"
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait
-    say "stopped"
-}
-trap stop INT TERM
-
+roles=()
 run() {
     local role=$1
     shift
     # The process substitution keeps $! the binary's pid, not the prefixer's.
     "$bin/order-$role" "$@" > >(sed -u "s/^/[$role] /") 2>&1 &
     pids+=($!)
+    roles+=("$role")
 }
+
+stopping=false
+# shellcheck disable=SC2317 # invoked by the trap
+stop() {
+    [[ "$stopping" == true ]] && return
+    stopping=true
+    say "stopping"
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+trap stop INT TERM
+
 run api
-run worker
-run compensator
-say "running: order-api on port ${ORDER__SERVER__PORT:-8082}; Ctrl-C stops everything"
-wait || true
+run worker --set "observability.port=${START_WORKER_PORT:-9091}"
+run compensator --set "observability.port=${START_COMPENSATOR_PORT:-9092}"
+
+# Ready means: the API answers, and the worker has declared its queue and consumes.
+say "waiting for the roles to be ready"
+for url in "http://127.0.0.1:${port}/health/ready" \
+    "http://127.0.0.1:${START_WORKER_PORT:-9091}/health/ready" \
+    "http://127.0.0.1:${START_COMPENSATOR_PORT:-9092}/health/ready"; do
+    for _ in $(seq 1 300); do
+        if curl -fsS "$url" >/dev/null 2>&1; then break; fi
+        [[ "$stopping" == true ]] && break
+        sleep 0.2
+    done
+done
+
+if [[ "$demo" == true && "$stopping" == false ]]; then
+    say "publishing a demo burst (200 messages, 20 % duplicates, 2 % poison)"
+    broker=rabbitmq
+    [[ "$kafka" == true ]] && broker=kafka
+    summary=$("$bin/order-loadgen" --broker "$broker" --count 200 --users 50 --products 20 \
+        --duplicate-ratio 0.2 --poison-ratio 0.02 --seed "$RANDOM" --quiet) || summary="(publish failed)"
+    say "demo burst sent: ${summary}"
+fi
+
+if [[ "$stopping" == false ]]; then
+    today=$(date -u +%F)
+    cat <<MSG
+==> running. Ctrl-C stops everything.
+    API            http://127.0.0.1:${port}   (operator token: ${ORDER__API__ADMIN_TOKEN})
+    worker         http://127.0.0.1:${START_WORKER_PORT:-9091}/health/ready   (and /metrics)
+    compensator    http://127.0.0.1:${START_COMPENSATOR_PORT:-9092}/health/ready   (and /metrics)
+    OpenAPI        http://127.0.0.1:${port}/api/v1/openapi.json
+  try:
+    curl -s 'http://127.0.0.1:${port}/api/v1/stats/orders?date=${today}'
+    curl -s 'http://127.0.0.1:${port}/api/v1/users/1/orders?page=1&pageSize=5'
+    curl -s -H 'Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}' 'http://127.0.0.1:${port}/api/v1/failures?status=failed'
+    curl -s 'http://127.0.0.1:${port}/health'
+MSG
+fi
+
+# Wait for every role; report each one's exit status.
+status=0
+for i in "${!pids[@]}"; do
+    # A trapped signal interrupts `wait` with 128+n without reaping the child,
+    # so wait again: a real exit status comes back the same every time.
+    for _ in 1 2 3; do
+        code=0
+        wait "${pids[$i]}" || code=$?
+        [[ $code -le 128 ]] && break
+    done
+    if [[ $code -ne 0 ]]; then
+        say "order-${roles[$i]} exited with ${code}"
+        status=1
+    fi
+done
+if [[ "$stopping" == false ]]; then
+    say "a role stopped on its own"
+    status=1
+fi
+say "stopped"
+exit "$status"

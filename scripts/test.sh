@@ -9,7 +9,8 @@
 # PostgreSQL, MariaDB, Redis and RabbitMQ are running (scripts/services.sh)
 # and a Kafka-protocol broker (scripts/kafka.sh),
 # drop leftover ordertest_* databases, build every target, run every test,
-# then the API contract test (scripts/api-contract.sh).
+# then the API contract test (scripts/api-contract.sh), the deployment files
+# (scripts/validate-deploy.sh) and the start script (scripts/check-start.sh).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -128,16 +129,24 @@ if [[ $passed -eq 0 ]]; then
     exit 1
 fi
 
-# ------------------------------------------------------- API contract ---
-# Only on a whole-workspace run: it needs the order-api binary just built.
-if [[ ${#workspace[@]} -gt 0 ]]; then
-    say "API contract (schemathesis against the OpenAPI document)"
-    if "${script_dir}/api-contract.sh"; then
+# ------------------------------------------------------ end-to-end checks ---
+# Only on a whole-workspace run: they use the binaries just built.
+check() {
+    local what=$1
+    shift
+    say "$what"
+    if "$@"; then
         passed=$((passed + 1))
     else
         echo "tests: ${passed} passed, $((failed + 1)) failed"
         exit 1
     fi
+}
+if [[ ${#workspace[@]} -gt 0 ]]; then
+    check "API contract (schemathesis against the OpenAPI document)" "${script_dir}/api-contract.sh"
+    check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys)" \
+        "${script_dir}/validate-deploy.sh"
+    check "scripts/start.sh end to end (release build, demo burst, clean stop)" "${script_dir}/check-start.sh"
 fi
 say "all tests passed"
 echo "tests: ${passed} passed, ${failed} failed"
