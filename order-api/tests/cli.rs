@@ -51,18 +51,7 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
 
 #[test]
 fn help_and_version_answer() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(help.status.success());
-    let text = String::from_utf8_lossy(&help.stdout);
-    assert!(
-        text.contains("migrate") && text.contains("--config") && text.contains("--set"),
-        "{text}"
-    );
-    let version = Command::new(BIN).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        format!("order-api {}", env!("CARGO_PKG_VERSION"))
-    );
+    order_core::testing::assert_help_and_version(BIN, "order-api", &["migrate", "serve"]);
 }
 
 #[test]

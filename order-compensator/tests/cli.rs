@@ -12,18 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_order-compensator");
 
 #[test]
 fn help_and_version_answer() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(help.status.success());
-    let text = String::from_utf8_lossy(&help.stdout);
-    assert!(
-        text.contains("run-once") && text.contains("--config"),
-        "{text}"
-    );
-    let version = Command::new(BIN).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        format!("order-compensator {}", env!("CARGO_PKG_VERSION"))
-    );
+    order_core::testing::assert_help_and_version(BIN, "order-compensator", &["run-once"]);
 }
 
 #[test]

@@ -15,28 +15,7 @@ use order_core::domain::{
 use order_core::storage::{PageRequest, Storage};
 use order_core::testing::{TestDatabase, redis_settings};
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(order_core::config::Driver::Postgres).await;
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(order_core::config::Driver::Mysql).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_engines!(
+order_core::on_both_engines!(
     three_instances_retry_1000_due_failures_each_exactly_once,
     a_failure_whose_order_exists_succeeds_with_that_order,
     a_failure_that_keeps_failing_backs_off_and_ends_failed_at_max_retries,

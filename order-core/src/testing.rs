@@ -9,6 +9,55 @@ use sqlx::Connection;
 use crate::config::{DatabaseSettings, Driver, Secret};
 use crate::storage::Storage;
 
+/// Runs each named `async fn(Driver)` as two tests, `postgres::name` and
+/// `mysql::name`, each on a multi-threaded runtime.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::config::Driver::Postgres).await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::config::Driver::Mysql).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Asserts that `binary --help` succeeds mentioning `expected` words, and
+/// that `binary --version` prints `name version`.
+///
+/// # Panics
+/// When either does not.
+pub fn assert_help_and_version(binary: &str, name: &str, expected: &[&str]) {
+    let help = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in expected.iter().chain(&["--config", "--set"]) {
+        assert!(text.contains(word), "--help of {name} lacks {word}: {text}");
+    }
+    let version = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("{name} {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 /// The engines the storage suite runs on.
 pub const ENGINES: [Driver; 2] = [Driver::Postgres, Driver::Mysql];
 

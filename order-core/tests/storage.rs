@@ -18,29 +18,7 @@ use order_core::testing::proxy::FaultProxy;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-/// Runs each named `async fn(Driver)` as one test per engine.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(order_core::config::Driver::Postgres).await;
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(order_core::config::Driver::Mysql).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_engines!(
+order_core::on_both_engines!(
     migrating_an_empty_database_creates_the_tables_and_a_second_run_changes_nothing,
     a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts,
     the_same_purchase_twice_is_one_order_within_and_across_batches,

@@ -74,22 +74,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut checks = HealthChecks::new().with_database(storage.clone());
     let mut consumers = tokio::task::JoinSet::new();
 
-    if settings.rabbitmq.enabled {
+    // Each enabled source: a readiness check on its connection, and its task.
+    let mut readiness = |name: &'static str| {
         let connected = Arc::new(Connected::default());
-        checks = checks.with("rabbitmq", true, {
-            let connected = connected.clone();
-            move || std::future::ready(connected.get())
-        });
-        let consumer = rabbitmq::RabbitConsumer::new(&settings, creator.clone(), connected);
+        let probe = connected.clone();
+        checks =
+            std::mem::take(&mut checks).with(name, true, move || std::future::ready(probe.get()));
+        connected
+    };
+    if settings.rabbitmq.enabled {
+        let consumer =
+            rabbitmq::RabbitConsumer::new(&settings, creator.clone(), readiness("rabbitmq"));
         consumers.spawn(consumer.run(stop.clone()));
     }
     if settings.kafka.enabled {
-        let connected = Arc::new(Connected::default());
-        checks = checks.with("kafka", true, {
-            let connected = connected.clone();
-            move || std::future::ready(connected.get())
-        });
-        let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), connected);
+        let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), readiness("kafka"));
         consumers.spawn(consumer.run(stop.clone()));
     }
     anyhow::ensure!(

@@ -11,14 +11,7 @@ use common::{BIN, Names, settings, worker_env};
 
 #[test]
 fn help_and_version_answer() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--config"));
-    let version = Command::new(BIN).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        format!("order-worker {}", env!("CARGO_PKG_VERSION"))
-    );
+    order_core::testing::assert_help_and_version(BIN, "order-worker", &[]);
 }
 
 #[test]
@@ -87,7 +80,13 @@ async fn runs_rabbitmq_and_kafka_in_one_process_and_reports_both_ready() {
         ("ORDER__KAFKA__TOPIC", kafka.topic.clone()),
         ("ORDER__KAFKA__GROUP_ID", kafka.group_id.clone()),
     ]);
-    let port: u16 = env.iter().find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT").unwrap().1.parse().unwrap();
+    let port: u16 = env
+        .iter()
+        .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut worker = process::spawn(BIN, &[], &env);
     worker.wait_for("consuming from Kafka", Duration::from_secs(30));
@@ -95,7 +94,13 @@ async fn runs_rabbitmq_and_kafka_in_one_process_and_reports_both_ready() {
     let (status, body) = http::get(([127, 0, 0, 1], port).into(), "/health/ready").await;
     assert_eq!(status, 200, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((health["checks"]["kafka"].as_str(), health["checks"]["rabbitmq"].as_str()), (Some("up"), Some("up")));
+    assert_eq!(
+        (
+            health["checks"]["kafka"].as_str(),
+            health["checks"]["rabbitmq"].as_str()
+        ),
+        (Some("up"), Some("up"))
+    );
     let status = worker.terminate(Duration::from_secs(20));
     assert!(status.success(), "{status:?}: {}", worker.output());
 }
