@@ -440,8 +440,11 @@ async fn a_job_never_overlaps_itself_in_one_process() {
         let c = compensator.clone();
         async move { c.run_once(Job::RetryFailures).await.unwrap() }
     });
-    // The first run holds its job while it claims and writes 2,000 orders.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The first run holds its job while it claims, writes and resolves 2,000
+    // failures: wait until its claims are visible, then try a second run.
+    while db.count("SELECT COUNT(*) FROM order_failures WHERE status = 'processing'").await == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let second = compensator.run_once(Job::RetryFailures).await.unwrap();
     assert_eq!(
         second,

@@ -236,11 +236,12 @@ impl KafkaConsumer {
         stop: &CancellationToken,
         held: &mut Vec<Consumed>,
     ) -> bool {
-        if let Ok(assignment) = consumer.assignment() {
-            let _ = consumer.pause(&assignment);
-        }
         let mut backoff = Backoff::new();
         loop {
+            // Again on every round: a rebalance may have assigned new partitions.
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
             if self.creator.storage().ping().await.is_ok() {
                 if let Ok(assignment) = consumer.assignment() {
                     let _ = consumer.resume(&assignment);
