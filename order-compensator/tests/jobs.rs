@@ -442,7 +442,11 @@ async fn a_job_never_overlaps_itself_in_one_process() {
     });
     // The first run holds its job while it claims, writes and resolves 2,000
     // failures: wait until its claims are visible, then try a second run.
-    while db.count("SELECT COUNT(*) FROM order_failures WHERE status = 'processing'").await == 0 {
+    while db
+        .count("SELECT COUNT(*) FROM order_failures WHERE status = 'processing'")
+        .await
+        == 0
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let second = compensator.run_once(Job::RetryFailures).await.unwrap();

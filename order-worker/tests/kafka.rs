@@ -182,3 +182,45 @@ async fn the_same_purchases_on_rabbitmq_and_kafka_make_one_order_each() {
     rabbit.await.unwrap().unwrap();
     assert_orders(&db, &summary).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_cut_on_kafka_commits_nothing_and_the_orders_arrive_after_it_heals() {
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let proxy = order_core::testing::proxy::FaultProxy::start(db.server_addr()).await;
+    let names = Names::new();
+    let mut settings = settings(&db, &names, 200);
+    settings.database = db.settings_via(proxy.addr());
+    settings.database.acquire_timeout = Duration::from_millis(500);
+    settings.kafka = kafka_settings();
+    order_loadgen::kafka::ensure_topic(&settings.kafka, 3)
+        .await
+        .unwrap();
+    let workers = Workers::kafka(&settings, 1);
+    let (messages, summary) = order_loadgen::generate(&plan(8_000)).unwrap();
+    let ends = order_loadgen::kafka::publish(&settings.kafka, &messages, None, true)
+        .await
+        .unwrap();
+    while db.count("SELECT COUNT(*) FROM orders").await < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = committed(&settings.kafka, 3);
+    assert_ne!(
+        during, ends,
+        "offsets stop short of the end while the database is away"
+    );
+    assert!(
+        workers.tasks.iter().all(|t| !t.is_finished()),
+        "the consumer keeps running through the outage"
+    );
+    proxy.heal();
+    wait_for(&db, &summary, Duration::from_secs(120)).await;
+    workers.stop().await;
+    assert_orders(&db, &summary).await;
+    assert_eq!(
+        committed(&settings.kafka, 3),
+        ends,
+        "the group's lag is 0 after the outage"
+    );
+}
