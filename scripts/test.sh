@@ -147,6 +147,7 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
     check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys)" \
         "${script_dir}/validate-deploy.sh"
     check "scripts/start.sh end to end (release build, demo burst, clean stop)" "${script_dir}/check-start.sh"
+    check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka
 fi
 say "all tests passed"
 echo "tests: ${passed} passed, ${failed} failed"
