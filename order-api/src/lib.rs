@@ -72,15 +72,16 @@ impl Application {
         if settings.api.admin_token.is_empty() {
             tracing::warn!("api.admin_token is empty: operator endpoints are off and answer 403");
         }
-        let checks = HealthChecks::new()
-            .with_database(storage.clone())
-            .with("redis", false, {
+        let mut checks = HealthChecks::new().with_database(storage.clone());
+        if cache.is_enabled() {
+            let cache = cache.clone();
+            checks = checks.with("redis", false, move || {
                 let cache = cache.clone();
-                move || {
-                    let cache = cache.clone();
-                    async move { cache.ping().await.is_ok() }
-                }
+                async move { cache.ping().await.is_ok() }
             });
+        } else {
+            tracing::info!("redis.enabled is false: every order read goes to the database");
+        }
         observability::metrics_handle();
         Ok(Self {
             listener,

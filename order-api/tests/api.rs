@@ -58,7 +58,12 @@ async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let cache = OrderCache::connect(&settings.redis).unwrap();
+    // The test's own handle on the same keys, enabled even when the app's cache is not.
+    let cache = OrderCache::connect(&order_core::config::RedisSettings {
+        enabled: true,
+        ..settings.redis.clone()
+    })
+    .unwrap();
     TestApp {
         addr,
         db,
@@ -985,4 +990,13 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_read_time
     );
     // Meanwhile complete requests are served as usual.
     assert_eq!(app.get("/health/live").await.status, 200);
+}
+
+#[tokio::test]
+async fn with_the_cache_disabled_orders_come_from_the_database_and_health_has_no_redis_check() {
+    let app = spawn_app_with(Driver::Postgres, |s| s.redis.enabled = false).await;
+    let id = app.order(1, 1, "1", 1).await;
+    assert_eq!(app.get(&format!("/api/v1/orders/{id}")).await.json()["status"], "pending");
+    assert_eq!(app.cache.get(id).await, Cached::Unknown, "nothing was written to Redis");
+    assert_eq!(app.get("/health").await.json(), json!({"status": "ok", "checks": {"database": "up"}}));
 }

@@ -46,10 +46,11 @@ pub enum CacheError {
     Unavailable(String),
 }
 
-/// The order cache; cheap to clone.
+/// The order cache; cheap to clone. Without a pool (`redis.enabled: false`)
+/// every call is a no-op and every lookup a miss.
 #[derive(Clone)]
 pub struct OrderCache {
-    pool: Pool,
+    pool: Option<Pool>,
     prefix: String,
     ttl_secs: u64,
 }
@@ -69,6 +70,13 @@ impl OrderCache {
     /// # Errors
     /// [`CacheError::Config`] when the settings cannot make a pool.
     pub fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
+        if !settings.enabled {
+            return Ok(Self {
+                pool: None,
+                prefix: settings.key_prefix.clone(),
+                ttl_secs: settings.ttl_secs,
+            });
+        }
         let auth = if settings.password.is_empty() {
             String::new()
         } else {
@@ -90,7 +98,7 @@ impl OrderCache {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| CacheError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            pool: Some(pool),
             prefix: settings.key_prefix.clone(),
             ttl_secs: settings.ttl_secs,
         })
@@ -106,11 +114,18 @@ impl OrderCache {
         format!("{}missing:{order_id}", self.prefix)
     }
 
+    /// True unless `redis.enabled` is false.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.pool.is_some()
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| CacheError::Unavailable(e.to_string()))
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| CacheError::Unavailable("the cache is disabled".into()))?;
+        pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
     /// Runs one Redis call with the time limit; an error is counted and logged.
@@ -120,6 +135,9 @@ impl OrderCache {
             &mut deadpool_redis::Connection,
         ) -> Result<T, deadpool_redis::redis::RedisError>,
     {
+        if !self.is_enabled() {
+            return Err(CacheError::Unavailable("the cache is disabled".into()));
+        }
         let result = tokio::time::timeout(CALL_TIMEOUT, async {
             let mut conn = self.conn().await?;
             f(&mut conn)
@@ -141,6 +159,9 @@ impl OrderCache {
 
     /// Looks an order up.
     pub async fn get(&self, order_id: Uuid) -> Cached {
+        if !self.is_enabled() {
+            return Cached::Unknown;
+        }
         let (key, missing) = (self.key(order_id), self.missing_key(order_id));
         let found = self
             .call("get", async |c| {

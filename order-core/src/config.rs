@@ -271,6 +271,8 @@ impl DatabaseSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
+    /// Use the order cache at all (false: every read goes to the database).
+    pub enabled: bool,
     /// Server host.
     pub host: String,
     /// Server port.
@@ -288,6 +290,7 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             host: "localhost".into(),
             port: 6379,
             password: Secret::default(),

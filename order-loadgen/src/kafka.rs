@@ -74,9 +74,10 @@ pub async fn publish(
     let keys: Vec<String> = messages.iter().map(|m| m.user_id.to_string()).collect();
     for (message, key) in messages.iter().zip(&keys) {
         pace.tick().await;
+        let payload = crate::stamped(&message.payload);
         let mut record = FutureRecord::to(&settings.topic)
             .key(key)
-            .payload(&message.payload);
+            .payload(payload.as_ref());
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {

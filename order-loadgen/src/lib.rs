@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod rabbitmq;
+pub mod sql;
 
 use std::time::Duration;
 
@@ -105,7 +106,7 @@ pub fn generate(plan: &Plan) -> anyhow::Result<(Vec<Message>, Summary)> {
     let mut rng = fastrand::Rng::with_seed(plan.seed);
     // A stride coprime with the pair space visits every pair once, spread out.
     let stride = coprime_stride(space);
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = STAMP;
     let mut messages = Vec::with_capacity(plan.count);
     let mut valid: Vec<usize> = Vec::new();
     let mut summary = Summary::default();
@@ -194,6 +195,26 @@ fn poison(i: usize, rng: &mut fastrand::Rng) -> Message {
         payload: payload.into_bytes(),
         user_id: user,
         kind: Kind::Poison,
+    }
+}
+
+/// The timestamp every generated purchase carries until it is published:
+/// publishers replace it with the moment of publishing ([`stamped`]), so the
+/// worker's `message_age_seconds` measures publish → commit.
+pub const STAMP: &str = "2000-01-01T00:00:00.000Z";
+
+/// `payload` with [`STAMP`] replaced by now (same width); other payloads as they are.
+#[must_use]
+pub fn stamped(payload: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let stamp = STAMP.as_bytes();
+    match payload.windows(stamp.len()).position(|w| w == stamp) {
+        None => std::borrow::Cow::Borrowed(payload),
+        Some(at) => {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut owned = payload.to_vec();
+            owned.splice(at..at + stamp.len(), now.bytes());
+            std::borrow::Cow::Owned(owned)
+        }
     }
 }
 
@@ -307,6 +328,15 @@ mod tests {
             a.iter().filter(|p| p.starts_with(b"{")).count(),
             b.iter().filter(|p| p.starts_with(b"{")).count()
         );
+    }
+
+    #[test]
+    fn publishing_stamps_purchases_with_the_current_time() {
+        let (messages, _) = generate(&Plan::default()).unwrap();
+        let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+        let fresh = SeckillMessage::parse(&stamped(&messages[0].payload)).unwrap();
+        assert!(fresh.timestamp >= before, "{}", fresh.timestamp);
+        assert_eq!(stamped(b"not json #1").as_ref(), b"not json #1");
     }
 
     #[test]

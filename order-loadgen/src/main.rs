@@ -37,6 +37,9 @@ struct Cli {
     /// Partitions of the Kafka topic when it has to be created
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    /// Rows per statement with --broker sql (default: worker.batch_size)
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Random seed
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -49,6 +52,9 @@ struct Cli {
 enum Broker {
     Rabbitmq,
     Kafka,
+    /// No broker: insert the distinct purchases straight into `database.url`
+    /// with multi-row INSERT … ON CONFLICT DO NOTHING (the benchmark baseline)
+    Sql,
 }
 
 #[tokio::main]
@@ -68,6 +74,7 @@ async fn main() -> ExitCode {
     };
     let result = async {
         let (messages, summary) = order_loadgen::generate(&plan)?;
+        let mut seconds: Option<f64> = None;
         match cli.broker {
             Broker::Rabbitmq => {
                 order_loadgen::rabbitmq::publish(
@@ -83,18 +90,26 @@ async fn main() -> ExitCode {
                 order_loadgen::kafka::publish(&settings.kafka, &messages, cli.rate, cli.quiet)
                     .await?;
             }
+            Broker::Sql => {
+                let batch = cli.batch_size.unwrap_or(settings.worker.batch_size);
+                let took =
+                    order_loadgen::sql::insert(settings.database.url.expose(), &messages, batch)
+                        .await?;
+                seconds = Some(took.as_secs_f64());
+            }
         }
-        anyhow::Ok(summary)
+        anyhow::Ok((summary, seconds))
     }
     .await;
     match result {
-        Ok(summary) => {
+        Ok((summary, seconds)) => {
+            let mut report = serde_json::to_value(summary).expect("a summary serializes");
+            if let Some(seconds) = seconds {
+                report["seconds"] = serde_json::json!(seconds);
+            }
             #[allow(clippy::print_stdout)]
             {
-                println!(
-                    "{}",
-                    serde_json::to_string(&summary).expect("a summary serializes")
-                );
+                println!("{report}");
             }
             ExitCode::SUCCESS
         }

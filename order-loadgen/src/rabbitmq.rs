@@ -56,7 +56,7 @@ pub async fn publish(
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &message.payload,
+                &crate::stamped(&message.payload),
                 properties.clone(),
             )
             .await?;
