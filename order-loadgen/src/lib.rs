@@ -106,7 +106,6 @@ pub fn generate(plan: &Plan) -> anyhow::Result<(Vec<Message>, Summary)> {
     let mut rng = fastrand::Rng::with_seed(plan.seed);
     // A stride coprime with the pair space visits every pair once, spread out.
     let stride = coprime_stride(space);
-    let now = STAMP;
     let mut messages = Vec::with_capacity(plan.count);
     let mut valid: Vec<usize> = Vec::new();
     let mut summary = Summary::default();
@@ -131,7 +130,7 @@ pub fn generate(plan: &Plan) -> anyhow::Result<(Vec<Message>, Summary)> {
                 (pair % plan.products as u64) as i64 + 1,
             );
             valid.push(i);
-            purchase(user, product, &now, &mut rng)
+            purchase(user, product, STAMP, &mut rng)
         };
         messages.push(message);
     }
