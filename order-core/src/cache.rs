@@ -1,8 +1,9 @@
 //! The Redis read-through cache of single orders.
 //!
-//! Keys: `{redis.key_prefix}{order_id}` for an order (JSON, TTL
-//! `redis.ttl_secs`), `{redis.key_prefix}missing:{order_id}` for a short
-//! negative entry. Every committed change deletes both. Redis is an
+//! One key per order, `{redis.key_prefix}{order_id}`: the order's JSON as
+//! the API answers it (TTL `redis.ttl_secs`), or `-` for a short negative
+//! entry ("no such order"). A hit is one `GET` and the stored text is the
+//! response body as is. Every committed change deletes the key. Redis is an
 //! optimisation only: an error is logged and counted
 //! (`cache_errors_total`), and the caller goes to the database.
 
@@ -24,10 +25,24 @@ const REDELETE_AFTER: Duration = Duration::from_secs(1);
 /// TTL of a "this order does not exist" entry.
 pub const NEGATIVE_TTL_SECS: u64 = 5;
 
+/// The marker of a negative entry.
+const MISSING: &str = "-";
+
+/// What a lookup of the stored text found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedJson {
+    /// The order's JSON, as the API answers it.
+    Hit(String),
+    /// Known not to exist (negative entry).
+    Missing,
+    /// Not cached, or Redis did not answer: ask the database.
+    Unknown,
+}
+
 /// What a cache lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    /// The order, as last stored.
+    /// The order, as last stored (its internal `id` is not cached: 0).
     Hit(Box<Order>),
     /// Known not to exist (negative entry).
     Missing,
@@ -110,10 +125,6 @@ impl OrderCache {
         format!("{}{order_id}", self.prefix)
     }
 
-    fn missing_key(&self, order_id: Uuid) -> String {
-        format!("{}missing:{order_id}", self.prefix)
-    }
-
     /// True unless `redis.enabled` is false.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
@@ -157,63 +168,65 @@ impl OrderCache {
         result
     }
 
+    /// Looks an order's JSON up: one `GET`.
+    pub async fn get_json(&self, order_id: Uuid) -> CachedJson {
+        if !self.is_enabled() {
+            return CachedJson::Unknown;
+        }
+        let key = self.key(order_id);
+        let found = self.call("get", async |c| c.get::<_, Option<String>>(&key).await).await;
+        let cached = match found {
+            Ok(Some(text)) if text == MISSING => CachedJson::Missing,
+            Ok(Some(json)) => CachedJson::Hit(json),
+            Ok(None) | Err(_) => CachedJson::Unknown,
+        };
+        let outcome = if cached == CachedJson::Unknown { "miss" } else { "hit" };
+        metrics::counter!("cache_requests_total", "result" => outcome).increment(1);
+        cached
+    }
+
     /// Looks an order up.
     pub async fn get(&self, order_id: Uuid) -> Cached {
-        if !self.is_enabled() {
-            return Cached::Unknown;
-        }
-        let (key, missing) = (self.key(order_id), self.missing_key(order_id));
-        let found = self
-            .call("get", async |c| {
-                let (order, missing): (Option<String>, Option<String>) =
-                    deadpool_redis::redis::pipe()
-                        .get(&key)
-                        .get(&missing)
-                        .query_async(c)
-                        .await?;
-                Ok((order, missing))
-            })
-            .await;
-        let cached = match found {
-            Ok((Some(json), _)) => match serde_json::from_str::<(i64, Order)>(&json) {
-                Ok((id, mut order)) => {
-                    order.id = id;
-                    Cached::Hit(Box::new(order))
-                }
+        match self.get_json(order_id).await {
+            CachedJson::Hit(json) => match serde_json::from_str::<Order>(&json) {
+                Ok(order) => Cached::Hit(Box::new(order)),
                 Err(e) => {
                     tracing::warn!(order.id = %order_id, error = %e, "unreadable cache entry ignored");
                     Cached::Unknown
                 }
             },
-            Ok((None, Some(_))) => Cached::Missing,
-            Ok((None, None)) | Err(_) => Cached::Unknown,
-        };
-        let outcome = match cached {
-            Cached::Hit(_) | Cached::Missing => "hit",
-            Cached::Unknown => "miss",
-        };
-        metrics::counter!("cache_requests_total", "result" => outcome).increment(1);
-        cached
+            CachedJson::Missing => Cached::Missing,
+            CachedJson::Unknown => Cached::Unknown,
+        }
+    }
+
+    /// Stores an order's JSON (as [`OrderCache::get_json`] returns it) for `redis.ttl_secs`.
+    pub async fn put_json(&self, order_id: Uuid, json: &str) {
+        let (key, ttl) = (self.key(order_id), self.ttl_secs);
+        let _ = self.call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await).await;
     }
 
     /// Stores an order for `redis.ttl_secs`.
     pub async fn put(&self, order: &Order) {
-        // The surrogate id is not part of an order's JSON; keep it beside it.
-        let Ok(json) = serde_json::to_string(&(order.id, order)) else {
-            return;
-        };
-        let (key, ttl) = (self.key(order.order_id), self.ttl_secs);
-        let _ = self
-            .call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await)
-            .await;
+        if let Ok(json) = serde_json::to_string(order) {
+            self.put_json(order.order_id, &json).await;
+        }
     }
 
-    /// Remembers for a few seconds that an order does not exist.
+    /// Remembers for a few seconds that an order does not exist, unless the
+    /// key was filled meanwhile (`SET NX`).
     pub async fn put_missing(&self, order_id: Uuid) {
-        let key = self.missing_key(order_id);
+        let key = self.key(order_id);
         let _ = self
             .call("put", async |c| {
-                c.set_ex::<_, _, ()>(&key, "1", NEGATIVE_TTL_SECS).await
+                deadpool_redis::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(MISSING)
+                    .arg("EX")
+                    .arg(NEGATIVE_TTL_SECS)
+                    .arg("NX")
+                    .query_async::<Option<String>>(c)
+                    .await
             })
             .await;
     }
@@ -222,13 +235,10 @@ impl OrderCache {
     /// once more a second later: a reader that fetched the old row before the
     /// change and stored it after the first delete is overwritten by then.
     pub async fn invalidate(&self, order_ids: &[Uuid]) {
-        if order_ids.is_empty() {
+        if order_ids.is_empty() || !self.is_enabled() {
             return;
         }
-        let keys: Vec<String> = order_ids
-            .iter()
-            .flat_map(|id| [self.key(*id), self.missing_key(*id)])
-            .collect();
+        let keys: Vec<String> = order_ids.iter().map(|id| self.key(*id)).collect();
         self.delete(&keys).await;
         let cache = self.clone();
         tokio::spawn(async move {
@@ -238,9 +248,7 @@ impl OrderCache {
     }
 
     async fn delete(&self, keys: &[String]) {
-        let _ = self
-            .call("delete", async |c| c.del::<_, ()>(keys).await)
-            .await;
+        let _ = self.call("delete", async |c| c.del::<_, ()>(keys).await).await;
     }
 
     /// One round trip, for health checks.

@@ -111,7 +111,10 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
                 .max(100)
                 .to_string(),
         )
-        .set("client.id", "order-worker");
+        .set("client.id", "order-worker")
+        // librdkafka prefetches up to 64 MiB per consumer by default; a few
+        // batches ahead are enough and keep the worker's memory small.
+        .set("queued.max.messages.kbytes", "8192");
     config
 }
 

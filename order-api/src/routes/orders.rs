@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use order_core::cache::Cached;
+use order_core::cache::CachedJson;
 use order_core::domain::OrderStatus;
 use order_core::storage::StorageError;
 use serde::Deserialize;
 use uuid::Uuid;
+use warp::Reply;
 use warp::reply::Response;
 
 use super::{AppState, json, operator};
@@ -19,23 +20,29 @@ fn not_found(id: Uuid) -> ApiError {
 }
 
 /// `GET /api/v1/orders/{orderId}`: read-through cache, then the database.
+/// A cache hit is answered with the stored JSON as is.
 pub async fn get(st: Arc<AppState>, id: String) -> Result<Response, ApiError> {
     let id = params::order_id(&id)?;
-    match st.cache.get(id).await {
-        Cached::Hit(order) => return Ok(json(&order)),
-        Cached::Missing => return Err(not_found(id)),
-        Cached::Unknown => {}
+    match st.cache.get_json(id).await {
+        CachedJson::Hit(json) => return Ok(raw_json(json)),
+        CachedJson::Missing => return Err(not_found(id)),
+        CachedJson::Unknown => {}
     }
     match st.storage.get_order(id).await? {
         Some(order) => {
-            st.cache.put(&order).await;
-            Ok(json(&order))
+            let json = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+            st.cache.put_json(id, &json).await;
+            Ok(raw_json(json))
         }
         None => {
             st.cache.put_missing(id).await;
             Err(not_found(id))
         }
     }
+}
+
+fn raw_json(json: String) -> Response {
+    warp::reply::with_header(json, "content-type", "application/json").into_response()
 }
 
 #[derive(Deserialize)]

