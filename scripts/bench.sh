@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of the order service on this machine against the local services.
 # Prints one table; a full run also writes it to BENCHMARKS.md with the date,
-# the machine and the command. Speed is measured here, never in tests.
+# the machine, the command and the findings kept in docs/benchmark-findings.md.
+# Speed is measured here, never in tests.
 #
 # Usage: scripts/bench.sh [--quick]
 #   --quick   seconds instead of minutes (CI runs it so the script cannot rot)
@@ -11,7 +12,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "${script_dir}/.."
-command_line="scripts/bench.sh $*"
+command_line="scripts/bench.sh${*:+ $*}"
 
 quick=false
 [[ "${1:-}" == --quick ]] && quick=true
@@ -342,7 +343,7 @@ if [[ "$quick" == false ]]; then
         echo
         echo "$table"
         echo
-        cat BENCHMARKS.notes.md 2>/dev/null || true
+        cat docs/benchmark-findings.md 2>/dev/null || true
     } >BENCHMARKS.md
     say "written to BENCHMARKS.md"
 fi
