@@ -996,7 +996,17 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_read_time
 async fn with_the_cache_disabled_orders_come_from_the_database_and_health_has_no_redis_check() {
     let app = spawn_app_with(Driver::Postgres, |s| s.redis.enabled = false).await;
     let id = app.order(1, 1, "1", 1).await;
-    assert_eq!(app.get(&format!("/api/v1/orders/{id}")).await.json()["status"], "pending");
-    assert_eq!(app.cache.get(id).await, Cached::Unknown, "nothing was written to Redis");
-    assert_eq!(app.get("/health").await.json(), json!({"status": "ok", "checks": {"database": "up"}}));
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.json()["status"],
+        "pending"
+    );
+    assert_eq!(
+        app.cache.get(id).await,
+        Cached::Unknown,
+        "nothing was written to Redis"
+    );
+    assert_eq!(
+        app.get("/health").await.json(),
+        json!({"status": "ok", "checks": {"database": "up"}})
+    );
 }

@@ -136,7 +136,9 @@ impl OrderCache {
             .pool
             .as_ref()
             .ok_or_else(|| CacheError::Unavailable("the cache is disabled".into()))?;
-        pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))
+        pool.get()
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
     /// Runs one Redis call with the time limit; an error is counted and logged.
@@ -174,13 +176,19 @@ impl OrderCache {
             return CachedJson::Unknown;
         }
         let key = self.key(order_id);
-        let found = self.call("get", async |c| c.get::<_, Option<String>>(&key).await).await;
+        let found = self
+            .call("get", async |c| c.get::<_, Option<String>>(&key).await)
+            .await;
         let cached = match found {
             Ok(Some(text)) if text == MISSING => CachedJson::Missing,
             Ok(Some(json)) => CachedJson::Hit(json),
             Ok(None) | Err(_) => CachedJson::Unknown,
         };
-        let outcome = if cached == CachedJson::Unknown { "miss" } else { "hit" };
+        let outcome = if cached == CachedJson::Unknown {
+            "miss"
+        } else {
+            "hit"
+        };
         metrics::counter!("cache_requests_total", "result" => outcome).increment(1);
         cached
     }
@@ -203,7 +211,9 @@ impl OrderCache {
     /// Stores an order's JSON (as [`OrderCache::get_json`] returns it) for `redis.ttl_secs`.
     pub async fn put_json(&self, order_id: Uuid, json: &str) {
         let (key, ttl) = (self.key(order_id), self.ttl_secs);
-        let _ = self.call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await).await;
+        let _ = self
+            .call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await)
+            .await;
     }
 
     /// Stores an order for `redis.ttl_secs`.
@@ -248,7 +258,9 @@ impl OrderCache {
     }
 
     async fn delete(&self, keys: &[String]) {
-        let _ = self.call("delete", async |c| c.del::<_, ()>(keys).await).await;
+        let _ = self
+            .call("delete", async |c| c.del::<_, ()>(keys).await)
+            .await;
     }
 
     /// One round trip, for health checks.

@@ -7,7 +7,16 @@ use order_core::service::{Attempt, OrderCreator};
 use order_core::storage::StorageError;
 use tokio_util::sync::CancellationToken;
 
-/// Settles one batch through the creation path and records the batch metrics.
+/// Counts a batch taken from a source (once, however often it is retried).
+pub fn received(source: Source, messages: usize) {
+    let label = source.as_str();
+    metrics::counter!("messages_received_total", "source" => label).increment(messages as u64);
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("worker_batch_size", "source" => label).record(messages as f64);
+}
+
+/// Settles one batch through the creation path and records how long it took
+/// from receipt to commit.
 ///
 /// # Errors
 /// When the database is unavailable: acknowledge nothing.
@@ -17,13 +26,8 @@ pub async fn settle<P: AsRef<[u8]>>(
     payloads: &[P],
     received_at: Instant,
 ) -> Result<Vec<Attempt>, StorageError> {
-    let label = source.as_str();
-    metrics::counter!("messages_received_total", "source" => label)
-        .increment(payloads.len() as u64);
-    #[allow(clippy::cast_precision_loss)]
-    metrics::histogram!("worker_batch_size", "source" => label).record(payloads.len() as f64);
     let attempts = creator.process_batch(source, payloads).await?;
-    metrics::histogram!("message_processing_seconds", "source" => label)
+    metrics::histogram!("message_processing_seconds", "source" => source.as_str())
         .record(received_at.elapsed().as_secs_f64());
     Ok(attempts)
 }

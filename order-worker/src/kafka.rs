@@ -198,6 +198,7 @@ impl KafkaConsumer {
                 }
             }
 
+            batch::received(Source::Kafka, held.len());
             // Settle the batch; while the database is away, keep it, pause, and keep polling.
             loop {
                 let payloads: Vec<&[u8]> = held.iter().map(|m| m.payload.as_slice()).collect();

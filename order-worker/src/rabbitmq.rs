@@ -224,6 +224,7 @@ impl RabbitConsumer {
             }
 
             let payloads: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
+            batch::received(Source::Rabbitmq, payloads.len());
             match batch::settle(&self.creator, Source::Rabbitmq, &payloads, received_at).await {
                 Ok(_) => {
                     let last = deliveries.last().map_or(0, |d| d.delivery_tag);

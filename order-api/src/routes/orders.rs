@@ -30,7 +30,8 @@ pub async fn get(st: Arc<AppState>, id: String) -> Result<Response, ApiError> {
     }
     match st.storage.get_order(id).await? {
         Some(order) => {
-            let json = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let json =
+                serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
             st.cache.put_json(id, &json).await;
             Ok(raw_json(json))
         }
