@@ -84,21 +84,30 @@ use_names() {
     queues+=("$ORDER__RABBITMQ__QUEUE" "$ORDER__RABBITMQ__DEAD_LETTER_QUEUE")
 }
 
-# start_worker LOGNAME [ENV=VALUE…] -> sets $worker_pid, $worker_port
-start_worker() {
-    local log="$scratch/$1.log"
-    shift
-    worker_port=$(free_port)
-    env "$@" ORDER__OBSERVABILITY__PORT="$worker_port" ORDER__LOG__LEVEL=warn "$bin/order-worker" >"$log" 2>&1 &
-    worker_pid=$!
-    pids+=("$worker_pid")
+# launch LOGNAME PORT_VAR BINARY PROBE_PATH [ENV=VALUE…] -> sets $launched_pid once
+# http://127.0.0.1:$PORT$PROBE_PATH answers (the port is passed in ENV by the caller)
+launch() {
+    local log="$scratch/$1.log" port=$2 binary=$3 probe=$4
+    shift 4
+    env "$@" ORDER__LOG__LEVEL=warn "$bin/$binary" >"$log" 2>&1 &
+    launched_pid=$!
+    pids+=("$launched_pid")
     for _ in $(seq 1 300); do
-        curl -fsS "http://127.0.0.1:${worker_port}/health/ready" >/dev/null 2>&1 && return 0
-        kill -0 "$worker_pid" 2>/dev/null || { cat "$log" >&2; return 1; }
+        curl -fsS "http://127.0.0.1:${port}${probe}" >/dev/null 2>&1 && return 0
+        kill -0 "$launched_pid" 2>/dev/null || break
         sleep 0.1
     done
     cat "$log" >&2
     return 1
+}
+
+# start_worker LOGNAME [ENV=VALUE…] -> sets $worker_pid, $worker_port
+start_worker() {
+    local name=$1
+    shift
+    worker_port=$(free_port)
+    launch "$name" "$worker_port" order-worker /health/ready "$@" ORDER__OBSERVABILITY__PORT="$worker_port"
+    worker_pid=$launched_pid
 }
 
 stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -263,18 +272,11 @@ request = function()
 end
 LUA
 start_api() { # LOGNAME [ENV…] -> $api_pid $api_port
-    local log="$scratch/$1.log"
+    local name=$1
     shift
     api_port=$(free_port)
-    env "$@" ORDER__SERVER__PORT="$api_port" ORDER__LOG__LEVEL=warn "$bin/order-api" >"$log" 2>&1 &
-    api_pid=$!
-    pids+=("$api_pid")
-    for _ in $(seq 1 300); do
-        curl -fsS "http://127.0.0.1:${api_port}/health/live" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    cat "$log" >&2
-    return 1
+    launch "$name" "$api_port" order-api /health/live "$@" ORDER__SERVER__PORT="$api_port"
+    api_pid=$launched_pid
 }
 bench_wrk() { # NAME URL [lua env…] -> "N req/s, p50 X, p99 Y"
     local name=$1 url=$2

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Names, assert_orders, plan, settings, wait_for};
+use common::{Names, assert_orders, plan, settings, wait_for, wait_until_orders};
 
 fn kafka_settings() -> KafkaSettings {
     let id = format!("{:016x}", fastrand::u64(..));
@@ -200,9 +200,7 @@ async fn a_database_cut_on_kafka_commits_nothing_and_the_orders_arrive_after_it_
     let ends = order_loadgen::kafka::publish(&settings.kafka, &messages, None, true)
         .await
         .unwrap();
-    while db.count("SELECT COUNT(*) FROM orders").await < 300 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_orders(&db, 300).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = committed(&settings.kafka, 3);

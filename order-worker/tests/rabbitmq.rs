@@ -14,7 +14,7 @@ use order_worker::rabbitmq::RabbitConsumer;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{BIN, Names, assert_orders, plan, settings, wait_for, worker_env};
+use common::{BIN, Names, assert_orders, plan, settings, wait_for, wait_until_orders, worker_env};
 
 /// A consumer running in this process.
 struct Running {
@@ -116,9 +116,7 @@ async fn a_database_cut_acknowledges_nothing_and_the_orders_arrive_after_it_heal
     let worker = Running::start(&settings).await;
     let summary = publish(&names, &plan(10_000)).await;
     // Let some batches commit, then cut the database mid-stream.
-    while db.count("SELECT COUNT(*) FROM orders").await < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_orders(&db, 500).await;
     proxy.cut();
     let at_cut = db.count("SELECT COUNT(*) FROM orders").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -148,9 +146,7 @@ async fn a_broker_cut_is_reconnected_and_the_rest_drained() {
     let worker = Running::start(&settings).await;
     // Publish straight to the broker, not through the proxy.
     let summary = publish(&names, &plan(10_000)).await;
-    while db.count("SELECT COUNT(*) FROM orders").await < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_orders(&db, 500).await;
     proxy.cut();
     let started = Instant::now();
     while worker.connected.get() {
@@ -183,9 +179,7 @@ async fn a_worker_killed_mid_stream_and_restarted_accounts_for_every_message_onc
     let settings = settings(&db, &names, 200);
     let mut worker = spawn_worker(&settings);
     let summary = publish(&names, &plan(20_000)).await;
-    while db.count("SELECT COUNT(*) FROM orders").await < 2_000 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_orders(&db, 2_000).await;
     worker.kill();
     let mut worker = spawn_worker(&settings);
     wait_for(&db, &summary, Duration::from_secs(120)).await;
@@ -200,9 +194,7 @@ async fn sigterm_mid_stream_exits_0_leaving_every_message_committed_or_queued() 
     let settings = settings(&db, &names, 200);
     let mut worker = spawn_worker(&settings);
     let summary = publish(&names, &plan(20_000)).await;
-    while db.count("SELECT COUNT(*) FROM orders").await < 2_000 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_orders(&db, 2_000).await;
     let stopping = Instant::now();
     let status = worker.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", worker.output());

@@ -191,3 +191,15 @@ pub fn plan(count: usize) -> Plan {
         seed: fastrand::u64(..),
     }
 }
+
+/// Waits until at least `n` orders are committed (mid-stream fault injection).
+pub async fn wait_until_orders(db: &TestDatabase, n: i64) {
+    let started = Instant::now();
+    while db.count("SELECT COUNT(*) FROM orders").await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "fewer than {n} orders after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
