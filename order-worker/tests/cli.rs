@@ -4,10 +4,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use order_core::config::Driver;
-use order_core::testing::{TestDatabase, http, process};
+use order_core::testing::{TestDatabase, http};
 
 mod common;
-use common::{BIN, Names, settings, worker_env};
+use common::{BIN, Names, settings, spawn_process, worker_env};
 
 #[test]
 fn help_and_version_answer() {
@@ -29,15 +29,7 @@ async fn starts_on_mariadb_serves_probes_and_exits_0_on_sigterm() {
     let db = TestDatabase::empty(Driver::Mysql).await;
     let names = Names::new();
     let env = worker_env(&settings(&db, &names, 100));
-    let port: u16 = env
-        .iter()
-        .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut worker = process::spawn(BIN, &[], &env);
+    let (mut worker, port) = spawn_process(&env);
     worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
     assert_eq!(
         db.table_names().await.len(),
@@ -80,15 +72,7 @@ async fn runs_rabbitmq_and_kafka_in_one_process_and_reports_both_ready() {
         ("ORDER__KAFKA__TOPIC", kafka.topic.clone()),
         ("ORDER__KAFKA__GROUP_ID", kafka.group_id.clone()),
     ]);
-    let port: u16 = env
-        .iter()
-        .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut worker = process::spawn(BIN, &[], &env);
+    let (mut worker, port) = spawn_process(&env);
     worker.wait_for("consuming from Kafka", Duration::from_secs(30));
     worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
     let (status, body) = http::get(([127, 0, 0, 1], port).into(), "/health/ready").await;

@@ -14,7 +14,9 @@ use order_worker::rabbitmq::RabbitConsumer;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{BIN, Names, assert_orders, plan, settings, wait_for, wait_until_orders, worker_env};
+use common::{
+    Names, assert_orders, plan, settings, spawn_process, wait_for, wait_until_orders, worker_env,
+};
 
 /// A consumer running in this process.
 struct Running {
@@ -165,9 +167,7 @@ async fn a_broker_cut_is_reconnected_and_the_rest_drained() {
 }
 
 fn spawn_worker(settings: &Settings) -> process::Running {
-    let env = worker_env(settings);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut worker = process::spawn(BIN, &[], &env);
+    let (mut worker, _) = spawn_process(&worker_env(settings));
     worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
     worker
 }

@@ -203,3 +203,17 @@ pub async fn wait_until_orders(db: &TestDatabase, n: i64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Starts the worker binary with `env` (from [`worker_env`], perhaps
+/// extended); returns it and its observability port.
+pub fn spawn_process(
+    env: &[(&'static str, String)],
+) -> (order_core::testing::process::Running, u16) {
+    let port = env
+        .iter()
+        .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("worker_env sets ORDER__OBSERVABILITY__PORT");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    (order_core::testing::process::spawn(BIN, &[], &env), port)
+}
