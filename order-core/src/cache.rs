@@ -4,10 +4,21 @@
 //! the API answers it (TTL `redis.ttl_secs`), or `-` for a short negative
 //! entry ("no such order"). A hit is one `GET` and the stored text is the
 //! response body as is. Every committed change deletes the key. Redis is an
-//! optimisation only: an error is logged and counted
-//! (`cache_errors_total`), and the caller goes to the database.
+//! optimisation only: an error is counted (`cache_errors_total`) and the
+//! caller goes to the database.
+//!
+//! During an outage the cache does not make things worse: the first error
+//! is logged (and the recovery), not every one; for [`SKIP_AFTER_FAILURE`]
+//! after an error, reads and fills skip Redis at once (`cache_skipped_total`)
+//! instead of each waiting for a connection. Deletes are always attempted. A
+//! delete that fails is *owed*: this process neither reads nor fills that
+//! key until a retry (every second, in the background) has deleted it, so
+//! it never serves an entry it knows to be stale.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::AsyncCommands;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
@@ -18,6 +29,13 @@ use crate::domain::Order;
 
 /// How long one Redis call may take before the cache is skipped.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long reads and fills skip Redis after a call failed.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The most owed deletes remembered; beyond it a failed delete leaves the
+/// entry to its TTL (logged).
+const MAX_OWED: usize = 100_000;
 
 /// When the second delete of an invalidation runs.
 const REDELETE_AFTER: Duration = Duration::from_secs(1);
@@ -68,6 +86,50 @@ pub struct OrderCache {
     pool: Option<Pool>,
     prefix: String,
     ttl_secs: u64,
+    outage: Arc<Outage>,
+}
+
+/// What this process knows of Redis's recent failures.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Set by the first error of an outage, cleared by the next success.
+    down: AtomicBool,
+    /// Reads and fills skip Redis until then.
+    skip_until: Mutex<Option<Instant>>,
+    /// Keys whose delete failed and is still to be done.
+    owed: Mutex<HashSet<String>>,
+    /// True while a task retries the owed deletes.
+    retrying: AtomicBool,
+}
+
+impl Outage {
+    fn skipping(&self) -> bool {
+        self.skip_until
+            .lock()
+            .expect("cache outage state")
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Records a failure; true when it starts an outage.
+    fn failed(&self) -> bool {
+        *self.skip_until.lock().expect("cache outage state") =
+            Some(Instant::now() + SKIP_AFTER_FAILURE);
+        !self.down.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records a success; true when it ends an outage.
+    fn succeeded(&self) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return false;
+        }
+        *self.skip_until.lock().expect("cache outage state") = None;
+        self.down.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_owed(&self, key: &str) -> bool {
+        let owed = self.owed.lock().expect("owed deletes");
+        !owed.is_empty() && owed.contains(key)
+    }
 }
 
 impl std::fmt::Debug for OrderCache {
@@ -90,6 +152,7 @@ impl OrderCache {
                 pool: None,
                 prefix: settings.key_prefix.clone(),
                 ttl_secs: settings.ttl_secs,
+                outage: Arc::default(),
             });
         }
         let auth = if settings.password.is_empty() {
@@ -116,6 +179,7 @@ impl OrderCache {
             pool: Some(pool),
             prefix: settings.key_prefix.clone(),
             ttl_secs: settings.ttl_secs,
+            outage: Arc::default(),
         })
     }
 
@@ -141,7 +205,9 @@ impl OrderCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
-    /// Runs one Redis call with the time limit; an error is counted and logged.
+    /// Runs one Redis call with the time limit; an error is counted, and
+    /// logged when it starts an outage. Reads and fills (`get`, `put`) are
+    /// skipped for [`SKIP_AFTER_FAILURE`] after an error.
     async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, CacheError>
     where
         F: AsyncFnOnce(
@@ -150,6 +216,12 @@ impl OrderCache {
     {
         if !self.is_enabled() {
             return Err(CacheError::Unavailable("the cache is disabled".into()));
+        }
+        if matches!(op, "get" | "put") && self.outage.skipping() {
+            metrics::counter!("cache_skipped_total", "op" => op).increment(1);
+            return Err(CacheError::Unavailable(format!(
+                "skipped: redis failed less than {SKIP_AFTER_FAILURE:?} ago"
+            )));
         }
         let result = tokio::time::timeout(CALL_TIMEOUT, async {
             let mut conn = self.conn().await?;
@@ -163,9 +235,24 @@ impl OrderCache {
                 "no answer within {CALL_TIMEOUT:?}"
             )))
         });
-        if let Err(e) = &result {
-            metrics::counter!("cache_errors_total", "op" => op).increment(1);
-            tracing::warn!(cache.op = op, error = %e, "redis call failed; using the database");
+        match &result {
+            Err(e) => {
+                metrics::counter!("cache_errors_total", "op" => op).increment(1);
+                if self.outage.failed() {
+                    tracing::warn!(
+                        cache.op = op,
+                        error = %e,
+                        "redis unavailable: reads go to the database, redis is tried again every {SKIP_AFTER_FAILURE:?}"
+                    );
+                } else {
+                    tracing::debug!(cache.op = op, error = %e, "redis call failed");
+                }
+            }
+            Ok(_) => {
+                if self.outage.succeeded() {
+                    tracing::info!("redis answers again: the cache is in use");
+                }
+            }
         }
         result
     }
@@ -176,6 +263,10 @@ impl OrderCache {
             return CachedJson::Unknown;
         }
         let key = self.key(order_id);
+        if self.outage.is_owed(&key) {
+            metrics::counter!("cache_requests_total", "result" => "miss").increment(1);
+            return CachedJson::Unknown;
+        }
         let found = self
             .call("get", async |c| c.get::<_, Option<String>>(&key).await)
             .await;
@@ -211,6 +302,9 @@ impl OrderCache {
     /// Stores an order's JSON (as [`OrderCache::get_json`] returns it) for `redis.ttl_secs`.
     pub async fn put_json(&self, order_id: Uuid, json: &str) {
         let (key, ttl) = (self.key(order_id), self.ttl_secs);
+        if self.outage.is_owed(&key) {
+            return;
+        }
         let _ = self
             .call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await)
             .await;
@@ -227,6 +321,9 @@ impl OrderCache {
     /// key was filled meanwhile (`SET NX`).
     pub async fn put_missing(&self, order_id: Uuid) {
         let key = self.key(order_id);
+        if self.outage.is_owed(&key) {
+            return;
+        }
         let _ = self
             .call("put", async |c| {
                 deadpool_redis::redis::cmd("SET")
@@ -257,10 +354,60 @@ impl OrderCache {
         });
     }
 
+    /// Deletes `keys`; on failure they are owed and retried in the background.
     async fn delete(&self, keys: &[String]) {
-        let _ = self
+        if self
             .call("delete", async |c| c.del::<_, ()>(keys).await)
-            .await;
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        {
+            let mut owed = self.outage.owed.lock().expect("owed deletes");
+            let room = MAX_OWED.saturating_sub(owed.len());
+            if room < keys.len() {
+                tracing::error!(
+                    dropped = keys.len() - room,
+                    "too many cache deletes owed: these entries stay until their TTL"
+                );
+            }
+            owed.extend(keys.iter().take(room).cloned());
+        }
+        if !self.outage.retrying.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().settle_owed());
+        }
+    }
+
+    /// Retries the owed deletes every second until none is left.
+    async fn settle_owed(self) {
+        loop {
+            tokio::time::sleep(SKIP_AFTER_FAILURE).await;
+            let batch: Vec<String> = {
+                let owed = self.outage.owed.lock().expect("owed deletes");
+                owed.iter().take(1000).cloned().collect()
+            };
+            if !batch.is_empty()
+                && self
+                    .call("delete", async |c| c.del::<_, ()>(&batch).await)
+                    .await
+                    .is_ok()
+            {
+                let mut owed = self.outage.owed.lock().expect("owed deletes");
+                for key in &batch {
+                    owed.remove(key);
+                }
+            }
+            if self.outage.owed.lock().expect("owed deletes").is_empty() {
+                self.outage.retrying.store(false, Ordering::Release);
+                // A delete may have been owed between the check and the store.
+                if self.outage.owed.lock().expect("owed deletes").is_empty()
+                    || self.outage.retrying.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        }
     }
 
     /// One round trip, for health checks.
