@@ -611,9 +611,24 @@ pub mod http {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Response {
-        let mut stream = tokio::net::TcpStream::connect(addr)
+        try_request(addr, method, path, headers, body)
             .await
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+    }
+
+    /// [`request`] that reports a refused connection, a connection closed
+    /// without an answer or a response without a status line as an error.
+    ///
+    /// # Errors
+    /// As above.
+    pub async fn try_request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Response> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -625,18 +640,17 @@ pub mod http {
             ));
         }
         head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .expect("send the request head");
-        if let Some(body) = body {
-            stream.write_all(body).await.expect("send the request body");
+        // A server may answer (say 413 or 431) and close before reading it all.
+        let mut sent = stream.write_all(head.as_bytes()).await;
+        if let (Ok(()), Some(body)) = (&sent, body) {
+            sent = stream.write_all(body).await;
         }
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .expect("read the response");
+        let read = stream.read_to_end(&mut raw).await;
+        if raw.is_empty() {
+            sent?;
+            read?;
+        }
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
@@ -644,7 +658,12 @@ pub mod http {
             .next()
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {head:?}"));
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("no status line in {head:?}"),
+                )
+            })?;
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -657,11 +676,11 @@ pub mod http {
         } else {
             body.to_owned()
         };
-        Response {
+        Ok(Response {
             status,
             headers,
             body,
-        }
+        })
     }
 
     fn dechunk(mut rest: &str) -> String {

@@ -7,9 +7,11 @@ use order_core::config::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{Message, Pace, progress};
 
@@ -66,6 +68,8 @@ pub async fn publish(
         .set("allow.auto.create.topics", "false")
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5")
+        // Room for the 1 MiB messages of the malformed-input corpus.
+        .set("message.max.bytes", "4194304")
         .create()?;
     let bar = progress(messages.len(), quiet);
     let mut pace = Pace::new(per_second);
@@ -126,4 +130,35 @@ fn note<E>(
     let end = ends.entry(delivered.partition).or_insert(0);
     *end = (*end).max(delivered.offset + 1);
     Ok(())
+}
+
+/// The committed offset of `kafka.group_id` on each of the topic's first
+/// `partitions` partitions (0 where it has committed nothing).
+///
+/// # Errors
+/// When the brokers cannot be asked.
+pub fn committed(settings: &KafkaSettings, partitions: i32) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = client(settings)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..partitions {
+        wanted.add_partition(&settings.topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .map(|found| {
+            // The list must go before the consumer, or closing the consumer waits forever.
+            found
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => (e.partition(), o),
+                    _ => (e.partition(), 0),
+                })
+                .collect()
+        });
+    drop(consumer);
+    Ok(offsets?)
 }

@@ -88,3 +88,27 @@ async fn settle(confirm: lapin::PublisherConfirm) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Deletes the queue, the dead-letter queue and both exchanges named by
+/// `settings` (per-test and per-run names); errors are ignored.
+pub async fn delete_topology(settings: &RabbitMqSettings) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) =
+        Connection::connect(&settings.url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        for queue in [&settings.queue, &settings.dead_letter_queue] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -10,10 +10,8 @@ use order_core::service::OrderCreator;
 use order_core::storage::Storage;
 use order_core::testing::TestDatabase;
 use order_worker::Connected;
-use order_worker::kafka::{KafkaConsumer, consumer_config};
+use order_worker::kafka::KafkaConsumer;
 use order_worker::rabbitmq::RabbitConsumer;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 mod common;
@@ -69,26 +67,7 @@ impl Workers {
 
 /// The group's committed offset per partition.
 fn committed(settings: &KafkaSettings, partitions: i32) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = consumer_config(settings).create().unwrap();
-    let mut wanted = TopicPartitionList::new();
-    for p in 0..partitions {
-        wanted.add_partition(&settings.topic, p);
-    }
-    let found = consumer
-        .committed_offsets(wanted, Duration::from_secs(10))
-        .unwrap();
-    let offsets = found
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => (e.partition(), o),
-            _ => (e.partition(), 0),
-        })
-        .collect();
-    // The list must go before the consumer, or closing the consumer waits forever.
-    drop(found);
-    drop(consumer);
-    offsets
+    order_loadgen::kafka::committed(settings, partitions).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use order_core::config::Settings;
@@ -60,30 +60,7 @@ impl Drop for Names {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(async {
-                    let Ok(connection) =
-                        Connection::connect(&settings.url(), ConnectionProperties::default()).await
-                    else {
-                        return;
-                    };
-                    let Ok(channel) = connection.create_channel().await else {
-                        return;
-                    };
-                    for queue in [&settings.queue, &settings.dead_letter_queue] {
-                        let _ = channel
-                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for exchange in [&settings.exchange, &settings.dead_letter_exchange] {
-                        let _ = channel
-                            .exchange_delete(
-                                exchange.as_str().into(),
-                                ExchangeDeleteOptions::default(),
-                            )
-                            .await;
-                    }
-                    let _ = connection.close(200, "".into()).await;
-                });
+                .block_on(order_loadgen::rabbitmq::delete_topology(&settings));
         })
         .join();
     }
