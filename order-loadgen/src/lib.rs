@@ -6,6 +6,7 @@
 //! database fed by it must end with: one order per distinct (user, product)
 //! pair, one failure row per poison message (each poison message is unique).
 
+pub mod corpus;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod sql;

@@ -1,0 +1,255 @@
+//! Malformed seckill messages: the bad input a broker can carry.
+//!
+//! Every entry but the ones marked [`Expect::Order`] is poison: the worker
+//! must record it as a failure row with its reason and acknowledge it, never
+//! crash or stall on it. Unknown fields are ignored by the message contract,
+//! so an otherwise valid message with extra fields is an order, not poison.
+//!
+//! `tag` makes every payload unique (failure rows are unique by the
+//! message's digest) and keeps the valid entries' (user, product) pairs
+//! apart from other streams: their user is `CORPUS_USER_BASE + tag`.
+
+/// What a corpus message must become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A poison failure row with a reason.
+    Poison,
+    /// An order (the entry is valid despite how it looks).
+    Order,
+}
+
+/// One malformed (or odd-looking) message.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What is wrong with it, for reports.
+    pub name: &'static str,
+    /// The bytes.
+    pub payload: Vec<u8>,
+    /// What it must become.
+    pub expect: Expect,
+}
+
+/// Users of the corpus's valid entries start above this, far from generated users.
+pub const CORPUS_USER_BASE: i64 = 9_000_000_000;
+
+const MIB: usize = 1024 * 1024;
+
+/// The corpus; `tag` is woven into every payload.
+#[must_use]
+pub fn malformed(tag: u32) -> Vec<Entry> {
+    let user = CORPUS_USER_BASE + i64::from(tag);
+    let valid = |price: &str, extra: &str| {
+        format!(
+            r#"{{"user_id":{user},"product_id":1,"quantity":1,"unit_price":{price},"seckill_id":"corpus_{tag}","timestamp":"2024-01-01T00:00:00Z"{extra}}}"#
+        )
+    };
+    let poison = |name: &'static str, text: String| Entry {
+        name,
+        payload: text.into_bytes(),
+        expect: Expect::Poison,
+    };
+    let mut entries = vec![
+        poison("empty body", " ".repeat(tag as usize)),
+        poison(
+            "truncated JSON",
+            valid("1.00", "")[..60].to_owned() + &format!("#{tag}"),
+        ),
+        poison("JSON null", format!("null{}", " ".repeat(tag as usize))),
+        poison("a JSON array", format!("[{user},1,1]")),
+        poison("a JSON string", format!("\"{user}\"")),
+        poison(
+            "trailing garbage",
+            valid("1.00", "") + &format!(" trailing {tag}"),
+        ),
+        poison(
+            "user_id as a word",
+            valid("1.00", "").replace(
+                &format!("\"user_id\":{user}"),
+                &format!("\"user_id\":\"u{tag}\""),
+            ),
+        ),
+        poison(
+            "user_id as an object",
+            valid("1.00", "").replace(
+                &format!("\"user_id\":{user}"),
+                &format!("\"user_id\":{{\"id\":{tag}}}"),
+            ),
+        ),
+        poison(
+            "product_id as a boolean",
+            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":true"),
+        ),
+        poison(
+            "quantity as a word",
+            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":\"many\""),
+        ),
+        poison(
+            "quantity with a fraction",
+            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":1.5"),
+        ),
+        poison("unit_price as an array", valid("[1,2]", "")),
+        poison(
+            "seckill_id as a number",
+            valid("1.00", "").replace(
+                &format!("\"seckill_id\":\"corpus_{tag}\""),
+                "\"seckill_id\":7",
+            ),
+        ),
+        poison(
+            "user_id beyond 64 bits",
+            valid("1.00", "").replace(
+                &format!("\"user_id\":{user}"),
+                &format!("\"user_id\":123456789012345678901234567890{tag}"),
+            ),
+        ),
+        poison(
+            "quantity beyond 64 bits",
+            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":99999999999999999999999"),
+        ),
+        poison(
+            "quantity above the limit",
+            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":1001"),
+        ),
+        poison("unit_price of 10^10", valid("10000000000", "")),
+        poison("unit_price 1e400", valid("1e400", "")),
+        poison("unit_price NaN", valid("NaN", "")),
+        poison("unit_price \"NaN\"", valid("\"NaN\"", "")),
+        poison("unit_price Infinity", valid("Infinity", "")),
+        poison("unit_price -Infinity", valid("-Infinity", "")),
+        poison("unit_price \"Infinity\"", valid("\"Infinity\"", "")),
+        poison("negative unit_price", valid("-1.00", "")),
+        poison("zero unit_price", valid("0", "")),
+        poison("zero unit_price with decimals", valid("0.00", "")),
+        poison("negative zero unit_price", valid("-0", "")),
+        poison("3-decimal unit_price", valid("1.005", "")),
+        poison("3-decimal unit_price as text", valid("\"12.345\"", "")),
+        poison("unit_price as an empty string", valid("\"\"", "")),
+        poison(
+            "user_id zero",
+            valid("1.00", "").replace(&format!("\"user_id\":{user}"), "\"user_id\":0"),
+        ),
+        poison(
+            "negative product_id",
+            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":-1"),
+        ),
+        poison(
+            "empty seckill_id",
+            valid("1.00", "").replace(&format!("corpus_{tag}"), ""),
+        ),
+        poison(
+            "seckill_id of 65 characters",
+            valid("1.00", "").replace(&format!("corpus_{tag}"), &format!("{tag:x<65}")),
+        ),
+        poison(
+            "timestamp not RFC 3339",
+            valid("1.00", "").replace("2024-01-01T00:00:00Z", "yesterday"),
+        ),
+        poison(
+            "null user_id",
+            valid("1.00", "").replace(&format!("\"user_id\":{user}"), "\"user_id\":null"),
+        ),
+        poison(
+            "duplicate key",
+            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":1,\"product_id\":2"),
+        ),
+        poison(
+            "product_name of 256 characters",
+            valid(
+                "1.00",
+                &format!(",\"product_name\":\"{}\"", "n".repeat(256)),
+            ),
+        ),
+        poison(
+            "1 MiB body",
+            valid(
+                "1.00",
+                &format!(",\"product_name\":\"{}\"", "x".repeat(MIB)),
+            ),
+        ),
+        poison("1 MiB of garbage", format!("{tag}{}", "\u{7}".repeat(MIB))),
+    ];
+    for field in [
+        "user_id",
+        "product_id",
+        "quantity",
+        "unit_price",
+        "seckill_id",
+        "timestamp",
+    ] {
+        let full: serde_json::Value =
+            serde_json::from_str(&valid("1.00", "")).expect("the valid template is JSON");
+        let mut object = full.as_object().expect("an object").clone();
+        object.remove(field);
+        entries.push(Entry {
+            name: match field {
+                "user_id" => "missing user_id",
+                "product_id" => "missing product_id",
+                "quantity" => "missing quantity",
+                "unit_price" => "missing unit_price",
+                "seckill_id" => "missing seckill_id",
+                _ => "missing timestamp",
+            },
+            payload: serde_json::to_vec(&object).expect("JSON"),
+            expect: Expect::Poison,
+        });
+    }
+    let mut invalid_utf8 = valid("1.00", ",\"product_name\":\"caf\u{e9}\"").into_bytes();
+    let e_acute = invalid_utf8
+        .windows(2)
+        .position(|w| w == [0xc3, 0xa9])
+        .expect("the é is there");
+    invalid_utf8[e_acute] = 0xff;
+    entries.push(Entry {
+        name: "invalid UTF-8",
+        payload: invalid_utf8,
+        expect: Expect::Poison,
+    });
+    entries.push(Entry {
+        name: "invalid UTF-8 outside JSON",
+        payload: [format!("{tag}").as_bytes(), &[0xc3, 0x28, 0xa0, 0xa1]].concat(),
+        expect: Expect::Poison,
+    });
+    entries.push(Entry {
+        name: "extra fields (ignored by the contract: an order)",
+        payload: valid(
+            "1.00",
+            r#","coupon":"FREE","admin":true,"nested":{"a":[1,2]}"#,
+        )
+        .into_bytes(),
+        expect: Expect::Order,
+    });
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use order_core::domain::SeckillMessage;
+
+    use super::*;
+
+    #[test]
+    fn every_entry_is_what_it_claims() {
+        for entry in malformed(3) {
+            let parsed = SeckillMessage::parse(&entry.payload);
+            match entry.expect {
+                Expect::Poison => assert!(parsed.is_err(), "{} parsed as {parsed:?}", entry.name),
+                Expect::Order => {
+                    let message = parsed.unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+                    assert_eq!(message.user_id.get(), CORPUS_USER_BASE + 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_are_unique_within_and_across_tags() {
+        let mut seen = HashSet::new();
+        for tag in 0..3 {
+            for entry in malformed(tag) {
+                assert!(seen.insert(entry.payload), "{} repeats", entry.name);
+            }
+        }
+    }
+}
