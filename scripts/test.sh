@@ -10,8 +10,9 @@
 # and a Kafka-protocol broker (scripts/kafka.sh),
 # drop leftover ordertest_* databases, build every target, run every test,
 # then the API contract test (scripts/api-contract.sh), the deployment files
-# (scripts/validate-deploy.sh), the start script (scripts/check-start.sh) and
-# a quick benchmark run (scripts/bench.sh --quick).
+# (scripts/validate-deploy.sh), the start script (scripts/check-start.sh), a
+# quick run of the fault suite (scripts/chaos.sh --quick) and a quick
+# benchmark run (scripts/bench.sh --quick).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -149,6 +150,8 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
         "${script_dir}/validate-deploy.sh"
     check "scripts/start.sh end to end (release build, demo burst, clean stop)" "${script_dir}/check-start.sh"
     check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka
+    check "fault suite, quick run (RabbitMQ and Kafka: kills, cuts, bad input; invariants)" \
+        "${script_dir}/chaos.sh" --quick
     check "benchmarks, quick run (so the script cannot rot; figures are not judged here)" "${script_dir}/bench.sh" --quick
 fi
 say "all tests passed"
