@@ -16,7 +16,7 @@
 //! it never serves an entry it knows to be stale.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,31 +89,52 @@ pub struct OrderCache {
     outage: Arc<Outage>,
 }
 
-/// What this process knows of Redis's recent failures.
-#[derive(Debug, Default)]
+/// What this process knows of Redis's recent failures. The checks on every
+/// call are atomic loads; locks are taken only during an outage.
+#[derive(Debug)]
 struct Outage {
+    /// The origin of `skip_until_ms`.
+    epoch: Instant,
+    /// Reads and fills skip Redis until this many ms after `epoch` (0: never).
+    skip_until_ms: AtomicU64,
     /// Set by the first error of an outage, cleared by the next success.
     down: AtomicBool,
-    /// Reads and fills skip Redis until then.
-    skip_until: Mutex<Option<Instant>>,
+    /// True while `owed` is not empty.
+    any_owed: AtomicBool,
     /// Keys whose delete failed and is still to be done.
     owed: Mutex<HashSet<String>>,
     /// True while a task retries the owed deletes.
     retrying: AtomicBool,
 }
 
+impl Default for Outage {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            any_owed: AtomicBool::new(false),
+            owed: Mutex::default(),
+            retrying: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Outage {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn skipping(&self) -> bool {
-        self.skip_until
-            .lock()
-            .expect("cache outage state")
-            .is_some_and(|until| Instant::now() < until)
+        let until = self.skip_until_ms.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
     }
 
     /// Records a failure; true when it starts an outage.
     fn failed(&self) -> bool {
-        *self.skip_until.lock().expect("cache outage state") =
-            Some(Instant::now() + SKIP_AFTER_FAILURE);
+        let skip = u64::try_from(SKIP_AFTER_FAILURE.as_millis()).unwrap_or(u64::MAX);
+        self.skip_until_ms
+            .store(self.now_ms().saturating_add(skip).max(1), Ordering::Release);
         !self.down.swap(true, Ordering::AcqRel)
     }
 
@@ -122,13 +143,37 @@ impl Outage {
         if !self.down.load(Ordering::Acquire) {
             return false;
         }
-        *self.skip_until.lock().expect("cache outage state") = None;
+        self.skip_until_ms.store(0, Ordering::Release);
         self.down.swap(false, Ordering::AcqRel)
     }
 
     fn is_owed(&self, key: &str) -> bool {
-        let owed = self.owed.lock().expect("owed deletes");
-        !owed.is_empty() && owed.contains(key)
+        self.any_owed.load(Ordering::Acquire)
+            && self.owed.lock().expect("owed deletes").contains(key)
+    }
+
+    /// Remembers keys whose delete failed (up to [`MAX_OWED`]).
+    fn owe(&self, keys: &[String]) {
+        let mut owed = self.owed.lock().expect("owed deletes");
+        let room = MAX_OWED.saturating_sub(owed.len());
+        if room < keys.len() {
+            tracing::error!(
+                dropped = keys.len() - room,
+                "too many cache deletes owed: these entries stay until their TTL"
+            );
+        }
+        owed.extend(keys.iter().take(room).cloned());
+        self.any_owed.store(!owed.is_empty(), Ordering::Release);
+    }
+
+    /// Forgets keys whose delete succeeded; true when none is left.
+    fn paid(&self, keys: &[String]) -> bool {
+        let mut owed = self.owed.lock().expect("owed deletes");
+        for key in keys {
+            owed.remove(key);
+        }
+        self.any_owed.store(!owed.is_empty(), Ordering::Release);
+        owed.is_empty()
     }
 }
 
@@ -363,17 +408,7 @@ impl OrderCache {
         {
             return;
         }
-        {
-            let mut owed = self.outage.owed.lock().expect("owed deletes");
-            let room = MAX_OWED.saturating_sub(owed.len());
-            if room < keys.len() {
-                tracing::error!(
-                    dropped = keys.len() - room,
-                    "too many cache deletes owed: these entries stay until their TTL"
-                );
-            }
-            owed.extend(keys.iter().take(room).cloned());
-        }
+        self.outage.owe(keys);
         if !self.outage.retrying.swap(true, Ordering::AcqRel) {
             tokio::spawn(self.clone().settle_owed());
         }
@@ -387,21 +422,21 @@ impl OrderCache {
                 let owed = self.outage.owed.lock().expect("owed deletes");
                 owed.iter().take(1000).cloned().collect()
             };
-            if !batch.is_empty()
-                && self
-                    .call("delete", async |c| c.del::<_, ()>(&batch).await)
-                    .await
-                    .is_ok()
+            let done = if batch.is_empty() {
+                self.outage.paid(&[])
+            } else if self
+                .call("delete", async |c| c.del::<_, ()>(&batch).await)
+                .await
+                .is_ok()
             {
-                let mut owed = self.outage.owed.lock().expect("owed deletes");
-                for key in &batch {
-                    owed.remove(key);
-                }
-            }
-            if self.outage.owed.lock().expect("owed deletes").is_empty() {
+                self.outage.paid(&batch)
+            } else {
+                false
+            };
+            if done {
                 self.outage.retrying.store(false, Ordering::Release);
                 // A delete may have been owed between the check and the store.
-                if self.outage.owed.lock().expect("owed deletes").is_empty()
+                if !self.outage.any_owed.load(Ordering::Acquire)
                     || self.outage.retrying.swap(true, Ordering::AcqRel)
                 {
                     return;
