@@ -303,6 +303,13 @@ row "API /health/live (bare HTTP)" "$live" "baseline"
 bench_wrk warm "$base" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/ >/dev/null
 cached=$(bench_wrk cached "$base" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/)
 row "API GET order, cached (${API_ORDERS} ids)" "$cached" "ratio cached/baseline $(awk -v a="${cached%% *}" -v b="$live_rps" 'BEGIN { printf "%.2f", a / b }') (target ≥ 0.6); peak RSS $(peak_rss_mib "$api_pid") MiB"
+# Latency at a fixed rate of half that throughput (wrk cannot hold a rate).
+half=$(( ${cached%% *} / 2 ))
+fixed=$("$bin/order-http-rate" --addr "127.0.0.1:${api_port}" --rate "$half" --duration "${WRK_SECS}s" \
+    --paths "$scratch/ids" --prefix /api/v1/orders/)
+row "API GET order, cached, fixed rate ${half} req/s (half the above)" \
+    "p50 $(jq -r .p50_ms <<<"$fixed") ms, p99 $(jq -r .p99_ms <<<"$fixed") ms, max $(jq -r .max_ms <<<"$fixed") ms" \
+    "target p99 ≤ 5 ms; $(jq -r .ok <<<"$fixed") answered, $(jq -r .errors <<<"$fixed") errors; order-http-rate, latency from each request's scheduled time"
 page=$(bench_wrk page "$base" PICK_FILE="$scratch/users" PICK_PREFIX=/api/v1/users/ PICK_SUFFIX='/orders?page=1&pageSize=10')
 row "API a user's orders, page 1 of 10" "$page" ""
 stop_pid "$api_pid"
