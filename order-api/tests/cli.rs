@@ -111,3 +111,58 @@ async fn serve_migrates_on_start_and_exits_0_on_sigterm() {
     let status = api.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
+
+// Multi-threaded: the proxy's tasks run while the test blocks reading output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_started_while_the_database_is_down_waits_for_it_then_starts() {
+    let db = TestDatabase::empty(Driver::Postgres).await;
+    let proxy = order_core::testing::proxy::FaultProxy::start(db.server_addr()).await;
+    proxy.cut();
+    let url = db.settings_via(proxy.addr()).url.expose().to_owned();
+    let mut api = process::spawn(
+        BIN,
+        &[],
+        &[
+            ("ORDER__DATABASE__URL", url.as_str()),
+            ("ORDER__DATABASE__ACQUIRE_TIMEOUT", "1s"),
+            ("ORDER__SERVER__PORT", "0"),
+        ],
+    );
+    api.wait_for(
+        "database unreachable at start; waiting for it",
+        Duration::from_secs(30),
+    );
+    assert_eq!(tables(&db).await, 0, "nothing could be migrated yet");
+    proxy.heal();
+    api.wait_for("order-api started", Duration::from_secs(30));
+    assert_eq!(tables(&db).await, 5);
+    let status = api.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_the_database_at_start_ends_the_process() {
+    let mut api = process::spawn(
+        BIN,
+        &[],
+        &[
+            (
+                "ORDER__DATABASE__URL",
+                "postgres://postgres@127.0.0.1:1/none",
+            ),
+            ("ORDER__DATABASE__ACQUIRE_TIMEOUT", "1s"),
+            ("ORDER__SERVER__PORT", "0"),
+        ],
+    );
+    api.wait_for(
+        "database unreachable at start; waiting for it",
+        Duration::from_secs(30),
+    );
+    let status = api.terminate(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", api.output());
+    assert!(
+        api.output().contains("opening the database"),
+        "{}",
+        api.output()
+    );
+}

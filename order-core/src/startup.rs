@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::config::{ConfigError, Settings, Sources};
 use crate::storage::{Storage, StorageError};
@@ -60,15 +61,45 @@ pub fn settings_and_telemetry(args: &ConfigArgs) -> Result<Settings, ExitCode> {
 /// Opens the database pool and, when `database.auto_migrate` is on, applies
 /// pending migrations.
 ///
+/// A database that cannot be reached yet is waited for: retried with a
+/// backoff from 1 s up to every 30 s, each attempt logged, until it answers
+/// or SIGTERM/SIGINT arrives. A process started during a database outage
+/// thus comes up when the database does, instead of exiting into a restart
+/// back-off (the Kubernetes manifests give it a startup probe of 5 minutes).
+///
 /// # Errors
-/// When the settings cannot be used, or migrating fails (database down).
+/// When the settings cannot be used, a migration fails, or a shutdown
+/// signal arrives while the database is still unreachable.
 pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> {
     let storage = Storage::connect(&settings.database)?;
     if settings.database.auto_migrate {
-        migrate(&storage).await?;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match migrate(&storage).await {
+                Ok(_) => break,
+                Err(StorageError::Unavailable(e)) => {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_s = delay.as_secs(),
+                        "database unreachable at start; waiting for it"
+                    );
+                    tokio::select! {
+                        () = crate::shutdown::shutdown_signal() => {
+                            return Err(StorageError::Unavailable(e));
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(MAX_START_RETRY);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(storage)
 }
+
+/// The longest wait between two attempts to reach the database at start.
+const MAX_START_RETRY: Duration = Duration::from_secs(30);
 
 /// Applies pending migrations and logs what was done.
 ///
