@@ -321,21 +321,22 @@ async fn scenario(
         timing.db_cut
     ));
     db_proxy.cut();
-    tokio::time::sleep(timing.db_cut).await;
-    db_proxy.heal();
-    say(format!("{:>5.1}s  database healed", secs(started)));
-
-    tokio::time::sleep(pause).await;
+    tokio::time::sleep(timing.db_cut / 2).await;
+    // A pod rescheduled during the outage: it must wait for the database.
     say(format!(
-        "{:>5.1}s  SIGKILL worker-2 (2 of 3)",
+        "{:>5.1}s  SIGKILL worker-2 (2 of 3), started again during the cut",
         secs(started)
     ));
     stack.kill("worker-2")?;
-    tokio::time::sleep(pause / 2).await;
-    stack.start("worker-2", Role::Worker).await?;
+    stack.launch("worker-2", Role::Worker)?;
+    tokio::time::sleep(timing.db_cut / 2).await;
+    db_proxy.heal();
+    say(format!("{:>5.1}s  database healed", secs(started)));
+    stack.attach("worker-2", Duration::from_secs(60)).await?;
     stack
         .wait_healthy("worker-2", "/health/live", Duration::from_secs(30))
         .await?;
+    say(format!("{:>5.1}s  worker-2 up", secs(started)));
 
     tokio::time::sleep(pause).await;
     say(format!(

@@ -63,8 +63,13 @@ impl Role {
 
 struct Proc {
     child: Child,
-    /// Where `/health/live` and `/health/ready` answer.
-    probe: SocketAddr,
+    /// Where `/health/live` and `/health/ready` answer, once logged.
+    probe: Option<SocketAddr>,
+    /// The process's log, and where its part of it starts.
+    log_path: PathBuf,
+    logged_before: u64,
+    /// What precedes the HTTP address in its log.
+    address_key: &'static str,
 }
 
 /// The running processes by name, and how the ones that ended ended.
@@ -113,10 +118,16 @@ impl Stack {
     }
 
     /// Starts `name` as a `role` process (its log appends to `<name>.log`)
-    /// and waits until it logs the address it serves HTTP on. The port is
+    /// and waits until it logs the address it serves HTTP on.
+    pub async fn start(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
+        self.launch(name, role)?;
+        self.attach(name, Duration::from_secs(60)).await
+    }
+
+    /// Starts `name` as a `role` process without waiting for it. The port is
     /// picked by the process (0): a port picked here could be taken by
     /// another socket before the process binds it.
-    pub async fn start(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
+    pub fn launch(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = File::options()
             .create(true)
@@ -145,46 +156,61 @@ impl Stack {
                 "observability.addr="
             }
         };
-        let mut child = command
+        let child = command
             .spawn()
             .with_context(|| format!("start {}", role.binary()))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let port = loop {
-            let text = std::fs::read(&log_path)?;
-            let fresh = String::from_utf8_lossy(&text[usize::try_from(logged_before)?..]);
-            if let Some(port) = fresh
-                .lines()
-                .filter_map(|line| line.split_once(address_key))
-                .filter_map(|(_, rest)| rest.split_whitespace().next())
-                .filter_map(|addr| addr.rsplit_once(':'))
-                .find_map(|(_, port)| port.parse::<u16>().ok())
-            {
-                break port;
-            }
-            if let Some(status) = child.try_wait()? {
-                self.ended.push((name.to_owned(), End::Died(status)));
-                bail!("{name} exited while starting ({status}); see its log");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{name} logged no {address_key} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
         self.running.insert(
             name.to_owned(),
             Proc {
                 child,
-                probe: SocketAddr::from(([127, 0, 0, 1], port)),
+                probe: None,
+                log_path,
+                logged_before,
+                address_key,
             },
         );
         Ok(())
     }
 
+    /// Waits until a launched process logs the address it serves HTTP on
+    /// (after it has reached its database).
+    pub async fn attach(&mut self, name: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let proc = self
+                .running
+                .get_mut(name)
+                .with_context(|| format!("{name} is not running"))?;
+            if proc.probe.is_some() {
+                return Ok(());
+            }
+            let text = std::fs::read(&proc.log_path)?;
+            let fresh = String::from_utf8_lossy(&text[usize::try_from(proc.logged_before)?..]);
+            if let Some(port) = fresh
+                .lines()
+                .filter_map(|line| line.split_once(proc.address_key))
+                .filter_map(|(_, rest)| rest.split_whitespace().next())
+                .filter_map(|addr| addr.rsplit_once(':'))
+                .find_map(|(_, port)| port.parse::<u16>().ok())
+            {
+                proc.probe = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+                return Ok(());
+            }
+            if let Some(status) = proc.child.try_wait()? {
+                self.running.remove(name);
+                self.ended.push((name.to_owned(), End::Died(status)));
+                bail!("{name} exited while starting ({status}); see its log");
+            }
+            if Instant::now() > deadline {
+                bail!("{name} logged no {} within {limit:?}", proc.address_key);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The address a process answers HTTP on.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.running[name].probe
+        self.running[name].probe.expect("the process was attached")
     }
 
     /// Waits until `name` answers 200 on `path` (`/health/live` or `/health/ready`).
@@ -194,13 +220,14 @@ impl Stack {
         path: &str,
         limit: Duration,
     ) -> anyhow::Result<()> {
+        self.attach(name, limit).await?;
         let deadline = Instant::now() + limit;
         loop {
             self.reap();
-            let Some(proc) = self.running.get(name) else {
+            let Some(probe) = self.running.get(name).and_then(|p| p.probe) else {
                 bail!("{name} exited while starting; see its log");
             };
-            if let Ok(r) = http::try_request(proc.probe, "GET", path, &[], None).await
+            if let Ok(r) = http::try_request(probe, "GET", path, &[], None).await
                 && r.status == 200
             {
                 return Ok(());
