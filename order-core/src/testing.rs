@@ -705,6 +705,26 @@ pub mod http {
     }
 }
 
+/// The `ORDER__RABBITMQ__…` variables that point a spawned binary at the
+/// broker and the names of `settings`.
+#[must_use]
+pub fn rabbitmq_env(settings: &crate::config::RabbitMqSettings) -> Vec<(&'static str, String)> {
+    vec![
+        ("ORDER__RABBITMQ__HOST", settings.host.clone()),
+        ("ORDER__RABBITMQ__PORT", settings.port.to_string()),
+        ("ORDER__RABBITMQ__EXCHANGE", settings.exchange.clone()),
+        ("ORDER__RABBITMQ__QUEUE", settings.queue.clone()),
+        (
+            "ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE",
+            settings.dead_letter_exchange.clone(),
+        ),
+        (
+            "ORDER__RABBITMQ__DEAD_LETTER_QUEUE",
+            settings.dead_letter_queue.clone(),
+        ),
+    ]
+}
+
 /// Redis settings with a key prefix of the test's own (`ordertest:<uuid>:`).
 #[must_use]
 pub fn redis_settings() -> crate::config::RedisSettings {

@@ -1016,20 +1016,7 @@ impl BrokerUnderTest {
     /// The workers' broker settings.
     fn env(&self) -> Vec<(String, String)> {
         let env: Vec<(&str, String)> = match &self.kind {
-            Transport::Rabbit { settings: r, .. } => vec![
-                ("ORDER__RABBITMQ__HOST", r.host.clone()),
-                ("ORDER__RABBITMQ__PORT", r.port.to_string()),
-                ("ORDER__RABBITMQ__EXCHANGE", r.exchange.clone()),
-                ("ORDER__RABBITMQ__QUEUE", r.queue.clone()),
-                (
-                    "ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE",
-                    r.dead_letter_exchange.clone(),
-                ),
-                (
-                    "ORDER__RABBITMQ__DEAD_LETTER_QUEUE",
-                    r.dead_letter_queue.clone(),
-                ),
-            ],
+            Transport::Rabbit { settings, .. } => order_core::testing::rabbitmq_env(settings),
             Transport::Kafka { settings: k, .. } => vec![
                 ("ORDER__RABBITMQ__ENABLED", "false".into()),
                 ("ORDER__KAFKA__ENABLED", "true".into()),

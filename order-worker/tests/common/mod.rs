@@ -81,23 +81,12 @@ pub fn settings(db: &TestDatabase, names: &Names, batch_size: usize) -> Settings
 pub const BIN: &str = env!("CARGO_BIN_EXE_order-worker");
 
 pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
-    let r = &settings.rabbitmq;
-    vec![
-        (
-            "ORDER__DATABASE__URL",
-            settings.database.url.expose().to_owned(),
-        ),
-        ("ORDER__RABBITMQ__HOST", r.host.clone()),
-        ("ORDER__RABBITMQ__EXCHANGE", r.exchange.clone()),
-        ("ORDER__RABBITMQ__QUEUE", r.queue.clone()),
-        (
-            "ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE",
-            r.dead_letter_exchange.clone(),
-        ),
-        (
-            "ORDER__RABBITMQ__DEAD_LETTER_QUEUE",
-            r.dead_letter_queue.clone(),
-        ),
+    let mut env = vec![(
+        "ORDER__DATABASE__URL",
+        settings.database.url.expose().to_owned(),
+    )];
+    env.extend(order_core::testing::rabbitmq_env(&settings.rabbitmq));
+    env.extend([
         (
             "ORDER__WORKER__BATCH_SIZE",
             settings.worker.batch_size.to_string(),
@@ -106,7 +95,8 @@ pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
             "ORDER__OBSERVABILITY__PORT",
             order_core::testing::free_port().to_string(),
         ),
-    ]
+    ]);
+    env
 }
 
 /// Waits until the database holds what `summary` says, or panics after `limit`.
