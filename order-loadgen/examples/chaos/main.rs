@@ -307,9 +307,7 @@ async fn scenario(
         "{:>5.1}s  SIGKILL worker-1 (1 of 3)",
         secs(started)
     ));
-    stack.kill("worker-1")?;
-    tokio::time::sleep(pause / 2).await;
-    stack.start("worker-1", Role::Worker).await?;
+    crash_and_restart(&mut stack, "worker-1", pause / 2).await?;
     stack
         .wait_healthy("worker-1", "/health/live", Duration::from_secs(30))
         .await?;
@@ -404,9 +402,7 @@ async fn scenario(
         "{:>5.1}s  SIGKILL worker-1 (3 of 3)",
         secs(started)
     ));
-    stack.kill("worker-1")?;
-    tokio::time::sleep(pause / 2).await;
-    stack.start("worker-1", Role::Worker).await?;
+    crash_and_restart(&mut stack, "worker-1", pause / 2).await?;
 
     let ends = publisher
         .await
@@ -554,6 +550,13 @@ async fn scenario(
         log_dir.display()
     ));
     Ok(ok)
+}
+
+/// SIGKILL a worker and start it again after `pause`, as Kubernetes would.
+async fn crash_and_restart(stack: &mut Stack, name: &str, pause: Duration) -> anyhow::Result<()> {
+    stack.kill(name)?;
+    tokio::time::sleep(pause).await;
+    stack.start(name, Role::Worker).await
 }
 
 fn secs(since: Instant) -> f64 {
