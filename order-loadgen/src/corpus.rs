@@ -22,7 +22,7 @@ pub enum Expect {
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// What is wrong with it, for reports.
-    pub name: &'static str,
+    pub name: String,
     /// The bytes.
     pub payload: Vec<u8>,
     /// What it must become.
@@ -31,6 +31,8 @@ pub struct Entry {
 
 /// Users of the corpus's valid entries start above this, far from generated users.
 pub const CORPUS_USER_BASE: i64 = 9_000_000_000;
+
+use order_core::domain::REQUIRED_FIELDS;
 
 const MIB: usize = 1024 * 1024;
 
@@ -43,8 +45,10 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
             r#"{{"user_id":{user},"product_id":1,"quantity":1,"unit_price":{price},"seckill_id":"corpus_{tag}","timestamp":"2024-01-01T00:00:00Z"{extra}}}"#
         )
     };
-    let poison = |name: &'static str, text: String| Entry {
-        name,
+    // The valid template with one piece replaced.
+    let swap = |from: &str, to: &str| valid("1.00", "").replace(from, to);
+    let poison = |name: &str, text: String| Entry {
+        name: name.to_owned(),
         payload: text.into_bytes(),
         expect: Expect::Poison,
     };
@@ -63,52 +67,52 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
         ),
         poison(
             "user_id as a word",
-            valid("1.00", "").replace(
+            swap(
                 &format!("\"user_id\":{user}"),
                 &format!("\"user_id\":\"u{tag}\""),
             ),
         ),
         poison(
             "user_id as an object",
-            valid("1.00", "").replace(
+            swap(
                 &format!("\"user_id\":{user}"),
                 &format!("\"user_id\":{{\"id\":{tag}}}"),
             ),
         ),
         poison(
             "product_id as a boolean",
-            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":true"),
+            swap("\"product_id\":1", "\"product_id\":true"),
         ),
         poison(
             "quantity as a word",
-            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":\"many\""),
+            swap("\"quantity\":1", "\"quantity\":\"many\""),
         ),
         poison(
             "quantity with a fraction",
-            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":1.5"),
+            swap("\"quantity\":1", "\"quantity\":1.5"),
         ),
         poison("unit_price as an array", valid("[1,2]", "")),
         poison(
             "seckill_id as a number",
-            valid("1.00", "").replace(
+            swap(
                 &format!("\"seckill_id\":\"corpus_{tag}\""),
                 "\"seckill_id\":7",
             ),
         ),
         poison(
             "user_id beyond 64 bits",
-            valid("1.00", "").replace(
+            swap(
                 &format!("\"user_id\":{user}"),
                 &format!("\"user_id\":123456789012345678901234567890{tag}"),
             ),
         ),
         poison(
             "quantity beyond 64 bits",
-            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":99999999999999999999999"),
+            swap("\"quantity\":1", "\"quantity\":99999999999999999999999"),
         ),
         poison(
             "quantity above the limit",
-            valid("1.00", "").replace("\"quantity\":1", "\"quantity\":1001"),
+            swap("\"quantity\":1", "\"quantity\":1001"),
         ),
         poison("unit_price of 10^10", valid("10000000000", "")),
         poison("unit_price 1e400", valid("1e400", "")),
@@ -126,31 +130,28 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
         poison("unit_price as an empty string", valid("\"\"", "")),
         poison(
             "user_id zero",
-            valid("1.00", "").replace(&format!("\"user_id\":{user}"), "\"user_id\":0"),
+            swap(&format!("\"user_id\":{user}"), "\"user_id\":0"),
         ),
         poison(
             "negative product_id",
-            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":-1"),
+            swap("\"product_id\":1", "\"product_id\":-1"),
         ),
-        poison(
-            "empty seckill_id",
-            valid("1.00", "").replace(&format!("corpus_{tag}"), ""),
-        ),
+        poison("empty seckill_id", swap(&format!("corpus_{tag}"), "")),
         poison(
             "seckill_id of 65 characters",
-            valid("1.00", "").replace(&format!("corpus_{tag}"), &format!("{tag:x<65}")),
+            swap(&format!("corpus_{tag}"), &format!("{tag:x<65}")),
         ),
         poison(
             "timestamp not RFC 3339",
-            valid("1.00", "").replace("2024-01-01T00:00:00Z", "yesterday"),
+            swap("2024-01-01T00:00:00Z", "yesterday"),
         ),
         poison(
             "null user_id",
-            valid("1.00", "").replace(&format!("\"user_id\":{user}"), "\"user_id\":null"),
+            swap(&format!("\"user_id\":{user}"), "\"user_id\":null"),
         ),
         poison(
             "duplicate key",
-            valid("1.00", "").replace("\"product_id\":1", "\"product_id\":1,\"product_id\":2"),
+            swap("\"product_id\":1", "\"product_id\":1,\"product_id\":2"),
         ),
         poison(
             "product_name of 256 characters",
@@ -168,27 +169,13 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
         ),
         poison("1 MiB of garbage", format!("{tag}{}", "\u{7}".repeat(MIB))),
     ];
-    for field in [
-        "user_id",
-        "product_id",
-        "quantity",
-        "unit_price",
-        "seckill_id",
-        "timestamp",
-    ] {
-        let full: serde_json::Value =
-            serde_json::from_str(&valid("1.00", "")).expect("the valid template is JSON");
-        let mut object = full.as_object().expect("an object").clone();
+    let template: serde_json::Value =
+        serde_json::from_str(&valid("1.00", "")).expect("the valid template is JSON");
+    for field in REQUIRED_FIELDS {
+        let mut object = template.as_object().expect("an object").clone();
         object.remove(field);
         entries.push(Entry {
-            name: match field {
-                "user_id" => "missing user_id",
-                "product_id" => "missing product_id",
-                "quantity" => "missing quantity",
-                "unit_price" => "missing unit_price",
-                "seckill_id" => "missing seckill_id",
-                _ => "missing timestamp",
-            },
+            name: format!("missing {field}"),
             payload: serde_json::to_vec(&object).expect("JSON"),
             expect: Expect::Poison,
         });
@@ -200,17 +187,17 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
         .expect("the é is there");
     invalid_utf8[e_acute] = 0xff;
     entries.push(Entry {
-        name: "invalid UTF-8",
+        name: "invalid UTF-8".into(),
         payload: invalid_utf8,
         expect: Expect::Poison,
     });
     entries.push(Entry {
-        name: "invalid UTF-8 outside JSON",
+        name: "invalid UTF-8 outside JSON".into(),
         payload: [format!("{tag}").as_bytes(), &[0xc3, 0x28, 0xa0, 0xa1]].concat(),
         expect: Expect::Poison,
     });
     entries.push(Entry {
-        name: "extra fields (ignored by the contract: an order)",
+        name: "extra fields (ignored by the contract: an order)".into(),
         payload: valid(
             "1.00",
             r#","coupon":"FREE","admin":true,"nested":{"a":[1,2]}"#,

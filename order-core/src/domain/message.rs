@@ -16,6 +16,16 @@ use super::{FieldError, Money, ProductId, Quantity, SeckillId, UserId};
 /// The largest message accepted, in bytes (64 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The fields every message must carry (`product_name` is optional).
+pub const REQUIRED_FIELDS: [&str; 6] = [
+    "user_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "seckill_id",
+    "timestamp",
+];
+
 /// The longest `product_name`, in characters (the column's width).
 pub const MAX_PRODUCT_NAME_CHARS: usize = 255;
 
@@ -348,14 +358,7 @@ mod tests {
 
     #[test]
     fn every_missing_or_null_field_is_named() {
-        for field in [
-            "user_id",
-            "product_id",
-            "quantity",
-            "unit_price",
-            "seckill_id",
-            "timestamp",
-        ] {
+        for field in REQUIRED_FIELDS {
             assert!(
                 matches!(SeckillMessage::parse(&without(field)), Err(MessageError::Missing(f)) if f == field),
                 "{field}"

@@ -15,7 +15,9 @@ mod seckill_id;
 
 pub use failure::{Failure, FailureStatus, Lease, NewFailure, Source};
 pub use ids::{ProductId, UserId};
-pub use message::{MAX_MESSAGE_BYTES, MAX_PRODUCT_NAME_CHARS, MessageError, SeckillMessage};
+pub use message::{
+    MAX_MESSAGE_BYTES, MAX_PRODUCT_NAME_CHARS, MessageError, REQUIRED_FIELDS, SeckillMessage,
+};
 pub use money::{Money, MoneyError};
 pub use order::{NewOrder, Order, OrderItem};
 pub use order_status::{OrderStatus, TransitionError, UnknownStatus};

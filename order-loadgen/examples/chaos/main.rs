@@ -132,7 +132,7 @@ struct Expected {
     /// Valid messages whose write always fails (total beyond NUMERIC(12,2)).
     failing: usize,
     /// Digests of the corpus's poison entries, with their names.
-    corpus_poison: Vec<(String, &'static str)>,
+    corpus_poison: Vec<(String, String)>,
     /// Users of the corpus's valid entries.
     corpus_order_users: Vec<i64>,
 }
