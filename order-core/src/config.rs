@@ -392,6 +392,8 @@ pub struct KafkaSettings {
     /// How long the group waits for a silent consumer before rebalancing.
     #[serde(with = "duration_text")]
     pub session_timeout: Duration,
+    /// Where a message goes whose failure cannot even be recorded.
+    pub dead_letter_topic: String,
 }
 
 impl Default for KafkaSettings {
@@ -402,6 +404,7 @@ impl Default for KafkaSettings {
             topic: "seckill-success".into(),
             group_id: "order-worker".into(),
             session_timeout: Duration::from_secs(10),
+            dead_letter_topic: "seckill-success.dlq".into(),
         }
     }
 }
@@ -417,7 +420,13 @@ pub struct WorkerSettings {
     /// Longest time from SIGTERM to exit.
     #[serde(with = "duration_text")]
     pub shutdown_timeout: Duration,
+    /// Most bytes of a poison message kept in its failure row (the whole
+    /// length is recorded too); a retryable failure keeps every byte.
+    pub failure_data_max_bytes: usize,
 }
+
+/// The largest `worker.failure_data_max_bytes`.
+pub const MAX_FAILURE_DATA_BYTES: usize = 1024 * 1024;
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -425,6 +434,7 @@ impl Default for WorkerSettings {
             batch_size: 500,
             batch_linger_ms: 5,
             shutdown_timeout: Duration::from_secs(25),
+            failure_data_max_bytes: 64 * 1024,
         }
     }
 }
@@ -724,6 +734,7 @@ impl Settings {
             ),
             ("kafka.topic", &self.kafka.topic),
             ("kafka.group_id", &self.kafka.group_id),
+            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
         ] {
             check(!value.is_empty(), key, "must not be empty")?;
         }
@@ -733,9 +744,20 @@ impl Settings {
             "must name at least one broker when kafka.enabled is true",
         )?;
         check(
-            (1..=10_000).contains(&self.worker.batch_size),
+            self.kafka.dead_letter_topic != self.kafka.topic,
+            "kafka.dead_letter_topic",
+            "must differ from kafka.topic",
+        )?;
+        let max_batch = crate::storage::MAX_BATCH_ROWS;
+        check(
+            (1..=max_batch).contains(&self.worker.batch_size),
             "worker.batch_size",
-            "must be between 1 and 10000",
+            &format!("must be between 1 and {max_batch}"),
+        )?;
+        check(
+            self.worker.failure_data_max_bytes <= MAX_FAILURE_DATA_BYTES,
+            "worker.failure_data_max_bytes",
+            &format!("must be at most {MAX_FAILURE_DATA_BYTES}"),
         )?;
         check(
             self.worker.batch_linger_ms <= 10_000,
@@ -757,9 +779,9 @@ impl Settings {
             "must be above 0",
         )?;
         check(
-            c.batch_size >= 1,
+            usize::try_from(c.batch_size).is_ok_and(|n| (1..=max_batch).contains(&n)),
             "compensator.batch_size",
-            "must be at least 1",
+            &format!("must be between 1 and {max_batch}"),
         )?;
         check(
             !c.backoff_base.is_zero(),
@@ -1086,6 +1108,22 @@ mod tests {
     fn rules_beyond_types_name_the_key() {
         for (var, value, key) in [
             ("ORDER__WORKER__BATCH_SIZE", "0", "worker.batch_size"),
+            ("ORDER__WORKER__BATCH_SIZE", "10001", "worker.batch_size"),
+            (
+                "ORDER__COMPENSATOR__BATCH_SIZE",
+                "10001",
+                "compensator.batch_size",
+            ),
+            (
+                "ORDER__WORKER__FAILURE_DATA_MAX_BYTES",
+                "1048577",
+                "worker.failure_data_max_bytes",
+            ),
+            (
+                "ORDER__KAFKA__DEAD_LETTER_TOPIC",
+                "seckill-success",
+                "kafka.dead_letter_topic",
+            ),
             (
                 "ORDER__COMPENSATOR__RETRY_CRON",
                 "every minute",

@@ -9,7 +9,7 @@ use order_core::config::Driver;
 use order_core::domain::{
     FailureStatus, NewFailure, NewOrder, OrderStatus, RetryPolicy, SeckillMessage, Source,
 };
-use order_core::service::{Attempt, OrderCreator};
+use order_core::service::{Attempt, OrderCreator, Settlement};
 use order_core::storage::{
     ClaimOne, CreateOutcome, OrderCursor, PageRequest, Storage, StorageError,
 };
@@ -70,7 +70,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
     assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 1);
+    assert_eq!(applied.len(), 2);
     let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
@@ -90,7 +90,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         "second run applies nothing"
     );
     assert_eq!(db.table_names().await, tables);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 2);
 }
 
 async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver: Driver) {
@@ -514,7 +514,7 @@ async fn failures_are_recorded_once_per_message_and_listed(driver: Driver) {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 2);
 
     let stored = db.storage.get_failure(ids[0]).await.unwrap().unwrap();
-    assert_eq!(stored.message_data, "{not json");
+    assert_eq!(stored.message.bytes, b"{not json");
     assert_eq!(
         (stored.status, stored.retryable, stored.source),
         (FailureStatus::Failed, false, Source::Kafka)
@@ -907,10 +907,16 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
         message(1, 2, "9999999999.99", 5),
         message(1, 3, "1.005", 1),
     ];
-    let attempts = creator
+    let attempts: Vec<Attempt> = creator
         .process_batch(Source::Rabbitmq, &payloads)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|s| match s {
+            Settlement::Settled(attempt) => attempt,
+            dead => panic!("{dead:?}"),
+        })
+        .collect();
     let Attempt::Created(order_id) = attempts[0] else {
         panic!("{attempts:?}")
     };
@@ -945,7 +951,7 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
     assert_eq!(pending.total, 1);
     let failure = &pending.items[0];
     assert!(failure.retryable);
-    assert_eq!(failure.message_data.as_bytes(), payloads[3].as_slice());
+    assert_eq!(failure.message.bytes, payloads[3]);
     let wait = failure.next_retry_at - failure.created_at;
     assert!(
         wait >= chrono::Duration::seconds(4) && wait <= chrono::Duration::seconds(11),
@@ -957,7 +963,7 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
         .process_batch(Source::Rabbitmq, &payloads)
         .await
         .unwrap();
-    assert_eq!(again[0], Attempt::Duplicate(order_id));
+    assert_eq!(again[0], Settlement::Settled(Attempt::Duplicate(order_id)));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 3);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 1);
 }
@@ -979,7 +985,7 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
     let before = vec![message(1, 1, "1", 1)];
     assert!(matches!(
         creator.process_batch(Source::Kafka, &before).await.unwrap()[0],
-        Attempt::Created(_)
+        Settlement::Settled(Attempt::Created(_))
     ));
 
     proxy.cut();
@@ -1008,9 +1014,9 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
     proxy.heal();
     // The redelivered batch goes through on the same pool.
     let after = creator.process_batch(Source::Kafka, &during).await.unwrap();
-    assert!(matches!(after[0], Attempt::Duplicate(_)));
-    assert!(matches!(after[1], Attempt::Created(_)));
-    assert!(matches!(after[2], Attempt::Poison(_)));
+    assert!(matches!(after[0].attempt(), Attempt::Duplicate(_)));
+    assert!(matches!(after[1].attempt(), Attempt::Created(_)));
+    assert!(matches!(after[2].attempt(), Attempt::Poison(_)));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 2);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 1);
 }

@@ -2,10 +2,15 @@
 //! off, offsets committed synchronously after the batch's database commit,
 //! and committed again for revoked partitions when the group rebalances.
 //!
+//! - A message whose failure cannot even be recorded: produced to
+//!   `kafka.dead_letter_topic` (same key and bytes, headers saying why and
+//!   where it came from) before the batch's offsets are committed.
 //! - Database unavailable: the batch in hand is kept, the assigned
 //!   partitions are paused (the consumer still polls, so it stays in the
-//!   group), and the batch is retried when the database answers; nothing is
-//!   committed meanwhile.
+//!   group), and the batch is retried after a wait that grows with each
+//!   failed attempt, once the database answers; nothing is committed
+//!   meanwhile. Readiness is false meanwhile, and the outage is logged when
+//!   it starts and ends.
 //! - Brokers unreachable: librdkafka reconnects by itself; readiness is false
 //!   from "all brokers down" until a message or a partition assignment arrives.
 //! - Stop: the batch in hand is finished and committed.
@@ -17,18 +22,21 @@ use std::time::{Duration, Instant};
 use order_core::config::{KafkaSettings, Settings};
 use order_core::domain::Source;
 use order_core::service::OrderCreator;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::Connected;
-use crate::batch::{self, Backoff};
+use crate::batch::{self, Backoff, Outage};
 
 const SOURCE: &str = "kafka";
 
@@ -36,6 +44,7 @@ const SOURCE: &str = "kafka";
 struct Consumed {
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
     payload: Vec<u8>,
 }
 
@@ -159,6 +168,8 @@ impl KafkaConsumer {
         self.connected.set(SOURCE, true);
         tracing::info!(topic = %self.settings.topic, group = %self.settings.group_id, "consuming from Kafka");
         let mut backoff = Backoff::new();
+        let mut outage = Outage::new(Source::Kafka);
+        let mut dead_letters = DeadLetterTopic::new(&self.settings);
 
         'consume: loop {
             let first = tokio::select! {
@@ -200,18 +211,45 @@ impl KafkaConsumer {
 
             batch::received(Source::Kafka, held.len());
             // Settle the batch; while the database is away, keep it, pause, and keep polling.
-            loop {
+            let settled = loop {
                 let payloads: Vec<&[u8]> = held.iter().map(|m| m.payload.as_slice()).collect();
                 match batch::settle(&self.creator, Source::Kafka, &payloads, received_at).await {
-                    Ok(_) => break,
+                    Ok(settled) => break settled,
                     Err(e) => {
-                        tracing::warn!(error = %e, held = held.len(), "database unavailable: pausing Kafka consumption");
-                        if !self.wait_out_outage(&consumer, &stop, &mut held).await {
+                        let delay = outage.failed(&e, held.len());
+                        self.connected.set(SOURCE, false);
+                        if !self
+                            .wait_out(&consumer, delay, &stop, &mut held, true)
+                            .await
+                        {
                             break 'consume;
                         }
                     }
                 }
+            };
+            let dead = batch::dead_letters(&settled);
+            if !dead.is_empty() {
+                let mut retry = Backoff::new();
+                while let Err(e) = dead_letters.send(&held, &dead).await {
+                    let delay = retry.next_delay();
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = delay.as_millis(),
+                        "dead-letter topic unreachable; the batch is held"
+                    );
+                    if !self
+                        .wait_out(&consumer, delay, &stop, &mut held, false)
+                        .await
+                    {
+                        break 'consume;
+                    }
+                }
+                batch::dead_lettered(Source::Kafka, &self.settings.dead_letter_topic, &dead);
             }
+            if outage.is_failing() {
+                outage.succeeded();
+            }
+            self.connected.set(SOURCE, true);
             self.commit(&consumer, &held);
         }
         self.connected.set(SOURCE, false);
@@ -231,32 +269,36 @@ impl KafkaConsumer {
         Ok(())
     }
 
-    /// Pauses the assignment and polls (so the group keeps us) until the
-    /// database answers; messages of partitions assigned meanwhile join the
-    /// batch in hand. Returns false when stopped.
-    async fn wait_out_outage(
+    /// Pauses the assignment and keeps polling (so the group keeps us) for
+    /// `delay`, then, when `for_database`, until the database answers;
+    /// messages of partitions assigned meanwhile join the batch in hand.
+    /// Returns false when stopped.
+    async fn wait_out(
         &self,
         consumer: &StreamConsumer<Context>,
+        delay: Duration,
         stop: &CancellationToken,
         held: &mut Vec<Consumed>,
+        for_database: bool,
     ) -> bool {
         let mut backoff = Backoff::new();
+        let mut until = tokio::time::Instant::now() + delay;
         loop {
             // Again on every round: a rebalance may have assigned new partitions.
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.pause(&assignment);
             }
-            if self.creator.storage().ping().await.is_ok() {
-                if let Ok(assignment) = consumer.assignment() {
-                    let _ = consumer.resume(&assignment);
-                }
-                tracing::info!("database reachable again; resuming Kafka consumption");
-                return true;
-            }
-            let wait = backoff.next_delay();
             tokio::select! {
                 () = stop.cancelled() => return false,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(until) => {
+                    if !for_database || self.creator.storage().ping().await.is_ok() {
+                        if let Ok(assignment) = consumer.assignment() {
+                            let _ = consumer.resume(&assignment);
+                        }
+                        return true;
+                    }
+                    until = tokio::time::Instant::now() + backoff.next_delay();
+                }
                 next = consumer.recv() => {
                     if let Ok(message) = next {
                         held.push(detach(&message));
@@ -305,6 +347,95 @@ fn detach<M: Message>(message: &M) -> Consumed {
     Consumed {
         partition: message.partition(),
         offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}
+
+/// The dead-letter topic: created on first use unless it exists, written
+/// with `acks=all`.
+struct DeadLetterTopic {
+    settings: KafkaSettings,
+    producer: Option<FutureProducer>,
+}
+
+impl DeadLetterTopic {
+    fn new(settings: &KafkaSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            producer: None,
+        }
+    }
+
+    /// Produces each `dead` message of `held` and waits for the broker.
+    async fn send(&mut self, held: &[Consumed], dead: &[(usize, String)]) -> anyhow::Result<()> {
+        let producer = match &self.producer {
+            Some(p) => p,
+            None => {
+                let mut config = ClientConfig::new();
+                config
+                    .set("bootstrap.servers", self.settings.brokers.join(","))
+                    .set("acks", "all")
+                    .set("message.timeout.ms", "10000")
+                    .set("message.max.bytes", "16777216");
+                let admin: AdminClient<DefaultClientContext> = config.create()?;
+                let created = admin
+                    .create_topics(
+                        &[NewTopic::new(
+                            &self.settings.dead_letter_topic,
+                            1,
+                            TopicReplication::Fixed(1),
+                        )],
+                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                    )
+                    .await;
+                match created.map(|r| r.into_iter().next()) {
+                    Ok(Some(Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => {
+                    }
+                    Ok(Some(Err((_, code)))) => {
+                        tracing::warn!(topic = %self.settings.dead_letter_topic, error = %code, "could not create the dead-letter topic; producing to it anyway")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %self.settings.dead_letter_topic, error = %e, "could not create the dead-letter topic; producing to it anyway")
+                    }
+                }
+                self.producer.insert(config.create()?)
+            }
+        };
+        for (i, reason) in dead {
+            let message = &held[*i];
+            let partition = message.partition.to_string();
+            let offset = message.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "x-dead-letter-reason",
+                    value: Some(reason.as_str()),
+                })
+                .insert(Header {
+                    key: "x-original-topic",
+                    value: Some(self.settings.topic.as_str()),
+                })
+                .insert(Header {
+                    key: "x-original-partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "x-original-offset",
+                    value: Some(offset.as_str()),
+                });
+            let mut record = FutureRecord::to(&self.settings.dead_letter_topic)
+                .payload(message.payload.as_slice())
+                .headers(headers);
+            if let Some(key) = &message.key {
+                record = record.key(key.as_slice());
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| {
+                    anyhow::anyhow!("producing to {}: {e}", self.settings.dead_letter_topic)
+                })?;
+        }
+        Ok(())
     }
 }

@@ -69,7 +69,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let storage = startup::open_storage(&settings)
         .await
         .context("opening the database")?;
-    let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
+    let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy())
+        .keeping(settings.worker.failure_data_max_bytes);
     let stop = CancellationToken::new();
     let mut checks = HealthChecks::new().with_database(storage.clone());
     let mut consumers = tokio::task::JoinSet::new();

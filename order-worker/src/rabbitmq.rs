@@ -6,8 +6,13 @@
 //! `rabbitmq.routing_key` and dead-lettering to `rabbitmq.dead_letter_exchange`,
 //! whose queue is `rabbitmq.dead_letter_queue`.
 //!
+//! - A message whose failure cannot even be recorded: rejected
+//!   (`basic.nack`, `requeue=false`), so the broker dead-letters it to
+//!   `rabbitmq.dead_letter_exchange`; the rest of the batch is acknowledged.
 //! - Database unavailable: the channel is closed, so the broker requeues
-//!   every unacknowledged message; consumption resumes when the database answers.
+//!   every unacknowledged message; consumption resumes when the database
+//!   answers, after a wait that grows with each failed attempt. Readiness is
+//!   false meanwhile, and the outage is logged when it starts and ends.
 //! - Connection lost: reconnect with capped exponential backoff; readiness is
 //!   false meanwhile.
 //! - Stop: the batch in hand is finished and acknowledged, then the
@@ -18,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -29,7 +34,7 @@ use order_core::service::OrderCreator;
 use tokio_util::sync::CancellationToken;
 
 use crate::Connected;
-use crate::batch::{self, Backoff};
+use crate::batch::{self, Backoff, Outage};
 
 const SOURCE: &str = "rabbitmq";
 
@@ -37,8 +42,9 @@ const SOURCE: &str = "rabbitmq";
 enum SessionEnd {
     /// Asked to stop; the batch in hand was settled.
     Stopped,
-    /// The database went away; what was held has been handed back.
-    DatabaseDown,
+    /// The database went away; what was held has been handed back. Wait
+    /// this long before trying again.
+    DatabaseDown(Duration),
 }
 
 /// Consumes `rabbitmq.queue` into orders.
@@ -138,18 +144,19 @@ impl RabbitConsumer {
     /// the caller treat all sources alike.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Backoff::new();
+        let mut outage = Outage::new(Source::Rabbitmq);
         loop {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            match self.session(&stop, &mut backoff).await {
+            match self.session(&stop, &mut backoff, &mut outage).await {
                 Ok(SessionEnd::Stopped) => {
                     self.connected.set(SOURCE, false);
                     return Ok(());
                 }
-                Ok(SessionEnd::DatabaseDown) => {
+                Ok(SessionEnd::DatabaseDown(delay)) => {
                     self.connected.set(SOURCE, false);
-                    if !batch::wait_for_database(&self.creator, &stop).await {
+                    if !batch::wait_for_database(&self.creator, delay, &stop).await {
                         return Ok(());
                     }
                 }
@@ -173,6 +180,7 @@ impl RabbitConsumer {
         &self,
         stop: &CancellationToken,
         backoff: &mut Backoff,
+        outage: &mut Outage,
     ) -> anyhow::Result<SessionEnd> {
         let connection =
             Connection::connect(&self.settings.url(), ConnectionProperties::default()).await?;
@@ -190,7 +198,8 @@ impl RabbitConsumer {
                 FieldTable::default(),
             )
             .await?;
-        self.connected.set(SOURCE, true);
+        // Ready once consuming, unless the database is still failing our batches.
+        self.connected.set(SOURCE, !outage.is_failing());
         backoff.reset();
         tracing::info!(queue = %self.settings.queue, prefetch = self.prefetch, "consuming from RabbitMQ");
 
@@ -226,16 +235,46 @@ impl RabbitConsumer {
             let payloads: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
             batch::received(Source::Rabbitmq, payloads.len());
             match batch::settle(&self.creator, Source::Rabbitmq, &payloads, received_at).await {
-                Ok(_) => {
-                    let last = deliveries.last().map_or(0, |d| d.delivery_tag);
-                    channel
-                        .basic_ack(last, BasicAckOptions { multiple: true })
-                        .await?;
+                Ok(settled) => {
+                    let dead = batch::dead_letters(&settled);
+                    for (i, _) in &dead {
+                        channel
+                            .basic_nack(
+                                deliveries[*i].delivery_tag,
+                                BasicNackOptions {
+                                    multiple: false,
+                                    requeue: false,
+                                },
+                            )
+                            .await?;
+                    }
+                    // One ack for the rest: every tag up to the last one not rejected.
+                    let last_kept = (0..deliveries.len())
+                        .rev()
+                        .find(|i| dead.iter().all(|(d, _)| d != i));
+                    if let Some(last) = last_kept {
+                        channel
+                            .basic_ack(
+                                deliveries[last].delivery_tag,
+                                BasicAckOptions { multiple: true },
+                            )
+                            .await?;
+                    }
+                    batch::dead_lettered(
+                        Source::Rabbitmq,
+                        &self.settings.dead_letter_exchange,
+                        &dead,
+                    );
+                    if outage.is_failing() {
+                        outage.succeeded();
+                        self.connected.set(SOURCE, true);
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, held = deliveries.len(), "database unavailable: handing the batch back to RabbitMQ and pausing");
+                    let delay = outage.failed(&e, deliveries.len());
+                    self.connected.set(SOURCE, false);
                     close(&channel, &connection).await;
-                    return Ok(SessionEnd::DatabaseDown);
+                    return Ok(SessionEnd::DatabaseDown(delay));
                 }
             }
         }

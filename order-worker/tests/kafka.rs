@@ -26,6 +26,7 @@ fn kafka_settings() -> KafkaSettings {
         topic: format!("ordertest-{id}"),
         group_id: format!("ordertest-{id}"),
         session_timeout: Duration::from_secs(6),
+        dead_letter_topic: format!("ordertest-{id}.dlq"),
     }
 }
 

@@ -77,8 +77,10 @@ string_enum!(FailureStatus, "failure status", Pending => "pending", Processing =
 pub struct Failure {
     /// The failure's id.
     pub id: i64,
-    /// The raw message (lossy UTF-8, at most 64 KiB of it).
-    pub message_data: String,
+    /// The message as received (shown as `message_data`, `message_encoding`,
+    /// `message_size` and `message_truncated`).
+    #[serde(flatten)]
+    pub message: KeptMessage,
     /// Why the last attempt failed.
     pub error_message: String,
     /// Retries made so far.
@@ -110,14 +112,105 @@ pub struct Lease {
     pub until: DateTime<Utc>,
 }
 
+/// A message's bytes as kept in a failure record: exactly as received,
+/// whatever they are (NUL, invalid UTF-8, binary), up to a cap, with the
+/// length of the whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptMessage {
+    /// The first bytes of the message, at most the cap.
+    pub bytes: Vec<u8>,
+    /// The length of the whole message, in bytes.
+    pub size: u64,
+}
+
+/// How [`KeptMessage::shown`] wrote the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The bytes are UTF-8 text, shown as they are (JSON escapes any control
+    /// character).
+    Utf8,
+    /// The bytes are not UTF-8: standard base64 with padding.
+    Base64,
+}
+
+impl KeptMessage {
+    /// The first `cap` bytes of `raw`, and its length.
+    #[must_use]
+    pub fn capture(raw: &[u8], cap: usize) -> Self {
+        Self {
+            bytes: raw[..raw.len().min(cap)].to_vec(),
+            size: raw.len() as u64,
+        }
+    }
+
+    /// A record read back from storage.
+    #[must_use]
+    pub fn stored(bytes: Vec<u8>, size: i64) -> Self {
+        let size = u64::try_from(size).unwrap_or(0).max(bytes.len() as u64);
+        Self { bytes, size }
+    }
+
+    /// True when only the first bytes were kept.
+    #[must_use]
+    pub fn is_truncated(&self) -> bool {
+        (self.bytes.len() as u64) < self.size
+    }
+
+    /// The kept bytes as JSON-safe text: UTF-8 when they are (a message cut
+    /// by the cap inside a character counts, without that character's
+    /// first bytes), base64 otherwise.
+    #[must_use]
+    pub fn shown(&self) -> (Encoding, String) {
+        use base64::Engine as _;
+        match std::str::from_utf8(&self.bytes) {
+            Ok(text) => (Encoding::Utf8, text.to_owned()),
+            Err(e) if self.is_truncated() && e.error_len().is_none() => (
+                Encoding::Utf8,
+                String::from_utf8_lossy(&self.bytes[..e.valid_up_to()]).into_owned(),
+            ),
+            Err(_) => (
+                Encoding::Base64,
+                base64::engine::general_purpose::STANDARD.encode(&self.bytes),
+            ),
+        }
+    }
+
+    /// The bytes back from what [`KeptMessage::shown`] wrote.
+    ///
+    /// # Errors
+    /// When `text` is not valid base64 for [`Encoding::Base64`].
+    pub fn from_shown(encoding: Encoding, text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine as _;
+        match encoding {
+            Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD.decode(text),
+        }
+    }
+}
+
+impl Serialize for KeptMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let (encoding, text) = self.shown();
+        let mut s = serializer.serialize_struct("KeptMessage", 4)?;
+        s.serialize_field("message_data", &text)?;
+        s.serialize_field("message_encoding", &encoding)?;
+        s.serialize_field("message_size", &self.size)?;
+        s.serialize_field("message_truncated", &self.is_truncated())?;
+        s.end()
+    }
+}
+
 /// A failure to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFailure {
-    /// The raw message as text (lossy UTF-8, truncated to 64 KiB).
-    pub message_data: String,
+    /// The message's bytes (all of them for a retryable failure; poison up
+    /// to the cap).
+    pub message: KeptMessage,
     /// SHA-256 of the raw bytes, hex: the same message is recorded once.
     pub message_digest: String,
-    /// Why it failed.
+    /// Why it failed (control characters escaped, at most 2,000 characters).
     pub error_message: String,
     /// `pending` for a retryable failure, `failed` for poison.
     pub status: FailureStatus,
@@ -130,10 +223,14 @@ pub struct NewFailure {
 }
 
 impl NewFailure {
-    /// The longest `message_data` kept, in bytes.
-    pub const MAX_DATA_BYTES: usize = 64 * 1024;
+    /// The default cap on the bytes kept of a poison message.
+    pub const DEFAULT_KEPT_BYTES: usize = 64 * 1024;
 
-    /// A message that can never become an order: recorded as `failed`.
+    /// The longest `error_message`, in characters.
+    pub const MAX_ERROR_CHARS: usize = 2000;
+
+    /// A message that can never become an order: recorded as `failed`,
+    /// keeping at most [`NewFailure::DEFAULT_KEPT_BYTES`] of it.
     #[must_use]
     pub fn poison(
         raw: &[u8],
@@ -141,9 +238,22 @@ impl NewFailure {
         source: Source,
         now: DateTime<Utc>,
     ) -> Self {
+        Self::poison_kept(raw, Self::DEFAULT_KEPT_BYTES, reason, source, now)
+    }
+
+    /// A poison message keeping at most `cap` bytes of it.
+    #[must_use]
+    pub fn poison_kept(
+        raw: &[u8],
+        cap: usize,
+        reason: impl Into<String>,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self::build(
             raw,
-            reason.into(),
+            cap,
+            &reason.into(),
             FailureStatus::Failed,
             false,
             source,
@@ -151,7 +261,9 @@ impl NewFailure {
         )
     }
 
-    /// A valid message whose write failed: recorded as `pending`, due at `due`.
+    /// A valid message whose write failed: recorded as `pending`, due at
+    /// `due`, whole (it is a valid message, so at most
+    /// [`crate::domain::MAX_MESSAGE_BYTES`]): the retry needs every byte.
     #[must_use]
     pub fn retryable(
         raw: &[u8],
@@ -161,7 +273,8 @@ impl NewFailure {
     ) -> Self {
         Self::build(
             raw,
-            reason.into(),
+            usize::MAX,
+            &reason.into(),
             FailureStatus::Pending,
             true,
             source,
@@ -171,7 +284,8 @@ impl NewFailure {
 
     fn build(
         raw: &[u8],
-        error_message: String,
+        cap: usize,
+        error_message: &str,
         status: FailureStatus,
         retryable: bool,
         source: Source,
@@ -179,28 +293,40 @@ impl NewFailure {
     ) -> Self {
         let digest = Sha256::digest(raw);
         let message_digest = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let kept = &raw[..raw.len().min(Self::MAX_DATA_BYTES)];
-        let mut message_data = String::from_utf8_lossy(kept).into_owned();
-        if kept.len() < raw.len() {
-            message_data.push_str(&format!("…[truncated, {} bytes in all]", raw.len()));
-        }
         Self {
-            message_data,
+            message: KeptMessage::capture(raw, cap),
             message_digest,
-            error_message: truncate_chars(&error_message, 2000),
+            error_message: printable(error_message, Self::MAX_ERROR_CHARS),
             status,
             retryable,
             source,
             next_retry_at,
         }
     }
+
+    /// About how many bytes this record takes in a statement.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        self.message.bytes.len() + self.error_message.len() + 256
+    }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+/// `s` with every control character written as `\u{…}` (no database
+/// refuses the result), cut to `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -227,13 +353,72 @@ mod tests {
     }
 
     #[test]
-    fn huge_and_non_utf8_messages_are_kept_as_bounded_text() {
-        let raw = vec![0xff; 1024 * 1024];
+    fn a_huge_message_keeps_its_first_bytes_exactly_and_its_whole_length() {
+        let mut raw = vec![0xff; 1024 * 1024];
+        raw[0] = 0;
         let f = NewFailure::poison(&raw, "too large", Source::Kafka, Utc::now());
-        assert!(f.message_data.len() < NewFailure::MAX_DATA_BYTES * 4);
-        assert!(
-            f.message_data
-                .ends_with("[truncated, 1048576 bytes in all]")
+        assert_eq!(f.message.bytes, raw[..NewFailure::DEFAULT_KEPT_BYTES]);
+        assert_eq!(f.message.size, 1024 * 1024);
+        assert!(f.message.is_truncated());
+        let f = NewFailure::poison_kept(&raw, 10, "too large", Source::Kafka, Utc::now());
+        assert_eq!(f.message.bytes, raw[..10]);
+    }
+
+    #[test]
+    fn a_retryable_failure_keeps_every_byte() {
+        let raw = vec![b'x'; 200_000];
+        let f = NewFailure::retryable(&raw, "x", Source::Kafka, Utc::now());
+        assert_eq!(f.message.bytes.len(), 200_000);
+        assert!(!f.message.is_truncated());
+    }
+
+    #[test]
+    fn text_is_shown_as_utf8_and_anything_else_as_base64() {
+        let text = KeptMessage::capture("{\"a\":\"caf\u{e9}\u{0}\"}".as_bytes(), 1000);
+        assert_eq!(
+            text.shown(),
+            (Encoding::Utf8, "{\"a\":\"caf\u{e9}\u{0}\"}".into())
+        );
+        let binary = KeptMessage::capture(&[0xc3, 0x28, 0x00, 0xff], 1000);
+        assert_eq!(binary.shown(), (Encoding::Base64, "wygA/w==".into()));
+        let json = serde_json::to_value(&binary).unwrap();
+        assert_eq!(json["message_encoding"], "base64");
+        assert_eq!(json["message_size"], 4);
+        assert_eq!(json["message_truncated"], false);
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_by_the_cap_is_still_text() {
+        let kept = KeptMessage::capture("ab\u{e9}".as_bytes(), 3);
+        assert!(kept.is_truncated());
+        assert_eq!(kept.shown(), (Encoding::Utf8, "ab".into()));
+        // Not cut by the cap: the same bytes are not UTF-8.
+        let whole = KeptMessage::capture(&"ab\u{e9}".as_bytes()[..3], 3);
+        assert_eq!(whole.shown().0, Encoding::Base64);
+    }
+
+    #[test]
+    fn shown_bytes_decode_back_to_the_kept_bytes() {
+        for raw in [
+            &b"plain"[..],
+            &[0xff, 0xfe, 0x00],
+            &[],
+            "\u{0}\u{1b}[31m".as_bytes(),
+        ] {
+            let kept = KeptMessage::capture(raw, 1000);
+            let (encoding, text) = kept.shown();
+            assert_eq!(KeptMessage::from_shown(encoding, &text).unwrap(), raw);
+        }
+    }
+
+    #[test]
+    fn error_messages_are_printable_and_bounded() {
+        let f = NewFailure::poison(b"x", "bad \u{0} and \u{1b}", Source::Kafka, Utc::now());
+        assert_eq!(f.error_message, "bad \\u{0000} and \\u{001b}");
+        let f = NewFailure::poison(b"x", "e".repeat(5000), Source::Kafka, Utc::now());
+        assert_eq!(
+            f.error_message.chars().count(),
+            NewFailure::MAX_ERROR_CHARS + 1
         );
     }
 

@@ -178,8 +178,30 @@ fn integer(field: &'static str, raw: &RawValue) -> Result<i64, FieldError> {
     serde_json::from_str::<i64>(raw.get()).map_err(|_| type_error(field, "an integer", raw))
 }
 
+/// A string field: JSON text with no control character (U+0000 to U+001F,
+/// U+007F to U+009F). NUL cannot be stored in a PostgreSQL `text` column, and
+/// no seckill field has a use for the others.
 fn string(field: &'static str, raw: &RawValue) -> Result<String, FieldError> {
-    serde_json::from_str::<String>(raw.get()).map_err(|_| type_error(field, "a string", raw))
+    let text = serde_json::from_str::<String>(raw.get())
+        .map_err(|_| type_error(field, "a string", raw))?;
+    no_control_characters(field, &text)?;
+    Ok(text)
+}
+
+/// Refuses a control character in `text`, naming the field, the character
+/// and where it is.
+pub(crate) fn no_control_characters(field: &'static str, text: &str) -> Result<(), FieldError> {
+    match text.chars().enumerate().find(|(_, c)| c.is_control()) {
+        None => Ok(()),
+        Some((at, c)) => Err(FieldError::new(
+            field,
+            format!(
+                "must not contain control characters (U+{:04X} at character {})",
+                u32::from(c),
+                at + 1
+            ),
+        )),
+    }
 }
 
 fn price(raw: &RawValue) -> Result<Money, FieldError> {
@@ -421,6 +443,42 @@ mod tests {
         assert_eq!(
             field_of(&with("product_name", json!("n".repeat(256)))),
             "product_name"
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_any_string_field_is_refused_naming_the_field() {
+        for field in ["seckill_id", "product_name", "timestamp", "unit_price"] {
+            for c in [
+                '\u{0}', '\u{1}', '\n', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}',
+            ] {
+                let mut v = valid();
+                let text = match field {
+                    "timestamp" => format!("2024-01-01T12:00:00Z{c}"),
+                    "unit_price" => format!("1.00{c}"),
+                    _ => format!("ab{c}cd"),
+                };
+                v[field] = json!(text);
+                let bytes = serde_json::to_vec(&v).unwrap();
+                let err = SeckillMessage::parse(&bytes).unwrap_err();
+                assert_eq!(field_of(&bytes), field, "{c:?} in {field}: {err}");
+                assert!(err.to_string().contains("control characters"), "{err}");
+            }
+        }
+        let err = SeckillMessage::parse(&with("seckill_id", json!("ab\u{0}"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "seckill_id: must not contain control characters (U+0000 at character 3)"
+        );
+    }
+
+    #[test]
+    fn text_beyond_ascii_is_still_accepted() {
+        let m = SeckillMessage::parse(&with("product_name", json!("caf\u{e9} \u{1f600} \u{200b}")))
+            .unwrap();
+        assert_eq!(
+            m.product_name.as_deref(),
+            Some("caf\u{e9} \u{1f600} \u{200b}")
         );
     }
 

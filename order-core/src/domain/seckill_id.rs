@@ -19,6 +19,7 @@ impl SeckillId {
         if chars == 0 {
             return Err(FieldError::new("seckill_id", "must not be empty"));
         }
+        super::message::no_control_characters("seckill_id", &value)?;
         if chars > Self::MAX_CHARS {
             return Err(FieldError::new(
                 "seckill_id",
@@ -62,6 +63,12 @@ mod tests {
             SeckillId::parse("é".repeat(64)).is_ok(),
             "counts characters, not bytes"
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(SeckillId::parse("a\u{0}").is_err());
+        assert!(SeckillId::parse("a\tb").is_err());
     }
 
     #[test]

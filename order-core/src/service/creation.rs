@@ -34,19 +34,72 @@ impl Attempt {
     }
 }
 
+/// What became of one message of a broker batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Its outcome is committed (an order, or a failure row): acknowledge it.
+    Settled(Attempt),
+    /// Not even its failure could be recorded (the database refused the
+    /// record itself): send it to the dead-letter destination, with why.
+    DeadLetter {
+        /// What the attempt gave.
+        attempt: Attempt,
+        /// Why the failure record was refused.
+        reason: String,
+    },
+}
+
+impl Settlement {
+    /// What the attempt gave.
+    #[must_use]
+    pub fn attempt(&self) -> &Attempt {
+        match self {
+            Self::Settled(attempt) | Self::DeadLetter { attempt, .. } => attempt,
+        }
+    }
+
+    /// Why it must be dead-lettered, if it must.
+    #[must_use]
+    pub fn dead_letter_reason(&self) -> Option<String> {
+        match self {
+            Self::Settled(_) => None,
+            Self::DeadLetter { attempt, reason } => Some(match attempt {
+                Attempt::Poison(why) | Attempt::Failed(why) => {
+                    format!("{why}; the failure record was refused: {reason}")
+                }
+                Attempt::Created(_) | Attempt::Duplicate(_) => reason.clone(),
+            }),
+        }
+    }
+}
+
 /// Turns seckill messages into orders.
 #[derive(Debug, Clone)]
 pub struct OrderCreator {
     storage: Storage,
     retry: RetryPolicy,
+    kept_bytes: usize,
 }
 
 impl OrderCreator {
     /// A creator writing to `storage`; a failed write is first retried after
-    /// `retry.delay(0)`.
+    /// `retry.delay(0)`. Poison messages are kept up to
+    /// [`NewFailure::DEFAULT_KEPT_BYTES`] (see [`OrderCreator::keeping`]).
     #[must_use]
     pub fn new(storage: Storage, retry: RetryPolicy) -> Self {
-        Self { storage, retry }
+        Self {
+            storage,
+            retry,
+            kept_bytes: NewFailure::DEFAULT_KEPT_BYTES,
+        }
+    }
+
+    /// The same creator keeping at most `bytes` of each poison message
+    /// (`worker.failure_data_max_bytes`).
+    #[must_use]
+    pub fn keeping(mut self, bytes: usize) -> Self {
+        self.kept_bytes = bytes;
+        self
     }
 
     /// The storage it writes to.
@@ -59,8 +112,7 @@ impl OrderCreator {
     /// compensator and the API's retry resolve their own failure rows.
     ///
     /// # Errors
-    /// Only when the batch as a whole could not be written (database
-    /// unreachable): nothing of it is settled.
+    /// Only when the database is unreachable: nothing of it is settled.
     pub async fn attempt<P: AsRef<[u8]>>(
         &self,
         payloads: &[P],
@@ -104,46 +156,64 @@ impl OrderCreator {
 
     /// The broker path: validates and writes a batch, then records its poison
     /// messages (not retryable) and its failed writes (pending, due after the
-    /// first backoff) in one statement. When this returns `Ok`, every message
-    /// of the batch is settled and may be acknowledged.
+    /// first backoff). When this returns `Ok`, every message of the batch is
+    /// settled: acknowledge each [`Settlement::Settled`] one, and dead-letter
+    /// each [`Settlement::DeadLetter`] one (its failure record was refused).
+    ///
+    /// No message, whatever its bytes, makes this fail: any database error
+    /// but an outage is narrowed to the messages that cause it.
     ///
     /// # Errors
-    /// When the database is unreachable: acknowledge nothing, redeliver later
-    /// (orders are idempotent, failures are recorded once per message).
+    /// Only when the database is unreachable ([`StorageError::Unavailable`]):
+    /// acknowledge nothing, redeliver later (orders are idempotent, failures
+    /// are recorded once per message).
     pub async fn process_batch<P: AsRef<[u8]>>(
         &self,
         source: Source,
         payloads: &[P],
-    ) -> Result<Vec<Attempt>, StorageError> {
+    ) -> Result<Vec<Settlement>, StorageError> {
         let attempts = self.attempt(payloads).await?;
         let now = Utc::now();
+        let mut failed_at = Vec::new();
         let failures: Vec<NewFailure> = attempts
             .iter()
             .zip(payloads)
-            .filter_map(|(attempt, payload)| match attempt {
-                Attempt::Poison(reason) => Some(NewFailure::poison(
-                    payload.as_ref(),
-                    reason.as_str(),
-                    source,
-                    now,
-                )),
-                Attempt::Failed(reason) => {
-                    let due = now
-                        + chrono::Duration::from_std(self.retry.delay(0))
-                            .unwrap_or(chrono::Duration::zero());
-                    Some(NewFailure::retryable(
+            .enumerate()
+            .filter_map(|(i, (attempt, payload))| {
+                let failure = match attempt {
+                    Attempt::Poison(reason) => NewFailure::poison_kept(
                         payload.as_ref(),
+                        self.kept_bytes,
                         reason.as_str(),
                         source,
-                        due,
-                    ))
-                }
-                Attempt::Created(_) | Attempt::Duplicate(_) => None,
+                        now,
+                    ),
+                    Attempt::Failed(reason) => {
+                        let due = now
+                            + chrono::Duration::from_std(self.retry.delay(0))
+                                .unwrap_or(chrono::Duration::zero());
+                        NewFailure::retryable(payload.as_ref(), reason.as_str(), source, due)
+                    }
+                    Attempt::Created(_) | Attempt::Duplicate(_) => return None,
+                };
+                failed_at.push(i);
+                Some(failure)
             })
             .collect();
-        self.storage.record_failures(&failures).await?;
+        let recorded = self.storage.record_each(&failures).await?;
+        let mut refused = vec![None; attempts.len()];
+        for (i, result) in failed_at.into_iter().zip(recorded) {
+            refused[i] = result.err();
+        }
         record_metrics(source, &attempts);
-        Ok(attempts)
+        Ok(attempts
+            .into_iter()
+            .zip(refused)
+            .map(|(attempt, refused)| match refused {
+                None => Settlement::Settled(attempt),
+                Some(reason) => Settlement::DeadLetter { attempt, reason },
+            })
+            .collect())
     }
 }
 

@@ -4,5 +4,5 @@ mod creation;
 pub mod maintenance;
 mod retry;
 
-pub use creation::{Attempt, OrderCreator};
+pub use creation::{Attempt, OrderCreator, Settlement};
 pub use retry::{Retrier, RetryOne, RetryReport};

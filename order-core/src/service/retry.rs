@@ -95,7 +95,7 @@ impl Retrier {
         };
         let attempt = self
             .creator
-            .attempt(&[failure.message_data.as_bytes()])
+            .attempt(&[failure.message.bytes.as_slice()])
             .await?
             .remove(0);
         self.resolve(&failure, &lease, &attempt, &mut RetryReport::default())
@@ -117,7 +117,7 @@ impl Retrier {
         }
         let payloads: Vec<&[u8]> = claimed
             .iter()
-            .map(|(f, _)| f.message_data.as_bytes())
+            .map(|(f, _)| f.message.bytes.as_slice())
             .collect();
         let attempts = self.creator.attempt(&payloads).await?;
         for ((failure, lease), attempt) in claimed.iter().zip(&attempts) {

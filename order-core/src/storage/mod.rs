@@ -9,11 +9,13 @@
 //! against one engine; the same test suite runs on both engines instead.
 
 mod error;
-mod mysql;
+pub(crate) mod mysql;
 mod postgres;
 mod rows;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -21,8 +23,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 
-use error::ErrorClass;
-pub use error::StorageError;
+pub use error::{ErrorClass, StorageError};
 
 use crate::config::{DatabaseSettings, Driver};
 use crate::domain::{
@@ -126,8 +127,110 @@ pub enum ClaimOne {
 }
 
 /// How many times a transaction that hit a deadlock or a serialization
-/// failure is tried before the error is returned.
+/// failure is tried before the batch is narrowed.
 const DEADLOCK_ATTEMPTS: u32 = 20;
+
+/// The most rows one batch call takes ([`Storage::create_orders`],
+/// [`Storage::record_each`], a claim, an expiry run): the upper bound of
+/// `worker.batch_size` and `compensator.batch_size`. Statements are split
+/// below it as each engine needs; this bounds memory and transaction size.
+pub const MAX_BATCH_ROWS: usize = 10_000;
+
+/// The most placeholders MySQL and MariaDB take in one prepared statement.
+pub(crate) const MYSQL_MAX_PLACEHOLDERS: usize = 65_535;
+
+/// The statement size aimed at when no server limit is known (PostgreSQL
+/// array parameters), in bytes.
+pub(crate) const DEFAULT_STATEMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Splits `items` into runs of at most `max_rows` items whose `size`s add
+/// up to at most `max_bytes`; an item larger than `max_bytes` runs alone.
+pub(crate) fn chunks<T>(
+    items: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let max_rows = max_rows.max(1);
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0_usize);
+    for (i, item) in items.iter().enumerate() {
+        let len = size(item);
+        if i > start && (i - start == max_rows || bytes.saturating_add(len) > max_bytes) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(len);
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Rows of `per_row` placeholders that fit one MySQL statement, leaving
+/// `extra` placeholders for the rest of it.
+pub(crate) fn mysql_rows(per_row: usize, extra: usize) -> usize {
+    (MYSQL_MAX_PLACEHOLDERS - extra) / per_row
+}
+
+/// The future of one write of part of a batch.
+type WriteFuture<'a, O> = Pin<Box<dyn Future<Output = Result<Vec<O>, sqlx::Error>> + Send + 'a>>;
+
+/// Writes `batch` with `write`; when that fails for any reason but an
+/// outage, splits it in halves until the rows that cause the error stand
+/// alone, and answers those with `refused`. A deadlock is run again first.
+/// Outcomes are in the order of `batch`.
+///
+/// # Errors
+/// Only [`StorageError::Unavailable`]: the database is out of reach.
+async fn narrow<'a, T: Sync, O: Send>(
+    batch: &'a [T],
+    write: impl Fn(&'a [T]) -> WriteFuture<'a, O>,
+    refused: impl Fn(&T, &sqlx::Error) -> O,
+) -> Result<Vec<O>, StorageError> {
+    let mut out = Vec::with_capacity(batch.len());
+    // A stack of parts still to write, the leftmost on top.
+    let mut todo = vec![batch];
+    while let Some(part) = todo.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let err = match write(part).await {
+                Ok(outcomes) => {
+                    out.extend(outcomes);
+                    break;
+                }
+                Err(err) => err,
+            };
+            match ErrorClass::of(&err) {
+                ErrorClass::Unavailable => return Err(StorageError::from(err)),
+                ErrorClass::Retry if attempt < DEADLOCK_ATTEMPTS => {
+                    let pause = Duration::from_millis(fastrand::u64(1..=(4_u64 << attempt.min(6))));
+                    tracing::debug!(attempt, error = %err, "deadlock or serialization failure, retrying the batch");
+                    tokio::time::sleep(pause).await;
+                }
+                _ if part.len() == 1 => {
+                    tracing::debug!(error = %err, "one row refused by the database");
+                    out.push(refused(&part[0], &err));
+                    break;
+                }
+                _ => {
+                    tracing::debug!(rows = part.len(), error = %err, "batch refused by the database, narrowing it");
+                    let (left, right) = part.split_at(part.len() / 2);
+                    todo.push(right);
+                    todo.push(left);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// PostgreSQL or MySQL; cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
@@ -203,16 +306,17 @@ impl Storage {
 
     /// Creates the orders of a batch, at most one per (user, product), ever.
     ///
-    /// One transaction for the batch, multi-row statements: idempotency
-    /// records are inserted with conflict-ignore, then orders and items for
-    /// the purchases that are new. Duplicates inside the batch point at the
-    /// same order. A purchase whose own data breaks a database rule is
-    /// isolated by splitting the batch and comes back `Failed`; every other
-    /// purchase still commits. Outcomes are in the order of `orders`.
+    /// One transaction for the batch, multi-row statements (split below
+    /// each engine's limits): idempotency records are inserted with
+    /// conflict-ignore, then orders and items for the purchases that are
+    /// new. Duplicates inside the batch point at the same order. A purchase
+    /// the database refuses, for whatever reason but an outage, is isolated
+    /// by splitting the batch and comes back `Failed`; every other purchase
+    /// still commits. Outcomes are in the order of `orders`.
     ///
     /// # Errors
-    /// Only for the batch as a whole (the database is unreachable, or kept
-    /// deadlocking): nothing of it may be acknowledged.
+    /// Only [`StorageError::Unavailable`]: nothing of the batch may be
+    /// acknowledged.
     pub async fn create_orders(
         &self,
         orders: &[NewOrder],
@@ -231,7 +335,19 @@ impl Storage {
         let mut order_of: Vec<usize> = (0..unique.len()).collect();
         order_of.sort_by_key(|&i| unique[i].key());
         let sorted: Vec<&NewOrder> = order_of.iter().map(|&i| unique[i]).collect();
-        let sorted_outcomes = Box::pin(self.create_isolated(&sorted)).await?;
+        let sorted_outcomes = narrow(
+            &sorted,
+            |part| match self {
+                Self::Postgres(s) => Box::pin(s.insert_batch(part)),
+                Self::Mysql(s) => Box::pin(s.insert_batch(part)),
+            },
+            |order, err| {
+                let (user, product) = order.key();
+                tracing::debug!(order.user_id = user, order.product_id = product, error = %err, "purchase refused by the database");
+                CreateOutcome::Failed(error::describe(err))
+            },
+        )
+        .await?;
         let mut unique_outcomes = vec![CreateOutcome::Failed(String::new()); unique.len()];
         for (outcome, &i) in sorted_outcomes.into_iter().zip(&order_of) {
             unique_outcomes[i] = outcome;
@@ -256,47 +372,6 @@ impl Storage {
                 }
             })
             .collect())
-    }
-
-    /// Writes `batch` (unique keys, sorted); on a row-level error splits it in
-    /// halves until the bad rows stand alone.
-    async fn create_isolated(
-        &self,
-        batch: &[&NewOrder],
-    ) -> Result<Vec<CreateOutcome>, StorageError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = match self {
-                Self::Postgres(s) => s.insert_batch(batch).await,
-                Self::Mysql(s) => s.insert_batch(batch).await,
-            };
-            let err = match result {
-                Ok(outcomes) => return Ok(outcomes),
-                Err(err) => err,
-            };
-            match ErrorClass::of(&err) {
-                ErrorClass::Row if batch.len() == 1 => {
-                    tracing::warn!(order.user_id = batch[0].key().0, order.product_id = batch[0].key().1, error = %err, "purchase refused by the database");
-                    return Ok(vec![CreateOutcome::Failed(error::describe(&err))]);
-                }
-                ErrorClass::Row => {
-                    let (left, right) = batch.split_at(batch.len() / 2);
-                    let mut outcomes = Box::pin(self.create_isolated(left)).await?;
-                    outcomes.extend(Box::pin(self.create_isolated(right)).await?);
-                    return Ok(outcomes);
-                }
-                ErrorClass::Retry if attempt < DEADLOCK_ATTEMPTS => {
-                    let pause = Duration::from_millis(fastrand::u64(1..=(4_u64 << attempt.min(6))));
-                    tracing::debug!(attempt, error = %err, "deadlock or serialization failure, retrying the batch");
-                    tokio::time::sleep(pause).await;
-                }
-                _ => return Err(StorageError::from(err)),
-            }
-        }
     }
 
     /// One order with its items.
@@ -417,16 +492,84 @@ impl Storage {
         dispatch!(self.expire_unpaid(cutoff, limit, now()))
     }
 
-    /// Records failures in one statement; a message already recorded (same
-    /// digest) is not recorded again. Returns each one's failure id, in order.
+    /// Records failures; a message already recorded (same digest) is not
+    /// recorded again. Returns each one's failure id, in order.
     ///
     /// # Errors
-    /// When the database is unreachable.
+    /// When the database is unreachable, or refuses any of them
+    /// ([`StorageError::NotRecorded`]; [`Storage::record_each`] records the
+    /// others and says which).
     pub async fn record_failures(&self, failures: &[NewFailure]) -> Result<Vec<i64>, StorageError> {
-        if failures.is_empty() {
-            return Ok(Vec::new());
+        let recorded = self.record_each(failures).await?;
+        let refused: Vec<&String> = recorded.iter().filter_map(|r| r.as_ref().err()).collect();
+        if let Some(first) = refused.first() {
+            return Err(StorageError::NotRecorded {
+                refused: refused.len(),
+                first: (*first).clone(),
+            });
         }
-        dispatch!(self.record_failures(failures, now()))
+        let digests: Vec<&str> = failures.iter().map(|f| f.message_digest.as_str()).collect();
+        let ids: HashMap<String, i64> = dispatch!(self.failure_ids(&digests))?;
+        ids_by_digest(failures, &ids)
+    }
+
+    /// Records failures, each on its own merit: multi-row statements split
+    /// below the engine's limits, and a failure the database refuses (for
+    /// any reason but an outage) is narrowed down and answered `Err` with
+    /// the database's words, while the others are recorded. A message
+    /// already recorded (same digest) is not recorded again. Answers are in
+    /// the order of `failures`.
+    ///
+    /// # Errors
+    /// Only [`StorageError::Unavailable`].
+    pub async fn record_each(
+        &self,
+        failures: &[NewFailure],
+    ) -> Result<Vec<Result<(), String>>, StorageError> {
+        let now = now();
+        let (rows, bytes) = match self {
+            Self::Postgres(_) => (MAX_BATCH_ROWS, DEFAULT_STATEMENT_BYTES),
+            Self::Mysql(s) => (mysql::FAILURE_ROWS, s.statement_bytes()),
+        };
+        // A row the server could not take even alone (it resets the
+        // connection, which reads as an outage) keeps fewer bytes; its whole
+        // length is still recorded.
+        let fitted: Vec<NewFailure>;
+        let failures = if failures.iter().any(|f| f.encoded_len() > bytes) {
+            fitted = failures
+                .iter()
+                .map(|f| {
+                    let mut f = f.clone();
+                    let room = bytes.saturating_sub(f.encoded_len() - f.message.bytes.len());
+                    if f.message.bytes.len() > room {
+                        tracing::warn!(failure.digest = %f.message_digest, kept_bytes = room, "message larger than the database takes in one statement; keeping its first bytes");
+                        f.message.bytes.truncate(room);
+                    }
+                    f
+                })
+                .collect();
+            &fitted[..]
+        } else {
+            failures
+        };
+        let mut out = Vec::with_capacity(failures.len());
+        for chunk in chunks(failures, rows, bytes, NewFailure::encoded_len) {
+            out.extend(
+                narrow(
+                    chunk,
+                    |part| match self {
+                        Self::Postgres(s) => Box::pin(s.insert_failures(part, now)),
+                        Self::Mysql(s) => Box::pin(s.insert_failures(part, now)),
+                    },
+                    |failure, err| {
+                        tracing::debug!(failure.digest = %failure.message_digest, error = %err, "failure refused by the database");
+                        Err(describe_refusal(err))
+                    },
+                )
+                .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// One failure.
@@ -605,6 +748,11 @@ fn new_lease(now: DateTime<Utc>, length: Duration) -> Lease {
     }
 }
 
+/// The database's own words for a refused failure record.
+fn describe_refusal(err: &sqlx::Error) -> String {
+    error::describe(err).replace("refused the order", "refused the failure record")
+}
+
 /// Maps each recorded failure to its row id by digest.
 fn ids_by_digest(
     failures: &[NewFailure],
@@ -621,4 +769,35 @@ fn ids_by_digest(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_both_the_row_and_the_byte_budget() {
+        let items: Vec<usize> = vec![10; 25];
+        let parts = chunks(&items, 10, 1000, |n| *n);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
+        let parts = chunks(&items, 100, 35, |n| *n);
+        assert!(parts.iter().all(|p| p.iter().sum::<usize>() <= 35));
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 25);
+        // An item above the budget runs alone; nothing is lost or reordered.
+        let items = vec![1, 500, 1, 1];
+        let parts = chunks(&items, 100, 10, |n| *n);
+        assert_eq!(parts, vec![&[1][..], &[500], &[1, 1]]);
+        assert!(chunks::<usize>(&[], 10, 10, |n| *n).is_empty());
+    }
+
+    #[test]
+    fn mysql_statements_stay_under_the_placeholder_limit() {
+        for per_row in [1, 2, 4, 6, 10] {
+            assert!(mysql_rows(per_row, 1) * per_row < MYSQL_MAX_PLACEHOLDERS);
+        }
+        const { assert!(mysql::FAILURE_ROWS * 10 <= MYSQL_MAX_PLACEHOLDERS) };
+    }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -30,6 +32,32 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// The byte budget of one statement: half the server's
+    /// `max_allowed_packet`, read on every new connection.
+    statement_bytes: Arc<AtomicUsize>,
+}
+
+/// Rows of one failure INSERT (10 placeholders a row).
+pub(crate) const FAILURE_ROWS: usize = super::MYSQL_MAX_PLACEHOLDERS / 10;
+
+/// Keys looked up in one `OR` list: MySQL's range optimizer gives up on
+/// longer ones (a full scan), MariaDB turns them into a derived table.
+const KEY_LOOKUP_ROWS: usize = 1000;
+
+/// The statement budget until a connection has read the server's limit:
+/// half of the smallest `max_allowed_packet` a supported server ships with.
+const INITIAL_STATEMENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// About how many bytes one order row takes in a statement.
+fn order_len(o: &&NewOrder) -> usize {
+    o.message.seckill_id.as_str().len()
+        + o.message.product_name.as_ref().map_or(0, String::len)
+        + 160
+}
+
+/// About how many bytes one key takes in a statement.
+fn key_len<T>(_: &T) -> usize {
+    32
 }
 
 /// Appends `(user_id = ? AND product_id = ?) OR …` for each key.
@@ -82,21 +110,37 @@ impl MySqlStore {
                 .map_err(|e| StorageError::Config(format!("database.url: {e}")))?
         };
         let options = options.charset("utf8mb4").timezone(Some("+00:00".into()));
+        let statement_bytes = Arc::new(AtomicUsize::new(INITIAL_STATEMENT_BYTES));
+        let budget = statement_bytes.clone();
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
+                let budget = budget.clone();
                 Box::pin(async move {
                     conn.execute(
                         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
                          SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')",
                     )
                     .await?;
+                    let packet: u64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS UNSIGNED)")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let half = usize::try_from(packet / 2).unwrap_or(usize::MAX);
+                    budget.store(half.clamp(64 * 1024, 64 * 1024 * 1024), Ordering::Relaxed);
                     Ok(())
                 })
             })
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            statement_bytes,
+        })
+    }
+
+    /// The byte budget of one statement (half the server's `max_allowed_packet`).
+    pub(crate) fn statement_bytes(&self) -> usize {
+        self.statement_bytes.load(Ordering::Relaxed)
     }
 
     /// The pool, for tests and tools that need raw SQL.
@@ -137,26 +181,31 @@ impl MySqlStore {
     }
 
     /// The owners of those `keys` that already have an order, by a plain
-    /// (non-locking) read; `lock` makes it a locking read inside `tx`.
+    /// (non-locking) read; `lock` makes it a locking read inside `tx`. Long
+    /// key lists are looked up in parts.
     async fn owners(
         conn: &mut sqlx::MySqlConnection,
-        keys: impl IntoIterator<Item = (i64, i64)>,
+        keys: &[(i64, i64)],
         lock: bool,
     ) -> Result<HashMap<(i64, i64), Uuid>, sqlx::Error> {
-        let mut qb = QueryBuilder::<MySql>::new(
-            "SELECT user_id, product_id, order_id FROM idempotency_records WHERE ",
-        );
-        push_keys(&mut qb, keys);
-        if lock {
-            qb.push(" FOR UPDATE");
+        let mut owners = HashMap::with_capacity(keys.len());
+        for part in keys.chunks(KEY_LOOKUP_ROWS) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "SELECT user_id, product_id, order_id FROM idempotency_records WHERE ",
+            );
+            push_keys(&mut qb, part.iter().copied());
+            if lock {
+                qb.push(" FOR UPDATE");
+            }
+            owners.extend(
+                qb.build_query_as::<(i64, i64, Uuid)>()
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .map(|(u, p, o)| ((u, p), o)),
+            );
         }
-        Ok(qb
-            .build_query_as::<(i64, i64, Uuid)>()
-            .fetch_all(conn)
-            .await?
-            .into_iter()
-            .map(|(u, p, o)| ((u, p), o))
-            .collect())
+        Ok(owners)
     }
 
     pub(crate) async fn insert_batch(
@@ -164,11 +213,13 @@ impl MySqlStore {
         batch: &[&NewOrder],
     ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
         let now = super::now();
+        let budget = self.statement_bytes();
         // Purchases that already have an order are answered without taking a
         // lock: InnoDB's duplicate checks take gap locks, and under a storm of
         // duplicates those make concurrent batches deadlock.
         let mut conn = self.pool.acquire().await?;
-        let mut owners = Self::owners(&mut conn, batch.iter().map(|o| o.key()), false).await?;
+        let keys: Vec<(i64, i64)> = batch.iter().map(|o| o.key()).collect();
+        let mut owners = Self::owners(&mut conn, &keys, false).await?;
         let fresh: Vec<&NewOrder> = batch
             .iter()
             .copied()
@@ -177,31 +228,34 @@ impl MySqlStore {
 
         if !fresh.is_empty() {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let mut qb = QueryBuilder::<MySql>::new(
-                "INSERT INTO idempotency_records (user_id, product_id, order_id, created_at) ",
-            );
-            qb.push_values(&fresh, |mut row, o| {
-                row.push_bind(o.key().0)
-                    .push_bind(o.key().1)
-                    .push_bind(o.order_id)
-                    .push_bind(now);
-            });
-            qb.push(" ON DUPLICATE KEY UPDATE id = id");
-            qb.build().execute(&mut *tx).await?;
+            for part in super::chunks(&fresh, super::mysql_rows(4, 0), budget, key_len) {
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO idempotency_records (user_id, product_id, order_id, created_at) ",
+                );
+                qb.push_values(part, |mut row, o| {
+                    row.push_bind(o.key().0)
+                        .push_bind(o.key().1)
+                        .push_bind(o.order_id)
+                        .push_bind(now);
+                });
+                qb.push(" ON DUPLICATE KEY UPDATE id = id");
+                qb.build().execute(&mut *tx).await?;
+            }
             // A locking read: it returns the latest committed row of a key that
             // a concurrent batch inserted (the upsert already holds these locks).
-            let fresh_owners = Self::owners(&mut tx, fresh.iter().map(|o| o.key()), true).await?;
+            let fresh_keys: Vec<(i64, i64)> = fresh.iter().map(|o| o.key()).collect();
+            let fresh_owners = Self::owners(&mut tx, &fresh_keys, true).await?;
 
             let new: Vec<&NewOrder> = fresh
                 .iter()
                 .copied()
                 .filter(|o| fresh_owners.get(&o.key()) == Some(&o.order_id))
                 .collect();
-            if !new.is_empty() {
+            for part in super::chunks(&new, super::mysql_rows(10, 0), budget, order_len) {
                 let mut qb = QueryBuilder::<MySql>::new(
                     "INSERT INTO orders (order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at) ",
                 );
-                qb.push_values(&new, |mut row, o| {
+                qb.push_values(part, |mut row, o| {
                     row.push_bind(o.order_id)
                         .push_bind(o.key().0)
                         .push_bind(o.key().1)
@@ -214,11 +268,12 @@ impl MySqlStore {
                         .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
-
+            }
+            for part in super::chunks(&new, super::mysql_rows(6, 0), budget, order_len) {
                 let mut qb = QueryBuilder::<MySql>::new(
                     "INSERT INTO order_items (order_id, product_id, product_name, quantity, unit_price, total_price) ",
                 );
-                qb.push_values(&new, |mut row, o| {
+                qb.push_values(part, |mut row, o| {
                     row.push_bind(o.order_id)
                         .push_bind(o.key().1)
                         .push_bind(o.message.product_name.as_deref())
@@ -375,27 +430,31 @@ impl MySqlStore {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb =
-            QueryBuilder::<MySql>::new("UPDATE orders SET status = 'cancelled', updated_at = ");
-        qb.push_bind(now)
-            .push(" WHERE status = 'pending' AND id IN (");
-        push_list(&mut qb, due.iter().map(|(id, _)| *id));
-        qb.push(")");
-        qb.build().execute(&mut *tx).await?;
+        for part in due.chunks(super::mysql_rows(1, 1)) {
+            let mut qb =
+                QueryBuilder::<MySql>::new("UPDATE orders SET status = 'cancelled', updated_at = ");
+            qb.push_bind(now)
+                .push(" WHERE status = 'pending' AND id IN (");
+            push_list(&mut qb, part.iter().map(|(id, _)| *id));
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(due.into_iter().map(|(_, order_id)| order_id).collect())
     }
 
-    pub(crate) async fn record_failures(
+    /// Inserts failures in one statement, skipping digests already recorded.
+    pub(crate) async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
-    ) -> Result<Vec<i64>, StorageError> {
+    ) -> Result<Vec<Result<(), String>>, sqlx::Error> {
         let mut qb = QueryBuilder::<MySql>::new(
-            "INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) ",
+            "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) ",
         );
         qb.push_values(failures, |mut row, f| {
-            row.push_bind(f.message_data.as_str())
+            row.push_bind(f.message.bytes.as_slice())
+                .push_bind(i64::try_from(f.message.size).unwrap_or(i64::MAX))
                 .push_bind(f.message_digest.as_str())
                 .push_bind(f.error_message.as_str())
                 .push_bind(f.status.as_str())
@@ -407,19 +466,28 @@ impl MySqlStore {
         });
         qb.push(" ON DUPLICATE KEY UPDATE id = id");
         qb.build().execute(&self.pool).await?;
+        Ok(vec![Ok(()); failures.len()])
+    }
 
-        let mut qb = QueryBuilder::<MySql>::new(
-            "SELECT message_digest, id FROM order_failures WHERE message_digest IN (",
-        );
-        push_list(&mut qb, failures.iter().map(|f| f.message_digest.as_str()));
-        qb.push(")");
-        let ids: HashMap<String, i64> = qb
-            .build_query_as::<(String, i64)>()
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
-        super::ids_by_digest(failures, &ids)
+    /// The ids of the failures with these digests.
+    pub(crate) async fn failure_ids(
+        &self,
+        digests: &[&str],
+    ) -> Result<HashMap<String, i64>, StorageError> {
+        let mut ids = HashMap::with_capacity(digests.len());
+        for part in digests.chunks(KEY_LOOKUP_ROWS) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "SELECT message_digest, id FROM order_failures WHERE message_digest IN (",
+            );
+            push_list(&mut qb, part.iter().copied());
+            qb.push(")");
+            ids.extend(
+                qb.build_query_as::<(String, i64)>()
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(ids)
     }
 
     pub(crate) async fn get_failure(&self, id: i64) -> Result<Option<Failure>, StorageError> {
@@ -479,27 +547,31 @@ impl MySqlStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb = QueryBuilder::<MySql>::new(
-            "UPDATE order_failures SET status = 'processing', locked_until = ",
-        );
-        qb.push_bind(lease.until)
-            .push(", lease_token = ")
-            .push_bind(lease.token)
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN (");
-        push_list(&mut qb, ids.iter().copied());
-        qb.push(")");
-        qb.build().execute(&mut *tx).await?;
-        let mut qb = QueryBuilder::<MySql>::new(format!(
-            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id IN ("
-        ));
-        push_list(&mut qb, ids.iter().copied());
-        qb.push(")");
-        let rows = qb
-            .build_query_as::<FailureRow>()
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for part in ids.chunks(KEY_LOOKUP_ROWS) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "UPDATE order_failures SET status = 'processing', locked_until = ",
+            );
+            qb.push_bind(lease.until)
+                .push(", lease_token = ")
+                .push_bind(lease.token)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN (");
+            push_list(&mut qb, part.iter().copied());
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+            let mut qb = QueryBuilder::<MySql>::new(format!(
+                "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id IN ("
+            ));
+            push_list(&mut qb, part.iter().copied());
+            qb.push(")");
+            rows.extend(
+                qb.build_query_as::<FailureRow>()
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
         tx.commit().await?;
         Ok(into_failures(rows)?
             .into_iter()

@@ -321,20 +321,21 @@ impl PgStore {
         .await?)
     }
 
-    pub(crate) async fn record_failures(
+    /// Inserts failures in one statement, skipping digests already recorded.
+    pub(crate) async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
-    ) -> Result<Vec<i64>, StorageError> {
-        let digests: Vec<&str> = failures.iter().map(|f| f.message_digest.as_str()).collect();
+    ) -> Result<Vec<Result<(), String>>, sqlx::Error> {
         sqlx::query(
-            "INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) \
-             SELECT d, g, e, s, r, src, n, $8, $8 \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[]) AS t(d, g, e, s, r, src, n) \
+            "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) \
+             SELECT d, z, g, e, s, r, src, n, $9, $9 \
+             FROM UNNEST($1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[]) AS t(d, z, g, e, s, r, src, n) \
              ON CONFLICT (message_digest) DO NOTHING",
         )
-        .bind(failures.iter().map(|f| f.message_data.as_str()).collect::<Vec<_>>())
-        .bind(&digests)
+        .bind(failures.iter().map(|f| f.message.bytes.as_slice()).collect::<Vec<_>>())
+        .bind(failures.iter().map(|f| i64::try_from(f.message.size).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+        .bind(failures.iter().map(|f| f.message_digest.as_str()).collect::<Vec<_>>())
         .bind(failures.iter().map(|f| f.error_message.as_str()).collect::<Vec<_>>())
         .bind(failures.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
         .bind(failures.iter().map(|f| f.retryable).collect::<Vec<_>>())
@@ -343,15 +344,22 @@ impl PgStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        Ok(vec![Ok(()); failures.len()])
+    }
+
+    /// The ids of the failures with these digests.
+    pub(crate) async fn failure_ids(
+        &self,
+        digests: &[&str],
+    ) -> Result<HashMap<String, i64>, StorageError> {
+        Ok(sqlx::query_as::<_, (String, i64)>(
             "SELECT message_digest, id FROM order_failures WHERE message_digest = ANY($1)",
         )
-        .bind(&digests)
+        .bind(digests)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .collect();
-        super::ids_by_digest(failures, &ids)
+        .collect())
     }
 
     pub(crate) async fn get_failure(&self, id: i64) -> Result<Option<Failure>, StorageError> {

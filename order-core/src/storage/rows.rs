@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::StorageError;
-use crate::domain::{Failure, Order, OrderItem};
+use crate::domain::{Failure, KeptMessage, Order, OrderItem};
 
 /// The columns of [`OrderRow`], in order.
 pub(crate) const ORDER_COLUMNS: &str = "id, order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at";
@@ -15,7 +15,7 @@ pub(crate) const ITEM_COLUMNS: &str =
     "id, product_id, product_name, quantity, unit_price, total_price";
 
 /// The columns of [`FailureRow`], in order.
-pub(crate) const FAILURE_COLUMNS: &str = "id, message_data, error_message, retry_count, status, retryable, source, next_retry_at, locked_until, order_id, created_at, updated_at";
+pub(crate) const FAILURE_COLUMNS: &str = "id, message_data, message_size, error_message, retry_count, status, retryable, source, next_retry_at, locked_until, order_id, created_at, updated_at";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrderRow {
@@ -84,7 +84,8 @@ impl From<ItemRow> for OrderItem {
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct FailureRow {
     id: i64,
-    message_data: String,
+    message_data: Vec<u8>,
+    message_size: i64,
     error_message: String,
     retry_count: i32,
     status: String,
@@ -102,7 +103,7 @@ impl TryFrom<FailureRow> for Failure {
     fn try_from(r: FailureRow) -> Result<Self, Self::Error> {
         Ok(Failure {
             id: r.id,
-            message_data: r.message_data,
+            message: KeptMessage::stored(r.message_data, r.message_size),
             error_message: r.error_message,
             retry_count: r.retry_count,
             status: r.status.parse().map_err(StorageError::Corrupt)?,

@@ -1001,6 +1001,7 @@ impl BrokerUnderTest {
                     topic: format!("ordertest-chaos-{run_id}"),
                     group_id: format!("ordertest-chaos-{run_id}"),
                     session_timeout: Duration::from_secs(6),
+                    dead_letter_topic: format!("ordertest-chaos-{run_id}.dlq"),
                     ..KafkaSettings::default()
                 };
                 order_loadgen::kafka::ensure_topic(&settings, 3).await?;
@@ -1026,6 +1027,10 @@ impl BrokerUnderTest {
                 ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
                 ("ORDER__KAFKA__TOPIC", k.topic.clone()),
                 ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
+                (
+                    "ORDER__KAFKA__DEAD_LETTER_TOPIC",
+                    k.dead_letter_topic.clone(),
+                ),
                 (
                     "ORDER__KAFKA__SESSION_TIMEOUT",
                     format!("{}s", k.session_timeout.as_secs()),
