@@ -71,8 +71,12 @@ VALUES ('0193a5e0-0000-7000-8000-000000000001', 1, 'Phone', 2, 9.99, 19.98),
        ('0193a5e0-0000-7000-8000-000000000002', 2, NULL, 1, 5.00, 5.00);
 INSERT INTO idempotency_records (user_id, product_id, order_id)
 VALUES (1, 1, '0193a5e0-0000-7000-8000-000000000001'), (1, 2, '0193a5e0-0000-7000-8000-000000000002');
-INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at)
-VALUES ('${message}', repeat('a', 64), 'earlier write failed', 'pending', true, 'rabbitmq', now() + interval '1 hour');
+INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at)
+VALUES (convert_to('${message}', 'UTF8'), octet_length('${message}'), repeat('a', 64), 'earlier write failed', 'pending', true, 'rabbitmq', now() + interval '1 hour');
+-- Poison shown as base64 (not UTF-8) and one kept truncated, so listings show every form.
+INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at)
+VALUES (decode('7b22757365725f6964223aff007d', 'hex'), 14, repeat('b', 64), 'message is not UTF-8', 'failed', false, 'kafka', now()),
+       (convert_to(repeat('x', 1024), 'UTF8'), 102400, repeat('c', 64), 'message larger than 64 KiB', 'failed', false, 'kafka', now());
 SQL
 
 say "schemathesis: ${max_examples} examples per operation"
