@@ -8,7 +8,9 @@ use chrono::Utc;
 use order_api::Application;
 use order_core::cache::{Cached, OrderCache};
 use order_core::config::{Driver, Settings};
-use order_core::domain::{NewFailure, NewOrder, OrderStatus, SeckillMessage, Source};
+use order_core::domain::{
+    Encoding, KeptMessage, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
+};
 use order_core::storage::Storage;
 use order_core::testing::http::{self, Response};
 use order_core::testing::proxy::FaultProxy;
@@ -878,6 +880,156 @@ async fn bulk_retry_retries_pending_failures_up_to_the_limit() {
             "bad_request",
         );
     }
+}
+
+order_core::on_both_engines!(
+    failures_show_their_exact_bytes_size_and_truncation,
+    a_retry_through_the_api_uses_the_failures_exact_bytes,
+);
+
+/// The bytes `failure["message_data"]` stands for, by its `message_encoding`.
+fn shown_bytes(failure: &Value) -> Vec<u8> {
+    let data = failure["message_data"].as_str().expect("message_data");
+    let encoding = match failure["message_encoding"].as_str() {
+        Some("utf8") => Encoding::Utf8,
+        Some("base64") => Encoding::Base64,
+        other => panic!("message_encoding {other:?} in {failure}"),
+    };
+    KeptMessage::from_shown(encoding, data).expect("message_data is base64")
+}
+
+async fn failures_show_their_exact_bytes_size_and_truncation(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let binary: &[u8] = b"{\"user_id\":\xff\x00}";
+    let text = "{\"user_id\":1,\"product_name\":\"a\u{0}b\u{1b}[31mc\"}".as_bytes();
+    let mut huge = b"{\"user_id\":1,\"pad\":\"".to_vec();
+    huge.resize(100 * 1024 - 2, b'x');
+    huge.extend_from_slice(b"\"}");
+    let now = Utc::now();
+    let ids = app
+        .db
+        .storage
+        .record_failures(&[
+            NewFailure::poison(binary, "not UTF-8", Source::Rabbitmq, now),
+            NewFailure::poison(text, "control characters", Source::Kafka, now),
+            NewFailure::poison_kept(&huge, 1024, "too large", Source::Kafka, now),
+        ])
+        .await
+        .unwrap();
+    // (id, kept bytes, encoding, whole size, truncated)
+    let expected = [
+        (ids[0], binary, "base64", binary.len(), false),
+        (ids[1], text, "utf8", text.len(), false),
+        (ids[2], &huge[..1024], "utf8", 100 * 1024, true),
+    ];
+    let listed = app
+        .operator("GET", "/api/v1/failures?status=failed&pageSize=100", None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed = listed.json();
+    assert_eq!(listed["total"], 3, "{listed}");
+    for (id, kept, encoding, size, truncated) in expected {
+        let stored = app.db.storage.get_failure(id).await.unwrap().unwrap();
+        assert_eq!(stored.message.bytes, kept, "failure {id} as stored");
+        let one = app
+            .operator("GET", &format!("/api/v1/failures/{id}"), None)
+            .await;
+        assert_eq!(one.status, 200, "{}", one.body);
+        let one = one.json();
+        let in_list = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("failure {id} not in {listed}"));
+        assert_eq!(in_list, &one, "the list shows failure {id} as GET does");
+        assert_eq!(one["message_encoding"], encoding, "{one}");
+        assert_eq!(shown_bytes(&one), kept, "failure {id}: {one}");
+        assert_eq!(one["message_size"].as_u64(), Some(size as u64), "{one}");
+        assert_eq!(one["message_truncated"], truncated, "{one}");
+    }
+    // JSON escapes the control characters of text shown as it is.
+    let raw = app
+        .operator("GET", &format!("/api/v1/failures/{}", ids[1]), None)
+        .await
+        .body;
+    assert!(raw.contains(r"a\u0000b\u001b[31mc"), "{raw}");
+
+    // The OpenAPI document's Failure schema names exactly these fields, all required.
+    let doc = app.get("/api/v1/openapi.json").await.json();
+    let schema = &doc["components"]["schemas"]["Failure"];
+    let mut required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let mut documented: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let one = app
+        .operator("GET", &format!("/api/v1/failures/{}", ids[0]), None)
+        .await
+        .json();
+    let mut answered: Vec<&str> = one
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    required.sort_unstable();
+    documented.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(required, answered);
+    assert_eq!(documented, answered);
+    assert_eq!(
+        schema["properties"]["message_encoding"]["enum"],
+        json!(["utf8", "base64"])
+    );
+}
+
+async fn a_retry_through_the_api_uses_the_failures_exact_bytes(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let message = "{\"user_id\":7,\"product_id\":8,\"quantity\":1,\"unit_price\":\"3.00\",\"seckill_id\":\"s\",\"timestamp\":\"2024-01-01T00:00:00Z\",\"product_name\":\"Caf\u{e9} \u{2615} \\\"x\\\"\"}";
+    let due = Utc::now() + chrono::Duration::hours(1);
+    let ids = app
+        .db
+        .storage
+        .record_failures(&[NewFailure::retryable(
+            message.as_bytes(),
+            "write failed",
+            Source::Rabbitmq,
+            due,
+        )])
+        .await
+        .unwrap();
+    let before = app
+        .operator("GET", &format!("/api/v1/failures/{}", ids[0]), None)
+        .await
+        .json();
+    assert_eq!(shown_bytes(&before), message.as_bytes(), "{before}");
+    let r = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["outcome"], "created", "{body}");
+    assert_eq!(shown_bytes(&body["failure"]), message.as_bytes(), "{body}");
+    assert_eq!(body["failure"]["message_truncated"], false);
+    let order = app
+        .get(&format!(
+            "/api/v1/orders/{}",
+            body["order_id"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(
+        order["items"][0]["product_name"],
+        "Caf\u{e9} \u{2615} \"x\""
+    );
 }
 
 // ---- the rest -----------------------------------------------------------
