@@ -322,10 +322,10 @@ say "compensator: one retry run over ${API_ORDERS} due failures"
 new_db pg compensator
 comp_url=$db_url
 ORDER__DATABASE__URL="$comp_url" "$bin/order-api" migrate >/dev/null 2>&1
-sql "$comp_url" "INSERT INTO order_failures (message_data, message_digest, error_message, status, retryable, source, next_retry_at)
-  SELECT format('{\"user_id\":%s,\"product_id\":1,\"quantity\":1,\"unit_price\":\"9.99\",\"seckill_id\":\"s\",\"timestamp\":\"2026-01-01T00:00:00Z\"}', i),
-         md5(i::text) || md5((i + 1)::text), 'bench', 'pending', true, 'rabbitmq', now() - interval '1 second'
-  FROM generate_series(1, ${API_ORDERS}) AS i" >/dev/null
+sql "$comp_url" "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at)
+  SELECT m, octet_length(m), md5(i::text) || md5((i + 1)::text), 'bench', 'pending', true, 'rabbitmq', now() - interval '1 second'
+  FROM generate_series(1, ${API_ORDERS}) AS i,
+       LATERAL (SELECT convert_to(format('{\"user_id\":%s,\"product_id\":1,\"quantity\":1,\"unit_price\":\"9.99\",\"seckill_id\":\"s\",\"timestamp\":\"2026-01-01T00:00:00Z\"}', i), 'UTF8') AS m) AS msg" >/dev/null
 ORDER__DATABASE__URL="$comp_url" ORDER__COMPENSATOR__BATCH_SIZE="$API_ORDERS" ORDER__LOG__LEVEL=warn \
     "$bin/order-compensator" run-once retry-failures >"$scratch/comp.json" &
 comp_pid=$!

@@ -169,6 +169,70 @@ pub fn malformed(tag: u32) -> Vec<Entry> {
         ),
         poison("1 MiB of garbage", format!("{tag}{}", "\u{7}".repeat(MIB))),
     ];
+    // Bytes that break a database rather than the parser: NUL, which a
+    // PostgreSQL text column refuses, and other control characters, in and
+    // around every string field.
+    let mut nul_after_body = valid("1.00", "").into_bytes();
+    nul_after_body.push(0);
+    entries.push(Entry {
+        name: "NUL after the body".into(),
+        payload: nul_after_body,
+        expect: Expect::Poison,
+    });
+    let mut raw_nul = swap(&format!("corpus_{tag}"), &format!("corpus_{tag}#")).into_bytes();
+    let hash = raw_nul
+        .iter()
+        .position(|&b| b == b'#')
+        .expect("the marker is there");
+    raw_nul[hash] = 0;
+    entries.push(Entry {
+        name: "raw NUL inside seckill_id".into(),
+        payload: raw_nul,
+        expect: Expect::Poison,
+    });
+    entries.push(Entry {
+        name: "NUL bytes only".into(),
+        payload: [vec![0; 16], format!("{tag}").into_bytes()].concat(),
+        expect: Expect::Poison,
+    });
+    entries.extend([
+        poison(
+            "NUL escaped in seckill_id",
+            swap(&format!("corpus_{tag}"), &format!("corpus_{tag}\\u0000")),
+        ),
+        poison(
+            "NUL escaped in product_name",
+            valid("1.00", ",\"product_name\":\"Phone\\u0000\""),
+        ),
+        poison(
+            "terminal escape in product_name",
+            valid("1.00", ",\"product_name\":\"\\u001b[31mred\\u001b[0m\""),
+        ),
+        poison(
+            "C1 control in seckill_id",
+            swap(&format!("corpus_{tag}"), &format!("corpus_{tag}\\u0085")),
+        ),
+        poison(
+            "newline in seckill_id",
+            swap(&format!("corpus_{tag}"), &format!("corpus_{tag}\\n")),
+        ),
+        poison(
+            "NUL escaped in timestamp",
+            swap("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z\\u0000"),
+        ),
+        poison(
+            "NUL escaped in unit_price text",
+            valid("\"1.00\\u0000\"", ""),
+        ),
+        poison(
+            "lone surrogate in product_name",
+            valid("1.00", ",\"product_name\":\"\\ud800\""),
+        ),
+        poison(
+            "60 KiB of control characters",
+            format!("{tag}{}", "\u{1}".repeat(60 * 1024)),
+        ),
+    ]);
     let template: serde_json::Value =
         serde_json::from_str(&valid("1.00", "")).expect("the valid template is JSON");
     for field in REQUIRED_FIELDS {
@@ -220,6 +284,13 @@ mod tests {
     fn every_entry_is_what_it_claims() {
         for entry in malformed(3) {
             let parsed = SeckillMessage::parse(&entry.payload);
+            if entry.expect == Expect::Poison && entry.name.contains("NUL") {
+                assert!(
+                    entry.payload.contains(&0) || entry.payload.windows(6).any(|w| w == b"\\u0000"),
+                    "{} carries a NUL",
+                    entry.name
+                );
+            }
             match entry.expect {
                 Expect::Poison => assert!(parsed.is_err(), "{} parsed as {parsed:?}", entry.name),
                 Expect::Order => {

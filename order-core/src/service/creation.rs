@@ -236,11 +236,40 @@ fn record_metrics(source: Source, attempts: &[Attempt]) {
     metrics::counter!("order_failures_recorded_total", "source" => source, "kind" => "retryable")
         .increment(failed);
     if poison > 0 || failed > 0 {
+        quiet_warning(source, poison, failed);
+    }
+}
+
+/// How often at most the warning about recorded failures is logged per source.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs recorded failures at most once per [`WARN_EVERY`] and source, with
+/// the counts since the last line: a stream of poison is one line every few
+/// seconds, not one per batch (the metrics count every message).
+fn quiet_warning(source: &'static str, poison: u64, failed: u64) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Instant;
+
+    /// When the last line was logged, and the poison and failed counts since.
+    type Since = (Option<Instant>, u64, u64);
+    /// Per source.
+    static SINCE: Mutex<Option<HashMap<&'static str, Since>>> = Mutex::new(None);
+    let mut guard = SINCE.lock().unwrap_or_else(PoisonError::into_inner);
+    let entry = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(source)
+        .or_insert((None, 0, 0));
+    entry.1 += poison;
+    entry.2 += failed;
+    if entry.0.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+        let (_, poison, failed) = std::mem::replace(entry, (Some(Instant::now()), 0, 0));
+        drop(guard);
         tracing::warn!(
             message.source = source,
             poison,
             failed,
-            "messages recorded as failures"
+            "messages recorded as failures (at most one such line every 10 s; order_failures and the failure metrics have each one)"
         );
     }
 }

@@ -1,0 +1,421 @@
+//! Hostile input through the worker binary, on RabbitMQ and Kafka and on
+//! PostgreSQL and MariaDB: valid purchases interleaved with every malformed
+//! and database-breaking message of the corpus, and one message whose
+//! failure the database refuses to record. Every valid purchase becomes an
+//! order, every other message a failure row or a dead letter, the source
+//! drains with nothing left unacknowledged, and the worker says little.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use order_core::config::{Driver, KafkaSettings, Settings};
+use order_core::testing::TestDatabase;
+use order_loadgen::corpus::{self, Expect};
+use order_loadgen::{Kind, Message};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+
+mod common;
+use common::{Names, settings, spawn_process, worker_env};
+
+/// A message the test's trigger refuses to record as a failure.
+const UNRECORDABLE: &str = "unrecordable";
+
+/// The stream, and what it must become: orders and failure rows.
+struct Stream {
+    messages: Vec<Message>,
+    orders: i64,
+    failures: i64,
+}
+
+fn stream(tag: u32) -> Stream {
+    let mut messages = Vec::new();
+    let (mut orders, mut failures) = (0, 0);
+    let entries = corpus::malformed(tag);
+    for (i, entry) in entries.into_iter().enumerate() {
+        let user = 7_000_000_000 + i64::from(tag) * 1000 + i64::try_from(i).unwrap();
+        messages.push(Message {
+            payload: format!(
+                r#"{{"user_id":{user},"product_id":3,"quantity":2,"unit_price":"4.50","seckill_id":"hostile","timestamp":"2024-01-01T00:00:00Z"}}"#
+            )
+            .into_bytes(),
+            user_id: user,
+            kind: Kind::New,
+        });
+        orders += 1;
+        match entry.expect {
+            Expect::Order => orders += 1,
+            Expect::Poison => failures += 1,
+        }
+        messages.push(Message {
+            payload: entry.payload,
+            user_id: user,
+            kind: Kind::Poison,
+        });
+    }
+    messages.insert(
+        messages.len() / 2,
+        Message {
+            payload: format!("{UNRECORDABLE} {tag}").into_bytes(),
+            user_id: 1,
+            kind: Kind::Poison,
+        },
+    );
+    Stream {
+        messages,
+        orders,
+        failures,
+    }
+}
+
+/// A trigger that refuses to record the failure of the [`UNRECORDABLE`] message.
+async fn refuse_to_record_one(db: &TestDatabase) {
+    match db.driver() {
+        Driver::Postgres => {
+            db.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF position('unrecordable'::bytea in NEW.message_data) > 0 \
+                 THEN RAISE EXCEPTION 'no room for it'; END IF; RETURN NEW; END $$",
+            )
+            .await;
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW EXECUTE FUNCTION refuse()",
+            )
+            .await;
+        }
+        Driver::Mysql => {
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW \
+                 BEGIN IF LOCATE('unrecordable', NEW.message_data) > 0 \
+                 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no room for it'; END IF; END",
+            )
+            .await;
+        }
+    }
+}
+
+async fn wait_until_settled(db: &TestDatabase, stream: &Stream) {
+    let started = Instant::now();
+    loop {
+        let orders = db.count("SELECT COUNT(*) FROM orders").await;
+        let failures = db.count("SELECT COUNT(*) FROM order_failures").await;
+        if orders >= stream.orders && failures >= stream.failures {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{orders} orders and {failures} failure rows; expected {} and {}",
+            stream.orders,
+            stream.failures
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn assert_settled(db: &TestDatabase, stream: &Stream) {
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM orders").await,
+        stream.orders,
+        "every valid purchase is an order"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed'")
+            .await,
+        stream.failures,
+        "every other message is a poison row"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_failures").await,
+        stream.failures
+    );
+}
+
+/// The worker's warnings and errors: a few lines, not one per message or attempt.
+fn assert_quiet(output: &str) {
+    let loud: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        loud.len() <= 6,
+        "{} warnings and errors:\n{}",
+        loud.len(),
+        loud.join("\n")
+    );
+    assert!(
+        !output.contains("database unavailable"),
+        "no hostile message reads as an outage:\n{output}"
+    );
+}
+
+async fn dead_letter_queue(names: &Names) -> Vec<Vec<u8>> {
+    let connection = Connection::connect(&names.settings.url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = names.settings.dead_letter_queue.as_str();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..declared.message_count() {
+        if let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            bodies.push(message.delivery.data.clone());
+        }
+    }
+    let _ = connection.close(200, "".into()).await;
+    bodies
+}
+
+async fn on_rabbitmq(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    refuse_to_record_one(&db).await;
+    let names = Names::new();
+    let settings = settings(&db, &names, 500);
+    let (mut worker, _) = spawn_process(&worker_env(&settings));
+    worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
+    let stream = stream(1);
+
+    order_loadgen::rabbitmq::publish(&names.settings, &stream.messages, None, true)
+        .await
+        .unwrap();
+
+    wait_until_settled(&db, &stream).await;
+    let started = Instant::now();
+    while dead_letter_queue_len(&names).await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    let output = worker.output();
+    assert!(status.success(), "{status:?}: {output}");
+    assert_settled(&db, &stream).await;
+    assert_eq!(
+        names.ready().await,
+        0,
+        "the queue is empty and nothing was left unacknowledged"
+    );
+    assert_eq!(
+        dead_letter_queue(&names).await,
+        vec![format!("{UNRECORDABLE} 1").into_bytes()]
+    );
+    assert_quiet(&output);
+}
+
+async fn dead_letter_queue_len(names: &Names) -> u32 {
+    let connection = Connection::connect(&names.settings.url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            names.settings.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "".into()).await;
+    declared.message_count()
+}
+
+fn kafka_settings() -> KafkaSettings {
+    let id = format!("{:016x}", fastrand::u64(..));
+    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    KafkaSettings {
+        enabled: true,
+        brokers: brokers.split(',').map(str::to_owned).collect(),
+        topic: format!("ordertest-{id}"),
+        group_id: format!("ordertest-{id}"),
+        session_timeout: Duration::from_secs(6),
+        dead_letter_topic: format!("ordertest-{id}.dlq"),
+    }
+}
+
+fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let mut env = worker_env(settings);
+    let k = &settings.kafka;
+    env.extend([
+        ("ORDER__RABBITMQ__ENABLED", "false".to_owned()),
+        ("ORDER__KAFKA__ENABLED", "true".to_owned()),
+        ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
+        ("ORDER__KAFKA__TOPIC", k.topic.clone()),
+        ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
+        ("ORDER__KAFKA__SESSION_TIMEOUT", "6s".to_owned()),
+        (
+            "ORDER__KAFKA__DEAD_LETTER_TOPIC",
+            k.dead_letter_topic.clone(),
+        ),
+    ]);
+    env
+}
+
+/// Every record of `topic` (one partition), with its headers.
+fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    want: usize,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", settings.brokers.join(","))
+        .set("group.id", format!("{}-reader", settings.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut records = Vec::new();
+    let started = Instant::now();
+    while records.len() < want && started.elapsed() < Duration::from_secs(40) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push((message.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    records
+}
+
+async fn on_kafka(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    refuse_to_record_one(&db).await;
+    let names = Names::new();
+    let mut settings = settings(&db, &names, 500);
+    settings.kafka = kafka_settings();
+    order_loadgen::kafka::ensure_topic(&settings.kafka, 3)
+        .await
+        .unwrap();
+    let (mut worker, _) = spawn_process(&kafka_env(&settings));
+    worker.wait_for("consuming from Kafka", Duration::from_secs(30));
+    let stream = stream(2);
+
+    let ends = order_loadgen::kafka::publish(&settings.kafka, &stream.messages, None, true)
+        .await
+        .unwrap();
+
+    wait_until_settled(&db, &stream).await;
+    let dead = read_topic(&settings.kafka, &settings.kafka.dead_letter_topic, 1);
+    let started = Instant::now();
+    while order_loadgen::kafka::committed(&settings.kafka, 3).unwrap() != ends {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the group's offsets never reached the end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    let output = worker.output();
+    assert!(status.success(), "{status:?}: {output}");
+    assert_settled(&db, &stream).await;
+    assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
+    let (payload, headers) = &dead[0];
+    assert_eq!(payload, &format!("{UNRECORDABLE} 2").into_bytes());
+    assert!(
+        headers["x-dead-letter-reason"].contains("no room for it"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-original-topic"], settings.kafka.topic);
+    assert_quiet(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_stream_on_rabbitmq_and_postgres() {
+    on_rabbitmq(Driver::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_stream_on_rabbitmq_and_mariadb() {
+    on_rabbitmq(Driver::Mysql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_stream_on_kafka_and_postgres() {
+    on_kafka(Driver::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_stream_on_kafka_and_mariadb() {
+    on_kafka(Driver::Mysql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_new_purchases_in_one_batch_on_mariadb_all_commit() {
+    let db = TestDatabase::new(Driver::Mysql).await;
+    let names = Names::new();
+    let settings = settings(&db, &names, 10_000);
+    let mut env = worker_env(&settings);
+    env.push(("ORDER__WORKER__BATCH_LINGER_MS", "5000".to_owned()));
+    // The queue first, filled while no worker runs: the first batch takes all.
+    let (mut worker, _) = spawn_process(&env);
+    worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
+    assert!(worker.terminate(Duration::from_secs(30)).success());
+    let messages: Vec<Message> = (1..=10_000)
+        .map(|user| Message {
+            payload: format!(
+                r#"{{"user_id":{user},"product_id":9,"quantity":1,"unit_price":"1.00","seckill_id":"big","timestamp":"2024-01-01T00:00:00Z"}}"#
+            )
+            .into_bytes(),
+            user_id: user,
+            kind: Kind::New,
+        })
+        .collect();
+    order_loadgen::rabbitmq::publish(&names.settings, &messages, None, true)
+        .await
+        .unwrap();
+
+    let (mut worker, _) = spawn_process(&env);
+    let started = Instant::now();
+    while db.count("SELECT COUNT(*) FROM orders").await < 10_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not all committed: {}",
+            worker.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    let output = worker.output();
+    assert!(status.success(), "{status:?}: {output}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 10_000);
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT created_at) FROM orders")
+            .await,
+        1,
+        "one batch, one transaction"
+    );
+    assert_eq!(names.ready().await, 0);
+    assert_quiet(&output);
+}
