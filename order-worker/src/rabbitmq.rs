@@ -201,7 +201,13 @@ impl RabbitConsumer {
         // Ready once consuming, unless the database is still failing our batches.
         self.connected.set(SOURCE, !outage.is_failing());
         backoff.reset();
-        tracing::info!(queue = %self.settings.queue, prefetch = self.prefetch, "consuming from RabbitMQ");
+        if outage.is_failing() {
+            // Back for another attempt at the batch that failed: the outage
+            // was logged when it began, and its end will be.
+            tracing::debug!(queue = %self.settings.queue, "consuming from RabbitMQ again");
+        } else {
+            tracing::info!(queue = %self.settings.queue, prefetch = self.prefetch, "consuming from RabbitMQ");
+        }
 
         loop {
             let first = tokio::select! {
