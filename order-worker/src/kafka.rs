@@ -229,14 +229,21 @@ impl KafkaConsumer {
             };
             let dead = batch::dead_letters(&settled);
             if !dead.is_empty() {
-                let mut retry = Backoff::new();
+                let (mut retry, mut warned) = (Backoff::new(), false);
                 while let Err(e) = dead_letters.send(&held, &dead).await {
                     let delay = retry.next_delay();
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        retry_in_ms = delay.as_millis(),
-                        "dead-letter topic unreachable; the batch is held"
-                    );
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "dead-letter topic unreachable; the batch is held until it takes the message"
+                        );
+                    } else {
+                        tracing::debug!(
+                            error = format!("{e:#}"),
+                            retry_in_ms = delay.as_millis(),
+                            "dead-letter topic still unreachable"
+                        );
+                    }
                     if !self
                         .wait_out(&consumer, delay, &stop, &mut held, false)
                         .await

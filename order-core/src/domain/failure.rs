@@ -311,8 +311,15 @@ impl NewFailure {
     }
 }
 
-/// `s` with every control character written as `\u{…}` (no database
-/// refuses the result), cut to `max` characters.
+/// An error message as stored: every control character written as
+/// `\u{…}` (no database refuses the result), at most
+/// [`NewFailure::MAX_ERROR_CHARS`] characters.
+#[must_use]
+pub fn printable_error(s: &str) -> String {
+    printable(s, NewFailure::MAX_ERROR_CHARS)
+}
+
+/// `s` with every control character written as `\u{…}`, cut to `max` characters.
 fn printable(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 4));
     for (i, c) in s.chars().enumerate() {

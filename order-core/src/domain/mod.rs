@@ -13,7 +13,9 @@ mod quantity;
 mod retry;
 mod seckill_id;
 
-pub use failure::{Encoding, Failure, FailureStatus, KeptMessage, Lease, NewFailure, Source};
+pub use failure::{
+    Encoding, Failure, FailureStatus, KeptMessage, Lease, NewFailure, Source, printable_error,
+};
 pub use ids::{ProductId, UserId};
 pub use message::{
     MAX_MESSAGE_BYTES, MAX_PRODUCT_NAME_CHARS, MessageError, REQUIRED_FIELDS, SeckillMessage,

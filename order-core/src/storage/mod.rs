@@ -650,10 +650,11 @@ impl Storage {
         error: &str,
         next_retry_at: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
+        let error = crate::domain::printable_error(error);
         dispatch!(self.resolve(
             id,
             lease,
-            Resolution::Reschedule(error, next_retry_at),
+            Resolution::Reschedule(&error, next_retry_at),
             now()
         ))
     }
@@ -669,7 +670,8 @@ impl Storage {
         lease: &Lease,
         error: &str,
     ) -> Result<bool, StorageError> {
-        dispatch!(self.resolve(id, lease, Resolution::GiveUp(error), now()))
+        let error = crate::domain::printable_error(error);
+        dispatch!(self.resolve(id, lease, Resolution::GiveUp(&error), now()))
     }
 
     /// Claims whose lease has lapsed go back to `pending`; returns how many.
