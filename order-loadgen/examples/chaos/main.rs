@@ -3,8 +3,9 @@
 //! Runs 2 workers, 2 compensators and 1 API as processes against the local
 //! services, with TCP proxies it controls in front of the database, the
 //! broker and (for the API) Redis. It publishes a stream with duplicates,
-//! poison, the malformed-input corpus and a few valid messages whose write
-//! always fails, and meanwhile kills workers, cuts the database, the broker
+//! poison, the malformed-input corpus, a few valid messages whose write
+//! always fails and, with `--poison-flood`, a burst of large poison
+//! messages, and meanwhile kills workers, cuts the database, the broker
 //! and Redis, and replaces a compensator. Then it waits for quiescence,
 //! checks the invariants, prints each with its figure and exits 1 if any
 //! is broken. `scripts/chaos.sh` builds and runs it; see docs/RELIABILITY.md.
@@ -15,6 +16,7 @@ mod stack;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use order_core::config::{Driver, KafkaSettings, RabbitMqSettings};
-use order_core::domain::NewFailure;
+use order_core::domain::{NewFailure, SeckillMessage};
 use order_core::testing::proxy::FaultProxy;
 use order_core::testing::{TestDatabase, http};
 use order_loadgen::corpus::{self, Expect};
@@ -51,6 +53,10 @@ struct Cli {
     /// Random seed of the stream (default: random, printed)
     #[arg(long)]
     seed: Option<u64>,
+    /// Extra unique poison messages of about 60 KiB each, published in one
+    /// burst right after the corpus (0: none)
+    #[arg(long, default_value_t = 0)]
+    poison_flood: usize,
     /// Where the release binaries are
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -135,6 +141,10 @@ struct Expected {
     corpus_poison: Vec<(String, String)>,
     /// Users of the corpus's valid entries.
     corpus_order_users: Vec<i64>,
+    /// Digests of the flood's messages (`--poison-flood`).
+    flood_poison: Vec<String>,
+    /// Bytes of the flood.
+    flood_bytes: usize,
 }
 
 /// One invariant with its figure.
@@ -193,15 +203,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     ));
 
     // ------------------------------------------------------------ stream ---
-    let (messages, expected) = stream(count, seed)?;
+    let (messages, expected, burst) = stream(count, seed, cli.poison_flood)?;
     say(format!(
         "stream: {} messages = {} distinct pairs + {} duplicates + {} poison \
-         ({} of them the malformed corpus) + {} failing writes",
+         ({} of them the malformed corpus{}) + {} failing writes",
         expected.sent,
         expected.orders,
         expected.duplicates,
         expected.poison,
         expected.corpus_poison.len(),
+        if expected.flood_poison.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} a flood of {:.1} MiB in one burst",
+                expected.flood_poison.len(),
+                mib(expected.flood_bytes)
+            )
+        },
         expected.failing
     ));
 
@@ -223,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             seed,
             timing,
             messages,
+            burst,
             expected,
         },
         &db,
@@ -242,6 +262,8 @@ struct Run {
     seed: u64,
     timing: Timing,
     messages: Vec<Message>,
+    /// The messages published at once, unpaced (the poison flood).
+    burst: Range<usize>,
     expected: Expected,
 }
 
@@ -260,6 +282,7 @@ async fn scenario(
         seed,
         timing,
         messages,
+        burst,
         expected,
     } = run;
     let (seed, timing) = (*seed, *timing);
@@ -299,7 +322,8 @@ async fn scenario(
 
     // ------------------------------------------------ the stream, faults ---
     let started = Instant::now();
-    let publisher = tokio::spawn(broker.publish(messages.clone(), timing.rate));
+    let publisher =
+        tokio::spawn(broker.publish(messages.clone(), timing.rate, burst.clone(), started));
     let pause = timing.pause;
 
     tokio::time::sleep(pause).await;
@@ -563,8 +587,14 @@ fn secs(since: Instant) -> f64 {
     since.elapsed().as_secs_f64()
 }
 
-/// The generated stream with the corpus and the failing writes woven in.
-fn stream(count: usize, seed: u64) -> anyhow::Result<(Vec<Message>, Expected)> {
+/// The generated stream with the corpus and the failing writes woven in,
+/// and `flood` large poison messages in one block right after the corpus
+/// (the block's range is returned: it is published unpaced).
+fn stream(
+    count: usize,
+    seed: u64,
+    flood: usize,
+) -> anyhow::Result<(Vec<Message>, Expected, Range<usize>)> {
     let (mut messages, summary) = order_loadgen::generate(&Plan {
         count,
         users: 20_000,
@@ -575,6 +605,7 @@ fn stream(count: usize, seed: u64) -> anyhow::Result<(Vec<Message>, Expected)> {
     })?;
     let tag = u32::try_from(seed % 1_000_000).expect("below a million");
     let corpus = corpus::malformed(tag);
+    let last_corpus = corpus.last().map(|entry| entry.payload.clone());
     let failing = (count / 500).max(5);
     let mut expected = Expected {
         sent: 0,
@@ -634,8 +665,54 @@ fn stream(count: usize, seed: u64) -> anyhow::Result<(Vec<Message>, Expected)> {
     for (i, message) in extra.into_iter().enumerate().rev() {
         messages.insert((i * step).min(messages.len()), message);
     }
+    let at = last_corpus
+        .and_then(|last| messages.iter().position(|m| m.payload == last))
+        .map_or(0, |i| i + 1);
+    let burst = poison_flood(tag, flood, &mut expected)?;
+    let range = at..at + burst.len();
+    messages.splice(at..at, burst);
     expected.sent = messages.len();
-    Ok((messages, expected))
+    Ok((messages, expected, range))
+}
+
+/// Bytes of control characters in each flood message, after its unique prefix.
+const FLOOD_FILL: usize = 60 * 1024;
+
+/// `n` unique poison messages of about 60 KiB: a prefix, then control
+/// characters. Each one is a poison row: its digest goes into `expected`.
+fn poison_flood(tag: u32, n: usize, expected: &mut Expected) -> anyhow::Result<Vec<Message>> {
+    let fill = "\u{2}".repeat(FLOOD_FILL);
+    let mut flood = Vec::with_capacity(n);
+    for i in 0..n {
+        let payload = format!("flood {tag} {i} {fill}").into_bytes();
+        anyhow::ensure!(
+            SeckillMessage::parse(&payload).is_err(),
+            "flood message {i} parses as a purchase"
+        );
+        expected.poison += 1;
+        expected.flood_bytes += payload.len();
+        expected.flood_poison.push(
+            NewFailure::poison(
+                &payload,
+                "",
+                order_core::domain::Source::Rabbitmq,
+                chrono::Utc::now(),
+            )
+            .message_digest,
+        );
+        flood.push(Message {
+            payload,
+            // The Kafka key: spread over the partitions.
+            user_id: i64::try_from(i).expect("a count fits i64"),
+            kind: Kind::Poison,
+        });
+    }
+    Ok(flood)
+}
+
+#[allow(clippy::cast_precision_loss, reason = "a size for a report")]
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// The environment of each role.
@@ -870,6 +947,29 @@ async fn database_checks(db: &TestDatabase, expected: &Expected) -> Vec<Check> {
         format!("{recorded}/{}", expected.corpus_poison.len()),
         recorded == count_i64(expected.corpus_poison.len()),
     ));
+    if !expected.flood_poison.is_empty() {
+        let digests: Vec<String> = expected
+            .flood_poison
+            .iter()
+            .map(|d| format!("'{d}'"))
+            .collect();
+        let recorded = db
+            .count(&format!(
+                "SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed' \
+                 AND error_message <> '' AND message_digest IN ({})",
+                digests.join(",")
+            ))
+            .await;
+        checks.push(check(
+            "every flood message is a poison row with a reason",
+            format!(
+                "{recorded}/{} ({:.1} MiB sent in one burst)",
+                expected.flood_poison.len(),
+                mib(expected.flood_bytes)
+            ),
+            recorded == count_i64(expected.flood_poison.len()),
+        ));
+    }
     let mut corpus_orders = 0;
     for user in &expected.corpus_order_users {
         corpus_orders += db
@@ -1040,26 +1140,57 @@ impl BrokerUnderTest {
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
-    /// Publishes the stream at `rate`; returns Kafka's end offsets per partition.
+    /// Publishes the stream at `rate`, except `burst`, published at once;
+    /// returns Kafka's end offsets per partition.
     fn publish(
         &self,
         messages: Vec<Message>,
         rate: u32,
+        burst: Range<usize>,
+        started: Instant,
     ) -> impl Future<Output = anyhow::Result<HashMap<i32, i64>>> + use<> {
         let target = match &self.kind {
             Transport::Rabbit { direct, .. } => Ok(direct.as_ref().clone()),
             Transport::Kafka { settings, .. } => Err(settings.clone()),
         };
         async move {
-            match target {
-                Ok(rabbit) => {
-                    order_loadgen::rabbitmq::publish(&rabbit, &messages, Some(rate), true).await?;
-                    Ok(HashMap::new())
+            let mut parts = vec![(0..messages.len(), Some(rate))];
+            if !burst.is_empty() {
+                parts = vec![
+                    (0..burst.start, Some(rate)),
+                    (burst.clone(), None),
+                    (burst.end..messages.len(), Some(rate)),
+                ];
+            }
+            let mut ends: HashMap<i32, i64> = HashMap::new();
+            for (range, pace) in parts.into_iter().filter(|(r, _)| !r.is_empty()) {
+                let unpaced = pace.is_none();
+                if unpaced {
+                    say(format!(
+                        "{:>5.1}s  publishing {} flood messages at once",
+                        secs(started),
+                        range.len()
+                    ));
                 }
-                Err(kafka) => {
-                    order_loadgen::kafka::publish(&kafka, &messages, Some(rate), true).await
+                let part = &messages[range];
+                match &target {
+                    Ok(rabbit) => {
+                        order_loadgen::rabbitmq::publish(rabbit, part, pace, true).await?;
+                    }
+                    Err(kafka) => {
+                        for (partition, end) in
+                            order_loadgen::kafka::publish(kafka, part, pace, true).await?
+                        {
+                            let seen = ends.entry(partition).or_insert(0);
+                            *seen = (*seen).max(end);
+                        }
+                    }
+                }
+                if unpaced {
+                    say(format!("{:>5.1}s  flood published", secs(started)));
                 }
             }
+            Ok(ends)
         }
     }
 
