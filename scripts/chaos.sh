@@ -7,8 +7,9 @@
 # Usage: scripts/chaos.sh [--quick] [--broker rabbitmq|kafka|both] [harness options]
 #   --quick     3,000 messages and shorter cuts (CI runs this)
 #   --broker    where the stream goes (default: both, one run after the other)
-#   harness options, e.g. --seed N, --messages N, --engine mysql: see
-#   `target/debug/examples/chaos --help`
+#   harness options, e.g. --seed N, --messages N, --engine mysql,
+#   --poison-flood N (N extra poison messages of about 60 KiB, in one burst):
+#   see `target/debug/examples/chaos --help`
 #
 # Needs the local services (started here if they are down) and starts its own
 # Kafka broker (Tansu, installed by scripts/kafka.sh). Each run writes every
@@ -34,7 +35,7 @@ while [[ $# -gt 0 ]]; do
             esac
             shift 2
             ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
 done

@@ -11,8 +11,9 @@
 # drop leftover ordertest_* databases, build every target, run every test,
 # then the API contract test (scripts/api-contract.sh), the deployment files
 # (scripts/validate-deploy.sh), the start script (scripts/check-start.sh), a
-# quick run of the fault suite (scripts/chaos.sh --quick) and a quick
-# benchmark run (scripts/bench.sh --quick).
+# quick run of the fault suite (scripts/chaos.sh --quick), another on MariaDB
+# with a flood of large poison messages, and a quick benchmark run
+# (scripts/bench.sh --quick).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -152,6 +153,8 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
     check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka
     check "fault suite, quick run (RabbitMQ and Kafka: kills, cuts, bad input; invariants)" \
         "${script_dir}/chaos.sh" --quick
+    check "fault suite, quick run on MariaDB with a flood of 400 large poison messages (RabbitMQ)" \
+        "${script_dir}/chaos.sh" --quick --broker rabbitmq --engine mysql --poison-flood 400
     check "benchmarks, quick run (so the script cannot rot; figures are not judged here)" "${script_dir}/bench.sh" --quick
 fi
 say "all tests passed"
