@@ -217,6 +217,45 @@ impl TestDatabase {
         done.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Makes the database refuse to record the failure of any message whose
+    /// bytes contain `marker` (ASCII), with an error of its own (a trigger:
+    /// SQLSTATE P0001 or 45000, neither an outage nor a data rule), as a
+    /// database can refuse a row for reasons no message controls.
+    ///
+    /// # Panics
+    /// When the trigger cannot be created.
+    pub async fn refuse_failure_records_containing(&self, marker: &str) {
+        assert!(
+            marker
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "a plain marker"
+        );
+        match self.driver {
+            Driver::Postgres => {
+                self.execute(&format!(
+                    "CREATE FUNCTION refuse_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                     BEGIN IF position('{marker}'::bytea in NEW.message_data) > 0 \
+                     THEN RAISE EXCEPTION 'no room for it'; END IF; RETURN NEW; END $$"
+                ))
+                .await;
+                self.execute(
+                    "CREATE TRIGGER refuse_failure BEFORE INSERT ON order_failures \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_failure()",
+                )
+                .await;
+            }
+            Driver::Mysql => {
+                self.execute(&format!(
+                    "CREATE TRIGGER refuse_failure BEFORE INSERT ON order_failures FOR EACH ROW \
+                     BEGIN IF LOCATE('{marker}', NEW.message_data) > 0 \
+                     THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no room for it'; END IF; END"
+                ))
+                .await;
+            }
+        }
+    }
+
     /// Runs a query returning one integer (`SELECT COUNT(*) …`).
     ///
     /// # Panics

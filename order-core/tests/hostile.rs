@@ -281,22 +281,7 @@ async fn a_message_whose_failure_cannot_be_recorded_is_dead_lettered_and_the_res
     driver: Driver,
 ) {
     let db = TestDatabase::new(driver).await;
-    // A trigger refuses the failure record of one message.
-    exec(
-        &db,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF position('unrecordable'::bytea in NEW.message_data) > 0 \
-         THEN RAISE EXCEPTION 'no room for it'; END IF; RETURN NEW; END $$",
-        "SELECT 1",
-    )
-    .await;
-    exec(
-        &db,
-        "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW EXECUTE FUNCTION refuse()",
-        "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW \
-         BEGIN IF LOCATE('unrecordable', NEW.message_data) > 0 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no room for it'; END IF; END",
-    )
-    .await;
+    db.refuse_failure_records_containing("unrecordable").await;
     let mut stream: Vec<Vec<u8>> = (1..=10).map(|u| valid(u, 4)).collect();
     stream.insert(3, b"poison, unrecordable".to_vec());
     stream.insert(6, b"poison, recordable".to_vec());

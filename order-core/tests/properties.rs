@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use order_core::config::{CompensatorSettings, Driver};
-use order_core::domain::{NewFailure, SeckillMessage, Source};
+use order_core::domain::{NewFailure, REQUIRED_FIELDS, SeckillMessage, Source};
 use order_core::service::{Attempt, OrderCreator, Settlement};
 use order_core::testing::TestDatabase;
 use proptest::prelude::*;
@@ -123,15 +123,13 @@ fn bound_value() -> impl Strategy<Value = Value> {
     ])
 }
 
-const FIELDS: [&str; 7] = [
-    "user_id",
-    "product_id",
-    "quantity",
-    "unit_price",
-    "seckill_id",
-    "timestamp",
-    "product_name",
-];
+/// Every field of the message contract.
+fn fields() -> Vec<&'static str> {
+    REQUIRED_FIELDS
+        .into_iter()
+        .chain(["product_name"])
+        .collect()
+}
 
 /// One message: valid, a valid one with a field mutated, a valid one with
 /// its bytes mutated, or arbitrary bytes.
@@ -139,14 +137,14 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
     let ids = (1_i64..50, 1_i64..5);
     prop_oneof![
         3 => ids.clone().prop_map(|(u, p)| serde_json::to_vec(&base(u, p)).unwrap()),
-        3 => (ids.clone(), prop::sample::select(FIELDS.to_vec()), hostile_text()).prop_map(
+        3 => (ids.clone(), prop::sample::select(fields()), hostile_text()).prop_map(
             |((u, p), field, text)| {
                 let mut v = base(u, p);
                 v[field] = json!(text);
                 serde_json::to_vec(&v).unwrap()
             }
         ),
-        3 => (ids.clone(), prop::sample::select(FIELDS.to_vec()), bound_value()).prop_map(
+        3 => (ids.clone(), prop::sample::select(fields()), bound_value()).prop_map(
             |((u, p), field, value)| {
                 let mut v = base(u, p);
                 v[field] = value;

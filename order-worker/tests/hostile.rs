@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use order_core::config::{Driver, KafkaSettings, Settings};
+use order_core::config::{Driver, KafkaSettings};
 use order_core::testing::TestDatabase;
 use order_loadgen::corpus::{self, Expect};
 use order_loadgen::{Kind, Message};
@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 
 mod common;
-use common::{Names, settings, spawn_process, worker_env};
+use common::{Names, kafka_env, kafka_settings, settings, spawn_process, worker_env};
 
 /// A message the test's trigger refuses to record as a failure.
 const UNRECORDABLE: &str = "unrecordable";
@@ -69,32 +69,6 @@ fn stream(tag: u32) -> Stream {
         messages,
         orders,
         failures,
-    }
-}
-
-/// A trigger that refuses to record the failure of the [`UNRECORDABLE`] message.
-async fn refuse_to_record_one(db: &TestDatabase) {
-    match db.driver() {
-        Driver::Postgres => {
-            db.execute(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN IF position('unrecordable'::bytea in NEW.message_data) > 0 \
-                 THEN RAISE EXCEPTION 'no room for it'; END IF; RETURN NEW; END $$",
-            )
-            .await;
-            db.execute(
-                "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW EXECUTE FUNCTION refuse()",
-            )
-            .await;
-        }
-        Driver::Mysql => {
-            db.execute(
-                "CREATE TRIGGER refuse BEFORE INSERT ON order_failures FOR EACH ROW \
-                 BEGIN IF LOCATE('unrecordable', NEW.message_data) > 0 \
-                 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no room for it'; END IF; END",
-            )
-            .await;
-        }
     }
 }
 
@@ -185,7 +159,7 @@ async fn dead_letter_queue(names: &Names) -> Vec<Vec<u8>> {
 
 async fn on_rabbitmq(driver: Driver) {
     let db = TestDatabase::new(driver).await;
-    refuse_to_record_one(&db).await;
+    db.refuse_failure_records_containing(UNRECORDABLE).await;
     let names = Names::new();
     let settings = settings(&db, &names, 500);
     let (mut worker, _) = spawn_process(&worker_env(&settings));
@@ -198,7 +172,7 @@ async fn on_rabbitmq(driver: Driver) {
 
     wait_until_settled(&db, &stream).await;
     let started = Instant::now();
-    while dead_letter_queue_len(&names).await < 1 {
+    while names.dead_lettered().await < 1 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "nothing dead-lettered"
@@ -219,57 +193,6 @@ async fn on_rabbitmq(driver: Driver) {
         vec![format!("{UNRECORDABLE} 1").into_bytes()]
     );
     assert_quiet(&output);
-}
-
-async fn dead_letter_queue_len(names: &Names) -> u32 {
-    let connection = Connection::connect(&names.settings.url(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            names.settings.dead_letter_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = connection.close(200, "".into()).await;
-    declared.message_count()
-}
-
-fn kafka_settings() -> KafkaSettings {
-    let id = format!("{:016x}", fastrand::u64(..));
-    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    KafkaSettings {
-        enabled: true,
-        brokers: brokers.split(',').map(str::to_owned).collect(),
-        topic: format!("ordertest-{id}"),
-        group_id: format!("ordertest-{id}"),
-        session_timeout: Duration::from_secs(6),
-        dead_letter_topic: format!("ordertest-{id}.dlq"),
-    }
-}
-
-fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
-    let mut env = worker_env(settings);
-    let k = &settings.kafka;
-    env.extend([
-        ("ORDER__RABBITMQ__ENABLED", "false".to_owned()),
-        ("ORDER__KAFKA__ENABLED", "true".to_owned()),
-        ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
-        ("ORDER__KAFKA__TOPIC", k.topic.clone()),
-        ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
-        ("ORDER__KAFKA__SESSION_TIMEOUT", "6s".to_owned()),
-        (
-            "ORDER__KAFKA__DEAD_LETTER_TOPIC",
-            k.dead_letter_topic.clone(),
-        ),
-    ]);
-    env
 }
 
 /// Every record of `topic` (one partition), with its headers.
@@ -311,14 +234,16 @@ fn read_topic(
 
 async fn on_kafka(driver: Driver) {
     let db = TestDatabase::new(driver).await;
-    refuse_to_record_one(&db).await;
+    db.refuse_failure_records_containing(UNRECORDABLE).await;
     let names = Names::new();
     let mut settings = settings(&db, &names, 500);
     settings.kafka = kafka_settings();
     order_loadgen::kafka::ensure_topic(&settings.kafka, 3)
         .await
         .unwrap();
-    let (mut worker, _) = spawn_process(&kafka_env(&settings));
+    let mut env = kafka_env(&settings);
+    env.push(("ORDER__RABBITMQ__ENABLED", "false".to_owned()));
+    let (mut worker, _) = spawn_process(&env);
     worker.wait_for("consuming from Kafka", Duration::from_secs(30));
     let stream = stream(2);
 

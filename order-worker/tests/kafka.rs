@@ -15,20 +15,7 @@ use order_worker::rabbitmq::RabbitConsumer;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Names, assert_orders, plan, settings, wait_for, wait_until_orders};
-
-fn kafka_settings() -> KafkaSettings {
-    let id = format!("{:016x}", fastrand::u64(..));
-    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    KafkaSettings {
-        enabled: true,
-        brokers: brokers.split(',').map(str::to_owned).collect(),
-        topic: format!("ordertest-{id}"),
-        group_id: format!("ordertest-{id}"),
-        session_timeout: Duration::from_secs(6),
-        dead_letter_topic: format!("ordertest-{id}.dlq"),
-    }
-}
+use common::{Names, assert_orders, kafka_settings, plan, settings, wait_for, wait_until_orders};
 
 struct Workers {
     stop: CancellationToken,

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use order_core::config::{Driver, KafkaSettings};
+use order_core::config::Driver;
 use order_core::testing::{TestDatabase, http};
 use order_loadgen::{Kind, Message};
 
 mod common;
-use common::{Names, settings, spawn_process, worker_env};
+use common::{Names, kafka_env, kafka_settings, settings, spawn_process};
 
 fn purchases(first_user: i64, count: i64) -> Vec<Message> {
     (first_user..first_user + count)
@@ -50,27 +50,11 @@ async fn a_batch_failing_as_an_outage_while_the_database_answers_is_retried_at_a
     .await;
     let names = Names::new();
     let mut settings = settings(&db, &names, 100);
-    let id = format!("{:016x}", fastrand::u64(..));
-    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    settings.kafka = KafkaSettings {
-        enabled: true,
-        brokers: vec![brokers.clone()],
-        topic: format!("ordertest-{id}"),
-        group_id: format!("ordertest-{id}"),
-        session_timeout: Duration::from_secs(6),
-        dead_letter_topic: format!("ordertest-{id}.dlq"),
-    };
+    settings.kafka = kafka_settings();
     order_loadgen::kafka::ensure_topic(&settings.kafka, 1)
         .await
         .unwrap();
-    let mut env = worker_env(&settings);
-    env.extend([
-        ("ORDER__KAFKA__ENABLED", "true".to_owned()),
-        ("ORDER__KAFKA__BROKERS", brokers),
-        ("ORDER__KAFKA__TOPIC", settings.kafka.topic.clone()),
-        ("ORDER__KAFKA__GROUP_ID", settings.kafka.group_id.clone()),
-        ("ORDER__KAFKA__SESSION_TIMEOUT", "6s".to_owned()),
-    ]);
+    let env = kafka_env(&settings);
     let (mut worker, port) = spawn_process(&env);
     worker.wait_for("consuming from Kafka", Duration::from_secs(30));
     worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));

@@ -32,13 +32,22 @@ impl Names {
 
     /// Messages ready in the queue (with no consumer, unacknowledged ones are back in it).
     pub async fn ready(&self) -> u32 {
+        self.message_count(&self.settings.queue).await
+    }
+
+    /// Messages in the dead-letter queue.
+    pub async fn dead_lettered(&self) -> u32 {
+        self.message_count(&self.settings.dead_letter_queue).await
+    }
+
+    async fn message_count(&self, queue: &str) -> u32 {
         let connection = Connection::connect(&self.settings.url(), ConnectionProperties::default())
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let queue = channel
             .queue_declare(
-                self.settings.queue.as_str().into(),
+                queue.into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -79,6 +88,45 @@ pub fn settings(db: &TestDatabase, names: &Names, batch_size: usize) -> Settings
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_order-worker");
+
+/// Per-test Kafka names (topic, group, dead-letter topic) on the test broker.
+pub fn kafka_settings() -> order_core::config::KafkaSettings {
+    let id = format!("{:016x}", fastrand::u64(..));
+    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    order_core::config::KafkaSettings {
+        enabled: true,
+        brokers: brokers.split(',').map(str::to_owned).collect(),
+        topic: format!("ordertest-{id}"),
+        group_id: format!("ordertest-{id}"),
+        session_timeout: Duration::from_secs(6),
+        dead_letter_topic: format!("ordertest-{id}.dlq"),
+    }
+}
+
+/// [`worker_env`] with the Kafka source of `settings.kafka` enabled too.
+pub fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let mut env = worker_env(settings);
+    let k = &settings.kafka;
+    env.extend([
+        ("ORDER__KAFKA__ENABLED", "true".to_owned()),
+        ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
+        ("ORDER__KAFKA__TOPIC", k.topic.clone()),
+        ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
+        (
+            "ORDER__KAFKA__SESSION_TIMEOUT",
+            humantime_secs(k.session_timeout),
+        ),
+        (
+            "ORDER__KAFKA__DEAD_LETTER_TOPIC",
+            k.dead_letter_topic.clone(),
+        ),
+    ]);
+    env
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
 
 pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
     let mut env = vec![(
