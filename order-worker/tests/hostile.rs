@@ -8,9 +8,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use order_core::config::{Driver, KafkaSettings};
 use order_core::testing::TestDatabase;
 use order_loadgen::corpus::{self, Expect};
@@ -126,37 +123,6 @@ fn assert_quiet(output: &str) {
     );
 }
 
-async fn dead_letter_queue(names: &Names) -> Vec<Vec<u8>> {
-    let connection = Connection::connect(&names.settings.url(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let queue = names.settings.dead_letter_queue.as_str();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut bodies = Vec::new();
-    for _ in 0..declared.message_count() {
-        if let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            bodies.push(message.delivery.data.clone());
-        }
-    }
-    let _ = connection.close(200, "".into()).await;
-    bodies
-}
-
 async fn on_rabbitmq(driver: Driver) {
     let db = TestDatabase::new(driver).await;
     db.refuse_failure_records_containing(UNRECORDABLE).await;
@@ -189,7 +155,7 @@ async fn on_rabbitmq(driver: Driver) {
         "the queue is empty and nothing was left unacknowledged"
     );
     assert_eq!(
-        dead_letter_queue(&names).await,
+        names.take_dead_letters().await,
         vec![format!("{UNRECORDABLE} 1").into_bytes()]
     );
     assert_quiet(&output);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use order_core::config::Settings;
@@ -38,6 +38,25 @@ impl Names {
     /// Messages in the dead-letter queue.
     pub async fn dead_lettered(&self) -> u32 {
         self.message_count(&self.settings.dead_letter_queue).await
+    }
+
+    /// Takes every message of the dead-letter queue; returns their bodies.
+    pub async fn take_dead_letters(&self) -> Vec<Vec<u8>> {
+        let connection = Connection::connect(&self.settings.url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.settings.dead_letter_queue.as_str();
+        let mut bodies = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            bodies.push(message.delivery.data.clone());
+        }
+        let _ = connection.close(200, "".into()).await;
+        bodies
     }
 
     async fn message_count(&self, queue: &str) -> u32 {
