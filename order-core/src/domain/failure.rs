@@ -319,19 +319,25 @@ pub fn printable_error(s: &str) -> String {
     printable(s, NewFailure::MAX_ERROR_CHARS)
 }
 
-/// `s` with every control character written as `\u{…}`, cut to `max` characters.
+/// `s` with every control character written as `\u{…}`, cut to at most
+/// `max` characters of the result (and an ellipsis when cut).
 fn printable(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 4));
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
+    let mut written = 0;
+    for c in s.chars() {
+        let escaped = c
+            .is_control()
+            .then(|| format!("\\u{{{:04x}}}", u32::from(c)));
+        let len = escaped.as_ref().map_or(1, |e| e.chars().count());
+        if written + len > max {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
-        } else {
-            out.push(c);
+        match escaped {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
         }
+        written += len;
     }
     out
 }
