@@ -11,6 +11,7 @@
 # drop leftover ordertest_* databases, build every target, run every test,
 # then the API contract test (scripts/api-contract.sh), the deployment files
 # (scripts/validate-deploy.sh), the start script (scripts/check-start.sh), a
+# short fuzzing run (scripts/fuzz.sh 30), a
 # quick run of the fault suite (scripts/chaos.sh --quick), another on MariaDB
 # with a flood of large poison messages, and a quick benchmark run
 # (scripts/bench.sh --quick).
@@ -151,6 +152,7 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
         "${script_dir}/validate-deploy.sh"
     check "scripts/start.sh end to end (release build, demo burst, clean stop)" "${script_dir}/check-start.sh"
     check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka
+    check "fuzzing, short run (message codec and failure records, cargo fuzz)" "${script_dir}/fuzz.sh" 30
     check "fault suite, quick run (RabbitMQ and Kafka: kills, cuts, bad input; invariants)" \
         "${script_dir}/chaos.sh" --quick
     check "fault suite, quick run on MariaDB with a flood of 400 large poison messages (RabbitMQ)" \
