@@ -210,51 +210,68 @@ impl KafkaConsumer {
             }
 
             batch::received(Source::Kafka, held.len());
-            // Settle the batch; while the database is away, keep it, pause, and keep polling.
-            let settled = loop {
+            // Settle the batch and send its dead letters; while the database
+            // or the dead-letter topic is away, keep the batch, pause, keep
+            // polling, and settle it again (messages that arrived meanwhile
+            // included: nothing in `held` is committed unsettled).
+            let mut dead_letter_retry = (Backoff::new(), false);
+            loop {
                 let payloads: Vec<&[u8]> = held.iter().map(|m| m.payload.as_slice()).collect();
-                match batch::settle(&self.creator, Source::Kafka, &payloads, received_at).await {
-                    Ok(settled) => break settled,
+                let (delay, for_database) = match batch::settle(
+                    &self.creator,
+                    Source::Kafka,
+                    &payloads,
+                    received_at,
+                )
+                .await
+                {
                     Err(e) => {
-                        let delay = outage.failed(&e, held.len());
                         self.connected.set(SOURCE, false);
-                        if !self
-                            .wait_out(&consumer, delay, &stop, &mut held, true)
-                            .await
-                        {
-                            break 'consume;
+                        (outage.failed(&e, held.len()), true)
+                    }
+                    Ok(settled) => {
+                        if outage.is_failing() {
+                            outage.succeeded();
+                        }
+                        let dead = batch::dead_letters(&settled);
+                        if dead.is_empty() {
+                            break;
+                        }
+                        match dead_letters.send(&held, &dead).await {
+                            Ok(()) => {
+                                batch::dead_lettered(
+                                    Source::Kafka,
+                                    &self.settings.dead_letter_topic,
+                                    &dead,
+                                );
+                                break;
+                            }
+                            Err(e) => {
+                                let (retry, warned) = &mut dead_letter_retry;
+                                let delay = retry.next_delay();
+                                if std::mem::replace(warned, true) {
+                                    tracing::debug!(
+                                        error = format!("{e:#}"),
+                                        retry_in_ms = delay.as_millis(),
+                                        "dead-letter topic still unreachable"
+                                    );
+                                } else {
+                                    tracing::warn!(
+                                        error = format!("{e:#}"),
+                                        "dead-letter topic unreachable; the batch is held until it takes the message"
+                                    );
+                                }
+                                (delay, false)
+                            }
                         }
                     }
+                };
+                if !self
+                    .wait_out(&consumer, delay, &stop, &mut held, for_database)
+                    .await
+                {
+                    break 'consume;
                 }
-            };
-            let dead = batch::dead_letters(&settled);
-            if !dead.is_empty() {
-                let (mut retry, mut warned) = (Backoff::new(), false);
-                while let Err(e) = dead_letters.send(&held, &dead).await {
-                    let delay = retry.next_delay();
-                    if !std::mem::replace(&mut warned, true) {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "dead-letter topic unreachable; the batch is held until it takes the message"
-                        );
-                    } else {
-                        tracing::debug!(
-                            error = format!("{e:#}"),
-                            retry_in_ms = delay.as_millis(),
-                            "dead-letter topic still unreachable"
-                        );
-                    }
-                    if !self
-                        .wait_out(&consumer, delay, &stop, &mut held, false)
-                        .await
-                    {
-                        break 'consume;
-                    }
-                }
-                batch::dead_lettered(Source::Kafka, &self.settings.dead_letter_topic, &dead);
-            }
-            if outage.is_failing() {
-                outage.succeeded();
             }
             self.connected.set(SOURCE, true);
             self.commit(&consumer, &held);
