@@ -205,32 +205,40 @@ impl OrderCreator {
         for (i, result) in failed_at.into_iter().zip(recorded) {
             refused[i] = result.err();
         }
-        record_metrics(source, &attempts);
-        Ok(attempts
+        let settled: Vec<Settlement> = attempts
             .into_iter()
             .zip(refused)
             .map(|(attempt, refused)| match refused {
                 None => Settlement::Settled(attempt),
                 Some(reason) => Settlement::DeadLetter { attempt, reason },
             })
-            .collect())
+            .collect();
+        record_metrics(source, &settled);
+        Ok(settled)
     }
 }
 
-fn record_metrics(source: Source, attempts: &[Attempt]) {
-    let (mut created, mut duplicate, mut poison, mut failed) = (0_u64, 0_u64, 0_u64, 0_u64);
-    for attempt in attempts {
-        match attempt {
+/// Counts what became of a batch's messages (a dead letter is invalid or
+/// failed, but not recorded: the worker counts it when it sends it).
+fn record_metrics(source: Source, settled: &[Settlement]) {
+    let (mut created, mut duplicate, mut invalid, mut poison, mut failed) =
+        (0_u64, 0_u64, 0_u64, 0_u64, 0_u64);
+    for settlement in settled {
+        let recorded = matches!(settlement, Settlement::Settled(_));
+        match settlement.attempt() {
             Attempt::Created(_) => created += 1,
             Attempt::Duplicate(_) => duplicate += 1,
-            Attempt::Poison(_) => poison += 1,
-            Attempt::Failed(_) => failed += 1,
+            Attempt::Poison(_) => {
+                invalid += 1;
+                poison += u64::from(recorded);
+            }
+            Attempt::Failed(_) => failed += u64::from(recorded),
         }
     }
     let source = source.as_str();
     metrics::counter!("orders_created_total", "source" => source).increment(created);
     metrics::counter!("orders_duplicate_total", "source" => source).increment(duplicate);
-    metrics::counter!("messages_invalid_total", "source" => source).increment(poison);
+    metrics::counter!("messages_invalid_total", "source" => source).increment(invalid);
     metrics::counter!("order_failures_recorded_total", "source" => source, "kind" => "poison")
         .increment(poison);
     metrics::counter!("order_failures_recorded_total", "source" => source, "kind" => "retryable")
