@@ -17,6 +17,7 @@ order_core::on_both_engines!(
     the_compensator_claims_and_retries_seven_thousand_failures_in_one_run,
     an_error_that_is_neither_an_outage_nor_the_rows_data_narrows_to_its_message,
     a_message_whose_failure_cannot_be_recorded_is_dead_lettered_and_the_rest_commit,
+    a_table_the_statements_need_gone_pauses_instead_of_dead_lettering,
 );
 
 fn valid(user: i64, product: i64) -> Vec<u8> {
@@ -308,5 +309,39 @@ async fn a_message_whose_failure_cannot_be_recorded_is_dead_lettered_and_the_res
         Settlement::Settled(Attempt::Poison(_))
     ));
     assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 10);
+    assert_eq!(db.count("SELECT COUNT(*) FROM order_failures").await, 1);
+}
+
+async fn a_table_the_statements_need_gone_pauses_instead_of_dead_lettering(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    // An operator's mistake (a missing table, a revoked privilege) refuses
+    // every row alike: no message causes it, so none may be dead-lettered.
+    exec(
+        &db,
+        "ALTER TABLE order_failures RENAME TO order_failures_away",
+        "RENAME TABLE order_failures TO order_failures_away",
+    )
+    .await;
+    let stream = vec![valid(1, 6), b"poison".to_vec()];
+
+    let during = creator(&db).process_batch(Source::Rabbitmq, &stream).await;
+
+    let err = during.expect_err("a missing table pauses the batch");
+    assert!(err.is_unavailable(), "{err}");
+    exec(
+        &db,
+        "ALTER TABLE order_failures_away RENAME TO order_failures",
+        "RENAME TABLE order_failures_away TO order_failures",
+    )
+    .await;
+    let after = creator(&db)
+        .process_batch(Source::Rabbitmq, &stream)
+        .await
+        .unwrap();
+    assert!(
+        after.iter().all(|s| matches!(s, Settlement::Settled(_))),
+        "{after:?}"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 1);
     assert_eq!(db.count("SELECT COUNT(*) FROM order_failures").await, 1);
 }

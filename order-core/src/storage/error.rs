@@ -71,10 +71,12 @@ pub enum ErrorClass {
     /// Deadlock, lock wait or serialization failure: run the transaction
     /// again (and narrow if it keeps happening).
     Retry,
-    /// The database is out of reach: pause.
+    /// The database is out of reach, or refuses us rather than the rows
+    /// (authorization, a missing table or privilege): pause.
     Unavailable,
-    /// Anything else (a statement the server refuses for its size, a
-    /// trigger's error, …): narrow, as for [`ErrorClass::Row`].
+    /// Anything else (a statement the server refuses for its size or
+    /// cancels for its time, a trigger's error, …): narrow, as for
+    /// [`ErrorClass::Row`].
     Other,
 }
 
@@ -120,19 +122,33 @@ impl ErrorClass {
             // or has too many placeholders.
             Some(1153 | 1390) => return Self::Other,
             // Too many connections, server shutting down, gone away, lost,
-            // read-only, out of memory, disk full.
-            Some(1040 | 1053 | 2006 | 2013 | 1290 | 1836 | 1037 | 1041 | 1021) => {
+            // read-only, out of memory, disk full, table full, error writing
+            // a file, a storage engine's error (errno 28: no space left).
+            Some(
+                1040 | 1053 | 2006 | 2013 | 1290 | 1836 | 1037 | 1041 | 1021 | 1114 | 1026 | 1030,
+            ) => {
                 return Self::Unavailable;
             }
+            // The server refuses us rather than the rows: access denied (to
+            // the server or the database), unknown database, host blocked or
+            // not allowed, the user's connection or resource limits.
+            Some(1044 | 1045 | 1049 | 1129 | 1130 | 1203 | 1226) => return Self::Unavailable,
             _ => {}
         }
         let code = sqlstate.unwrap_or_default();
         match &code[..code.len().min(2)] {
             "22" | "23" => Self::Row,
             "40" => Self::Retry,
-            // Connection exception, insufficient resources, operator
-            // intervention (shutdown, cancel), system error.
-            "08" | "53" | "57" | "58" => Self::Unavailable,
+            // A statement cancelled (statement_timeout, or by an operator):
+            // smaller parts of the batch may well go through.
+            _ if code == "57014" => Self::Other,
+            // Connection exception, invalid authorization (a rotated
+            // password), unknown database, insufficient resources, operator
+            // intervention (shutdown), system error. And class 42: a
+            // permission, table or column the statements need is missing.
+            // Every statement is parameterised, so no message's bytes can
+            // cause that: the database is unusable for us, not the row.
+            "08" | "28" | "3D" | "42" | "53" | "57" | "58" => Self::Unavailable,
             // A read-only transaction (a replica, or a failover in progress).
             _ if code == "25006" => Self::Unavailable,
             _ => Self::Other,
@@ -203,7 +219,35 @@ mod tests {
                 "{what}"
             );
         }
+        for (state, what) in [
+            ("28P01", "password authentication failed"),
+            ("28000", "invalid authorization"),
+            ("3D000", "unknown database"),
+            (
+                "42501",
+                "permission denied for the table (revoked privileges)",
+            ),
+            ("42P01", "the table does not exist"),
+            ("42S02", "the table does not exist (MySQL)"),
+            ("42000", "command denied (MySQL 1142)"),
+        ] {
+            assert_eq!(
+                ErrorClass::of_code(Some(state), None),
+                ErrorClass::Unavailable,
+                "{what}"
+            );
+        }
         for (number, what) in [
+            (1045, "access denied"),
+            (1044, "access denied to the database"),
+            (1049, "unknown database"),
+            (1129, "host blocked"),
+            (1130, "host not allowed"),
+            (1203, "max_user_connections"),
+            (1226, "user resource limit"),
+            (1114, "table full"),
+            (1026, "error writing file"),
+            (1030, "storage engine error"),
             (1040, "too many connections"),
             (1053, "server shutdown"),
             (2006, "gone away"),
@@ -275,7 +319,7 @@ mod tests {
 
     #[test]
     fn anything_else_narrows() {
-        for state in ["P0001", "42501", "42P01", "XX000", "45000", "HY000"] {
+        for state in ["P0001", "XX000", "45000", "HY000", "57014", "54000"] {
             let class = ErrorClass::of_code(Some(state), None);
             assert_eq!(class, ErrorClass::Other, "{state}");
             assert!(!class.pauses());
