@@ -247,6 +247,7 @@ impl KafkaConsumer {
                                 break;
                             }
                             Err(e) => {
+                                self.connected.set(SOURCE, false);
                                 let (retry, warned) = &mut dead_letter_retry;
                                 let delay = retry.next_delay();
                                 if std::mem::replace(warned, true) {
@@ -384,6 +385,9 @@ struct DeadLetterTopic {
 }
 
 impl DeadLetterTopic {
+    /// A message larger than the topic takes is sent with its first bytes only.
+    const TRUNCATED_BYTES: usize = 64 * 1024;
+
     fn new(settings: &KafkaSettings) -> Self {
         Self {
             settings: settings.clone(),
@@ -391,74 +395,101 @@ impl DeadLetterTopic {
         }
     }
 
-    /// Produces each `dead` message of `held` and waits for the broker.
-    async fn send(&mut self, held: &[Consumed], dead: &[(usize, String)]) -> anyhow::Result<()> {
-        let producer = match &self.producer {
-            Some(p) => p,
-            None => {
-                let mut config = ClientConfig::new();
-                config
-                    .set("bootstrap.servers", self.settings.brokers.join(","))
-                    .set("acks", "all")
-                    .set("message.timeout.ms", "10000")
-                    .set("message.max.bytes", "16777216");
-                let admin: AdminClient<DefaultClientContext> = config.create()?;
+    /// The producer, made (and the topic created unless it exists) on first use.
+    async fn producer(&mut self) -> anyhow::Result<&FutureProducer> {
+        if self.producer.is_none() {
+            let mut config = ClientConfig::new();
+            config
+                .set("bootstrap.servers", self.settings.brokers.join(","))
+                .set("acks", "all")
+                .set("message.timeout.ms", "10000")
+                .set("message.max.bytes", "16777216");
+            let admin: AdminClient<DefaultClientContext> = config.create()?;
+            let topic = &self.settings.dead_letter_topic;
+            // The broker's own defaults first (partitions, replication, so
+            // that `acks=all` meets its `min.insync.replicas`); a broker
+            // older than Kafka 2.4 wants them spelled out.
+            let mut outcome = None;
+            for (partitions, replication) in [(-1, -1), (1, 1)] {
                 let created = admin
                     .create_topics(
                         &[NewTopic::new(
-                            &self.settings.dead_letter_topic,
-                            1,
-                            TopicReplication::Fixed(1),
+                            topic,
+                            partitions,
+                            TopicReplication::Fixed(replication),
                         )],
                         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
                     )
                     .await;
-                match created.map(|r| r.into_iter().next()) {
-                    Ok(Some(Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => {
-                    }
-                    Ok(Some(Err((_, code)))) => {
-                        tracing::warn!(topic = %self.settings.dead_letter_topic, error = %code, "could not create the dead-letter topic; producing to it anyway")
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %self.settings.dead_letter_topic, error = %e, "could not create the dead-letter topic; producing to it anyway")
-                    }
+                outcome = match created.map(|r| r.into_iter().next()) {
+                    Ok(Some(Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None) => None,
+                    Ok(Some(Err((_, code)))) => Some(code.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if outcome.is_none() {
+                    break;
                 }
-                self.producer.insert(config.create()?)
             }
-        };
+            if let Some(error) = outcome {
+                tracing::warn!(topic = %topic, error, "could not create the dead-letter topic; producing to it anyway");
+            }
+            self.producer = Some(config.create()?);
+        }
+        Ok(self.producer.as_ref().expect("made above"))
+    }
+
+    /// Produces each `dead` message of `held` and waits for the broker. A
+    /// message the topic refuses for its size goes with its first bytes and
+    /// a header giving its whole length.
+    async fn send(&mut self, held: &[Consumed], dead: &[(usize, String)]) -> anyhow::Result<()> {
+        let topic = self.settings.dead_letter_topic.clone();
+        let original_topic = self.settings.topic.clone();
+        let producer = self.producer().await?;
         for (i, reason) in dead {
             let message = &held[*i];
             let partition = message.partition.to_string();
             let offset = message.offset.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "x-dead-letter-reason",
-                    value: Some(reason.as_str()),
-                })
-                .insert(Header {
-                    key: "x-original-topic",
-                    value: Some(self.settings.topic.as_str()),
-                })
-                .insert(Header {
-                    key: "x-original-partition",
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: "x-original-offset",
-                    value: Some(offset.as_str()),
-                });
-            let mut record = FutureRecord::to(&self.settings.dead_letter_topic)
-                .payload(message.payload.as_slice())
-                .headers(headers);
-            if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
+            let size = message.payload.len().to_string();
+            let mut payload = message.payload.as_slice();
+            loop {
+                let mut headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "x-dead-letter-reason",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "x-original-topic",
+                        value: Some(original_topic.as_str()),
+                    })
+                    .insert(Header {
+                        key: "x-original-partition",
+                        value: Some(partition.as_str()),
+                    })
+                    .insert(Header {
+                        key: "x-original-offset",
+                        value: Some(offset.as_str()),
+                    });
+                if payload.len() < message.payload.len() {
+                    headers = headers.insert(Header {
+                        key: "x-truncated-from-bytes",
+                        value: Some(size.as_str()),
+                    });
+                }
+                let mut record = FutureRecord::to(&topic).payload(payload).headers(headers);
+                if let Some(key) = &message.key {
+                    record = record.key(key.as_slice());
+                }
+                match producer.send(record, Duration::from_secs(10)).await {
+                    Ok(_) => break,
+                    Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                        _,
+                    )) if payload.len() > Self::TRUNCATED_BYTES => {
+                        payload = &payload[..Self::TRUNCATED_BYTES];
+                    }
+                    Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+                }
             }
-            producer
-                .send(record, Duration::from_secs(10))
-                .await
-                .map_err(|(e, _)| {
-                    anyhow::anyhow!("producing to {}: {e}", self.settings.dead_letter_topic)
-                })?;
         }
         Ok(())
     }

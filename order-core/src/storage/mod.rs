@@ -130,6 +130,11 @@ pub enum ClaimOne {
 /// failure is tried before the batch is narrowed.
 const DEADLOCK_ATTEMPTS: u32 = 20;
 
+/// How long a part of a batch is tried again for deadlocks and lock waits
+/// before it is narrowed (a lock wait alone can take 50 s on MySQL): a batch
+/// never holds its source for long without progress.
+const DEADLOCK_RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// The most rows one batch call takes ([`Storage::create_orders`],
 /// [`Storage::record_each`], a claim, an expiry run): the upper bound of
 /// `worker.batch_size` and `compensator.batch_size`. Statements are split
@@ -197,7 +202,7 @@ async fn narrow<'a, T: Sync, O: Send>(
         if part.is_empty() {
             continue;
         }
-        let mut attempt = 0;
+        let (mut attempt, started) = (0, std::time::Instant::now());
         loop {
             attempt += 1;
             let err = match write(part).await {
@@ -209,7 +214,9 @@ async fn narrow<'a, T: Sync, O: Send>(
             };
             match ErrorClass::of(&err) {
                 ErrorClass::Unavailable => return Err(StorageError::from(err)),
-                ErrorClass::Retry if attempt < DEADLOCK_ATTEMPTS => {
+                ErrorClass::Retry
+                    if attempt < DEADLOCK_ATTEMPTS && started.elapsed() < DEADLOCK_RETRY_FOR =>
+                {
                     let pause = Duration::from_millis(fastrand::u64(1..=(4_u64 << attempt.min(6))));
                     tracing::debug!(attempt, error = %err, "deadlock or serialization failure, retrying the batch");
                     tokio::time::sleep(pause).await;

@@ -32,8 +32,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    /// The byte budget of one statement: half the server's
-    /// `max_allowed_packet`, read on every new connection.
+    /// The byte budget of one statement: half the smallest
+    /// `max_allowed_packet` any connection has read (0 until one has).
     statement_bytes: Arc<AtomicUsize>,
 }
 
@@ -110,7 +110,7 @@ impl MySqlStore {
                 .map_err(|e| StorageError::Config(format!("database.url: {e}")))?
         };
         let options = options.charset("utf8mb4").timezone(Some("+00:00".into()));
-        let statement_bytes = Arc::new(AtomicUsize::new(INITIAL_STATEMENT_BYTES));
+        let statement_bytes = Arc::new(AtomicUsize::new(0));
         let budget = statement_bytes.clone();
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -126,8 +126,14 @@ impl MySqlStore {
                     let packet: u64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS UNSIGNED)")
                         .fetch_one(&mut *conn)
                         .await?;
-                    let half = usize::try_from(packet / 2).unwrap_or(usize::MAX);
-                    budget.store(half.clamp(64 * 1024, 64 * 1024 * 1024), Ordering::Relaxed);
+                    let half = usize::try_from(packet / 2)
+                        .unwrap_or(usize::MAX)
+                        .clamp(16 * 1024, 64 * 1024 * 1024);
+                    // The smallest seen: a connection opened before the
+                    // server's limit was lowered keeps the old one.
+                    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                        Some(if now == 0 { half } else { now.min(half) })
+                    });
                     Ok(())
                 })
             })
@@ -140,7 +146,10 @@ impl MySqlStore {
 
     /// The byte budget of one statement (half the server's `max_allowed_packet`).
     pub(crate) fn statement_bytes(&self) -> usize {
-        self.statement_bytes.load(Ordering::Relaxed)
+        match self.statement_bytes.load(Ordering::Relaxed) {
+            0 => INITIAL_STATEMENT_BYTES,
+            known => known,
+        }
     }
 
     /// The pool, for tests and tools that need raw SQL.
