@@ -13,7 +13,9 @@
 //!   it starts and ends.
 //! - Brokers unreachable: librdkafka reconnects by itself; readiness is false
 //!   from "all brokers down" until a message or a partition assignment arrives.
-//! - Stop: the batch in hand is finished and committed.
+//! - Stop: the batch in hand is finished and committed; one held for an
+//!   outage (or an unreachable dead-letter topic) is left uncommitted, to be
+//!   redelivered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

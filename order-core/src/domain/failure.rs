@@ -210,7 +210,8 @@ pub struct NewFailure {
     pub message: KeptMessage,
     /// SHA-256 of the raw bytes, hex: the same message is recorded once.
     pub message_digest: String,
-    /// Why it failed (control characters escaped, at most 2,000 characters).
+    /// Why it failed (control characters escaped, at most 2,000 characters
+    /// and an ellipsis when cut).
     pub error_message: String,
     /// `pending` for a retryable failure, `failed` for poison.
     pub status: FailureStatus,
@@ -313,7 +314,7 @@ impl NewFailure {
 
 /// An error message as stored: every control character written as
 /// `\u{…}` (no database refuses the result), at most
-/// [`NewFailure::MAX_ERROR_CHARS`] characters.
+/// [`NewFailure::MAX_ERROR_CHARS`] characters and, when cut, an ellipsis.
 #[must_use]
 pub fn printable_error(s: &str) -> String {
     printable(s, NewFailure::MAX_ERROR_CHARS)
