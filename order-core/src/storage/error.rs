@@ -162,17 +162,18 @@ impl ErrorClass {
     }
 }
 
-/// The database's own words for a refused row, without the driver's wrapping.
-pub(crate) fn describe(err: &sqlx::Error) -> String {
+/// The database's own words for a refused `what` ("order", "failure
+/// record"), without the driver's wrapping.
+pub(crate) fn describe(err: &sqlx::Error, what: &str) -> String {
     match err {
         sqlx::Error::Database(db) => match db.code() {
             Some(code) => format!(
-                "database refused the order: {} (SQLSTATE {code})",
+                "database refused the {what}: {} (SQLSTATE {code})",
                 db.message()
             ),
-            None => format!("database refused the order: {}", db.message()),
+            None => format!("database refused the {what}: {}", db.message()),
         },
-        other => format!("database refused the order: {other}"),
+        other => format!("database refused the {what}: {other}"),
     }
 }
 

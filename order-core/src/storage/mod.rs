@@ -351,7 +351,7 @@ impl Storage {
             |order, err| {
                 let (user, product) = order.key();
                 tracing::debug!(order.user_id = user, order.product_id = product, error = %err, "purchase refused by the database");
-                CreateOutcome::Failed(error::describe(err))
+                CreateOutcome::Failed(error::describe(err, "order"))
             },
         )
         .await?;
@@ -570,7 +570,7 @@ impl Storage {
                     },
                     |failure, err| {
                         tracing::debug!(failure.digest = %failure.message_digest, error = %err, "failure refused by the database");
-                        Err(describe_refusal(err))
+                        Err(error::describe(err, "failure record"))
                     },
                 )
                 .await?,
@@ -755,11 +755,6 @@ fn new_lease(now: DateTime<Utc>, length: Duration) -> Lease {
             now + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX),
         ),
     }
-}
-
-/// The database's own words for a refused failure record.
-fn describe_refusal(err: &sqlx::Error) -> String {
-    error::describe(err).replace("refused the order", "refused the failure record")
 }
 
 /// Maps each recorded failure to its row id by digest.

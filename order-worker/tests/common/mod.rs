@@ -133,7 +133,7 @@ pub fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
         (
             "ORDER__KAFKA__SESSION_TIMEOUT",
-            humantime_secs(k.session_timeout),
+            format!("{}ms", k.session_timeout.as_millis()),
         ),
         (
             "ORDER__KAFKA__DEAD_LETTER_TOPIC",
@@ -141,10 +141,6 @@ pub fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ),
     ]);
     env
-}
-
-fn humantime_secs(d: Duration) -> String {
-    format!("{}s", d.as_secs().max(1))
 }
 
 pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
