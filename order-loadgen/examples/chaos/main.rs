@@ -885,6 +885,20 @@ fn count_i64(n: usize) -> i64 {
     i64::try_from(n).expect("a count fits i64")
 }
 
+/// Poison rows with a reason among the failures of these digests.
+async fn poison_rows_with_reason(
+    db: &TestDatabase,
+    digests: impl IntoIterator<Item = &String>,
+) -> i64 {
+    let quoted: Vec<String> = digests.into_iter().map(|d| format!("'{d}'")).collect();
+    db.count(&format!(
+        "SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed' \
+         AND error_message <> '' AND message_digest IN ({})",
+        quoted.join(",")
+    ))
+    .await
+}
+
 async fn database_checks(db: &TestDatabase, expected: &Expected) -> Vec<Check> {
     let mut checks = Vec::new();
     let orders = db.count("SELECT COUNT(*) FROM orders").await;
@@ -930,36 +944,14 @@ async fn database_checks(db: &TestDatabase, expected: &Expected) -> Vec<Check> {
         format!("{poison} = {}", expected.poison),
         poison == count_i64(expected.poison),
     ));
-    let digests: Vec<String> = expected
-        .corpus_poison
-        .iter()
-        .map(|(d, _)| format!("'{d}'"))
-        .collect();
-    let recorded = db
-        .count(&format!(
-            "SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed' \
-             AND error_message <> '' AND message_digest IN ({})",
-            digests.join(",")
-        ))
-        .await;
+    let recorded = poison_rows_with_reason(db, expected.corpus_poison.iter().map(|(d, _)| d)).await;
     checks.push(check(
         "every malformed message is a poison row with a reason",
         format!("{recorded}/{}", expected.corpus_poison.len()),
         recorded == count_i64(expected.corpus_poison.len()),
     ));
     if !expected.flood_poison.is_empty() {
-        let digests: Vec<String> = expected
-            .flood_poison
-            .iter()
-            .map(|d| format!("'{d}'"))
-            .collect();
-        let recorded = db
-            .count(&format!(
-                "SELECT COUNT(*) FROM order_failures WHERE NOT retryable AND status = 'failed' \
-                 AND error_message <> '' AND message_digest IN ({})",
-                digests.join(",")
-            ))
-            .await;
+        let recorded = poison_rows_with_reason(db, &expected.flood_poison).await;
         checks.push(check(
             "every flood message is a poison row with a reason",
             format!(
