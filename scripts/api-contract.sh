@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Contract test of order-api: runs schemathesis (PyPI) against the OpenAPI
-# document of a running API, with the operator token, and fails on any 5xx or
-# any response the document does not describe (status, content type, schema,
-# headers).
+# document of a running API, with authentication configured: once with the
+# operator token, once as an end user (a JWT from `order-api token`), and fails
+# on any 5xx or any response the document does not describe (status, content
+# type, schema, headers).
 #
 # Usage: scripts/api-contract.sh [--max-examples N]
 # Needs: a built target/debug/order-api, PostgreSQL and Redis on localhost.
@@ -35,6 +36,7 @@ binary=target/debug/order-api
 db="ordertest_contract_$$"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 token="contract-$$-$RANDOM"
+jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 log=$(mktemp)
 api_pid=
 cleanup() {
@@ -49,6 +51,7 @@ say "starting order-api on 127.0.0.1:${port} (database ${db})"
 ORDER__DATABASE__URL="postgres://postgres@127.0.0.1:5432/${db}" \
 ORDER__SERVER__PORT="$port" \
 ORDER__API__ADMIN_TOKEN="$token" \
+ORDER__API__AUTH__JWT_SECRET="$jwt_secret" \
 ORDER__REDIS__KEY_PREFIX="ordertest:${db}:" \
 ORDER__LOG__LEVEL=warn \
     "$binary" >"$log" 2>&1 &
@@ -79,13 +82,18 @@ VALUES (decode('7b22757365725f6964223aff007d', 'hex'), 14, repeat('b', 64), 'mes
        (convert_to(repeat('x', 1024), 'UTF8'), 102400, repeat('c', 64), 'message larger than 64 KiB', 'failed', false, 'kafka', now());
 SQL
 
-say "schemathesis: ${max_examples} examples per operation"
-"$venv/bin/schemathesis" run "http://127.0.0.1:${port}/api/v1/openapi.json" \
-    --header "Authorization: Bearer ${token}" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --max-examples "$max_examples" \
-    --seed 20261125 \
-    --request-timeout 10 \
-    --generation-database none \
-    --no-color
+# User 1 owns the seeded orders; the examples name them.
+user_token=$(ORDER__API__AUTH__JWT_SECRET="$jwt_secret" "$binary" token --user 1 --ttl 1h)
+for who in operator user; do
+    if [[ $who == operator ]]; then bearer=$token; else bearer=$user_token; fi
+    say "schemathesis as the ${who}: ${max_examples} examples per operation"
+    "$venv/bin/schemathesis" run "http://127.0.0.1:${port}/api/v1/openapi.json" \
+        --header "Authorization: Bearer ${bearer}" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+        --max-examples "$max_examples" \
+        --seed 20261125 \
+        --request-timeout 10 \
+        --generation-database none \
+        --no-color
+done
 say "contract test passed"

@@ -70,7 +70,8 @@ poison=$(jq -r .poison <<<"$summary")
 today=$(date -u +%F)
 count=-1
 for _ in $(seq 1 120); do
-    count=$(curl -fsS "http://127.0.0.1:${ORDER__SERVER__PORT}/api/v1/stats/orders?date=${today}" | jq -r .order_count)
+    count=$(curl -fsS -H "Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}" \
+        "http://127.0.0.1:${ORDER__SERVER__PORT}/api/v1/stats/orders?date=${today}" | jq -r .order_count)
     [[ "$count" == "$expected" ]] && break
     sleep 0.5
 done
@@ -87,6 +88,23 @@ if [[ "$failed" != "$poison" ]]; then
     exit 1
 fi
 say "the API lists the ${poison} poison messages as failures"
+user_token=
+for _ in $(seq 1 20); do
+    user_token=$(sed -n 's/^    user token  *\([^ ]*\)$/\1/p' "$log" | head -1)
+    [[ -n "$user_token" ]] && break
+    sleep 0.5
+done
+[[ -n "$user_token" ]] || { tail -20 "$log"; say "start.sh printed no user token"; exit 1; }
+own=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${user_token}" \
+    "http://127.0.0.1:${ORDER__SERVER__PORT}/api/v1/users/1/orders")
+other=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${user_token}" \
+    "http://127.0.0.1:${ORDER__SERVER__PORT}/api/v1/users/2/orders")
+anonymous=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:${ORDER__SERVER__PORT}/api/v1/users/1/orders")
+if [[ "$own/$other/$anonymous" != "200/403/401" ]]; then
+    say "with the printed user token: own orders ${own}, another user's ${other}, no token ${anonymous} (expected 200/403/401)"
+    exit 1
+fi
+say "the printed user token reads user 1's orders only"
 for port in "$START_WORKER_PORT" "$START_COMPENSATOR_PORT"; do
     curl -fsS "http://127.0.0.1:${port}/health/ready" >/dev/null || { say "probe on ${port} not ready"; exit 1; }
 done

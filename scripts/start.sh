@@ -57,6 +57,11 @@ if [[ -z "${ORDER__API__ADMIN_TOKEN:-}" ]]; then
     ORDER__API__ADMIN_TOKEN="local-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
     export ORDER__API__ADMIN_TOKEN
 fi
+# End users authenticate with JWTs signed with this secret (HS256, 32 bytes).
+if [[ -z "${ORDER__API__AUTH__JWT_SECRET:-}" ]]; then
+    ORDER__API__AUTH__JWT_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    export ORDER__API__AUTH__JWT_SECRET
+fi
 port=${ORDER__SERVER__PORT:-8082}
 export ORDER__SERVER__PORT=$port
 
@@ -119,15 +124,18 @@ fi
 
 if [[ "$stopping" == false ]]; then
     today=$(date -u +%F)
+    user_token=$("$bin/order-api" token --user 1 --ttl 12h 2>/dev/null) || user_token="(order-api token failed)"
     cat <<MSG
 ==> running. Ctrl-C stops everything.
     API            http://127.0.0.1:${port}   (operator token: ${ORDER__API__ADMIN_TOKEN})
+    user token     ${user_token}
+                   (user 1, 12 h; more with: ORDER__API__AUTH__JWT_SECRET=${ORDER__API__AUTH__JWT_SECRET} $bin/order-api token --user N)
     worker         http://127.0.0.1:${START_WORKER_PORT:-9091}/health/ready   (and /metrics)
     compensator    http://127.0.0.1:${START_COMPENSATOR_PORT:-9092}/health/ready   (and /metrics)
     OpenAPI        http://127.0.0.1:${port}/api/v1/openapi.json
   try:
-    curl -s 'http://127.0.0.1:${port}/api/v1/stats/orders?date=${today}'
-    curl -s 'http://127.0.0.1:${port}/api/v1/users/1/orders?page=1&pageSize=5'
+    curl -s -H 'Authorization: Bearer ${user_token}' 'http://127.0.0.1:${port}/api/v1/users/1/orders?page=1&pageSize=5'
+    curl -s -H 'Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}' 'http://127.0.0.1:${port}/api/v1/stats/orders?date=${today}'
     curl -s -H 'Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}' 'http://127.0.0.1:${port}/api/v1/failures?status=failed'
     curl -s 'http://127.0.0.1:${port}/health'
 MSG

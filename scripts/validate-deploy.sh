@@ -783,6 +783,8 @@ def check_config_keys(binary):
         names = {k for k in env if k.startswith("ORDER__")}
         all_names |= names
         problems = [f"{k}: not an ORDER__SECTION__KEY name" for k in bad]
+        if env.get("ORDER__API__AUTH__MODE", "").strip().lower() == "none":
+            problems.append("ORDER__API__AUTH__MODE=none: end-user auth off is for local use only")
         if not names:
             problems.append("no ORDER__ variables found")
         run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}

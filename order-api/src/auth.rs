@@ -1,58 +1,438 @@
-//! Operator authentication: `Authorization: Bearer <api.admin_token>`,
-//! compared in constant time.
+//! Who is calling: the operator (`Authorization: Bearer <api.admin_token>`,
+//! compared in constant time) or an end user (a bearer JWT: HS256 with
+//! `api.auth.jwt_secret`, or RS256/ES256 with the PEM public key in
+//! `api.auth.jwt_public_key_file`; `exp` required, `iss`/`aud` checked when
+//! configured, the user id read from `api.auth.user_claim`).
+//!
+//! What each caller may do is decided in order-core
+//! ([`order_core::service::Caller`]); this module only establishes who it is.
 
-use order_core::config::Secret;
+use std::time::Duration;
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use order_core::config::{ApiSettings, AuthMode, Secret};
+use order_core::service::Caller;
+use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// Checks an `Authorization` header against the configured token.
+/// Tolerated clock difference with the token issuer, in seconds.
+const LEEWAY_SECS: u64 = 30;
+
+/// Establishes the caller of each request.
+pub struct Authenticator {
+    admin_token: Secret,
+    mode: AuthMode,
+    /// HS256 key, when a secret is configured.
+    secret: Option<DecodingKey>,
+    /// The public key and its algorithm, when a key file is configured.
+    public: Option<(DecodingKey, Algorithm)>,
+    issuer: String,
+    audience: String,
+    user_claim: String,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode)
+            .field("hs256", &self.secret.is_some())
+            .field("public_key", &self.public.as_ref().map(|(_, alg)| alg))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("user_claim", &self.user_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Reads the keys the settings name.
+    ///
+    /// # Errors
+    /// When the public key file cannot be read or is not an RSA or EC
+    /// public key, or `api.auth.mode` is `jwt` with no key at all; the
+    /// message names the key.
+    pub fn new(api: &ApiSettings) -> anyhow::Result<Self> {
+        let auth = &api.auth;
+        let secret = (!auth.jwt_secret.is_empty())
+            .then(|| DecodingKey::from_secret(auth.jwt_secret.expose().as_bytes()));
+        let public = if auth.jwt_public_key_file.is_empty() {
+            None
+        } else {
+            let path = &auth.jwt_public_key_file;
+            let pem = std::fs::read(path)
+                .with_context(|| format!("api.auth.jwt_public_key_file: reading {path}"))?;
+            Some(public_key(&pem).with_context(|| {
+                format!(
+                    "api.auth.jwt_public_key_file: {path} is not a PEM RSA or EC (P-256) public key"
+                )
+            })?)
+        };
+        if auth.mode == AuthMode::Jwt && secret.is_none() && public.is_none() {
+            anyhow::bail!(
+                "api.auth.mode is jwt but neither api.auth.jwt_secret nor \
+                 api.auth.jwt_public_key_file is set: set one (e.g. ORDER__API__AUTH__JWT_SECRET=$(openssl rand -hex 32)), \
+                 or api.auth.mode: none for local use"
+            );
+        }
+        Ok(Self {
+            admin_token: api.admin_token.clone(),
+            mode: auth.mode,
+            secret,
+            public,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            user_claim: auth.user_claim.clone(),
+        })
+    }
+
+    /// True when operator endpoints are on (`api.admin_token` is set).
+    #[must_use]
+    pub fn operator_enabled(&self) -> bool {
+        !self.admin_token.is_empty()
+    }
+
+    /// The caller of an end-user endpoint.
+    ///
+    /// # Errors
+    /// 401 when no valid credential is presented (in `jwt` mode).
+    pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let presented = match authorization.map(bearer).transpose() {
+            Ok(presented) => presented,
+            Err(e) if self.mode == AuthMode::Jwt => return Err(e),
+            // Without end-user identity, a header that is not ours is ignored.
+            Err(_) => None,
+        };
+        if let Some(token) = presented {
+            if self.is_operator(token) {
+                return Ok(Caller::Operator);
+            }
+        }
+        match (self.mode, presented) {
+            (AuthMode::None, _) => Ok(Caller::Anyone),
+            (AuthMode::Jwt, None) => Err(ApiError::Unauthorized(
+                "a bearer token is required (Authorization: Bearer <token>)".into(),
+            )),
+            (AuthMode::Jwt, Some(token)) => self.user(token).map(Caller::User),
+        }
+    }
+
+    /// Checks the caller of an operator endpoint.
+    ///
+    /// # Errors
+    /// 403 when operator endpoints are off or the caller is an end user,
+    /// 401 when no valid credential is presented.
+    pub fn operator(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        if !self.operator_enabled() {
+            return Err(ApiError::Forbidden(
+                "operator endpoints are disabled: no api.admin_token is configured".into(),
+            ));
+        }
+        let Some(header) = authorization else {
+            return Err(ApiError::Unauthorized(
+                "the operator token is required (Authorization: Bearer <token>)".into(),
+            ));
+        };
+        let token = bearer(header)?;
+        if self.is_operator(token) {
+            return Ok(());
+        }
+        match self.mode {
+            AuthMode::Jwt if self.user(token).is_ok() => Err(ApiError::Forbidden(
+                "this endpoint is for operators only".into(),
+            )),
+            _ => Err(ApiError::Unauthorized("invalid operator token".into())),
+        }
+    }
+
+    fn is_operator(&self, token: &str) -> bool {
+        !self.admin_token.is_empty()
+            && bool::from(token.as_bytes().ct_eq(self.admin_token.expose().as_bytes()))
+    }
+
+    /// The user id in a valid token.
+    fn user(&self, token: &str) -> Result<i64, ApiError> {
+        let invalid = |why: String| ApiError::Unauthorized(format!("invalid token: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+        let key = match (header.alg, &self.secret, &self.public) {
+            (Algorithm::HS256, Some(secret), _) => secret,
+            (alg, _, Some((key, expected))) if alg == *expected => key,
+            (alg, _, _) => return Err(invalid(format!("algorithm {alg:?} is not accepted"))),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if self.issuer.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&[&self.issuer]);
+            required.push("iss");
+        }
+        if self.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&self.audience]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map_err(|e| invalid(e.to_string()))?
+            .claims;
+        match claims.get(&self.user_claim) {
+            Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
+            Some(Value::String(s)) => s.parse::<i64>().ok().filter(|id| *id > 0),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            invalid(format!(
+                "claim {:?} must hold a positive integer user id",
+                self.user_claim
+            ))
+        })
+    }
+}
+
+/// The token of `Bearer <token>` (the scheme in any case).
+fn bearer(header: &str) -> Result<&str, ApiError> {
+    let header = header.trim();
+    match header.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must read: Bearer <token>".into(),
+        )),
+    }
+}
+
+fn public_key(pem: &[u8]) -> anyhow::Result<(DecodingKey, Algorithm)> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    let key = DecodingKey::from_ec_pem(pem)?;
+    Ok((key, Algorithm::ES256))
+}
+
+/// Mints an HS256 token for `user` valid for `ttl`, with the configured
+/// secret, issuer, audience and user claim (for demos and tests).
 ///
 /// # Errors
-/// [`ApiError::Forbidden`] when no token is configured (operator endpoints
-/// are off), [`ApiError::Unauthorized`] when the header is missing or wrong.
-pub fn check(token: &Secret, header: Option<&str>) -> Result<(), ApiError> {
-    if token.is_empty() {
-        return Err(ApiError::Forbidden);
+/// When no `api.auth.jwt_secret` is configured.
+pub fn mint(api: &ApiSettings, user: i64, ttl: Duration) -> anyhow::Result<String> {
+    let auth = &api.auth;
+    anyhow::ensure!(
+        !auth.jwt_secret.is_empty(),
+        "api.auth.jwt_secret is not set: there is no key to sign with \
+         (set ORDER__API__AUTH__JWT_SECRET, at least 32 bytes)"
+    );
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = Map::new();
+    claims.insert(auth.user_claim.clone(), Value::String(user.to_string()));
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+    if !auth.issuer.is_empty() {
+        claims.insert("iss".into(), auth.issuer.clone().into());
     }
-    let presented = header
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
-    if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+    if !auth.audience.is_empty() {
+        claims.insert("aud".into(), auth.audience.clone().into());
     }
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(auth.jwt_secret.expose().as_bytes()),
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings(configure: impl FnOnce(&mut ApiSettings)) -> ApiSettings {
+        let mut api = ApiSettings {
+            admin_token: Secret::new("op-token"),
+            ..ApiSettings::default()
+        };
+        api.auth.jwt_secret = Secret::new(SECRET);
+        configure(&mut api);
+        api
+    }
+
+    fn sign(claims: &Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn in_an_hour() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 3600
+    }
+
+    fn bearer_of(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
     #[test]
-    fn no_configured_token_is_forbidden_whatever_is_sent() {
+    fn a_minted_token_names_its_user() {
+        let api = settings(|_| {});
+        let auth = Authenticator::new(&api).unwrap();
+        let token = mint(&api, 42, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            auth.caller(Some(&bearer_of(&token))).unwrap(),
+            Caller::User(42)
+        );
         assert!(matches!(
-            check(&Secret::default(), Some("Bearer x")),
-            Err(ApiError::Forbidden)
+            auth.operator(Some(&bearer_of(&token))),
+            Err(ApiError::Forbidden(_))
         ));
     }
 
     #[test]
-    fn the_right_token_passes_and_others_are_unauthorized() {
-        let token = Secret::new("s3cret");
-        assert!(check(&token, Some("Bearer s3cret")).is_ok());
+    fn the_operator_token_is_the_operator_everywhere() {
+        let auth = Authenticator::new(&settings(|_| {})).unwrap();
+        assert_eq!(
+            auth.caller(Some("Bearer op-token")).unwrap(),
+            Caller::Operator
+        );
+        assert_eq!(
+            auth.caller(Some("bearer op-token")).unwrap(),
+            Caller::Operator
+        );
+        assert!(auth.operator(Some("Bearer op-token")).is_ok());
         assert!(matches!(
-            check(&token, Some("Bearer s3cre")),
-            Err(ApiError::Unauthorized)
+            auth.operator(Some("Bearer op-toke")),
+            Err(ApiError::Unauthorized(_))
         ));
         assert!(matches!(
-            check(&token, Some("s3cret")),
-            Err(ApiError::Unauthorized)
+            auth.operator(None),
+            Err(ApiError::Unauthorized(_))
         ));
-        assert!(matches!(check(&token, None), Err(ApiError::Unauthorized)));
+    }
+
+    #[test]
+    fn expired_forged_unsigned_and_foreign_tokens_are_refused() {
+        let auth = Authenticator::new(&settings(|a| a.auth.audience = "orders".into())).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = serde_json::json!({"sub": "7", "exp": in_an_hour(), "aud": "orders"});
+        assert_eq!(
+            auth.caller(Some(&bearer_of(&sign(&good, SECRET)))).unwrap(),
+            Caller::User(7)
+        );
+        let expired = serde_json::json!({"sub": "7", "exp": now - 3600, "aud": "orders"});
+        let no_exp = serde_json::json!({"sub": "7", "aud": "orders"});
+        let wrong_aud = serde_json::json!({"sub": "7", "exp": in_an_hour(), "aud": "other"});
+        let no_aud = serde_json::json!({"sub": "7", "exp": in_an_hour()});
+        let bad_user = serde_json::json!({"sub": "-1", "exp": in_an_hour(), "aud": "orders"});
+        let not_yet =
+            serde_json::json!({"sub": "7", "exp": in_an_hour(), "nbf": now + 600, "aud": "orders"});
+        for (what, token) in [
+            ("expired", sign(&expired, SECRET)),
+            ("no exp", sign(&no_exp, SECRET)),
+            ("wrong audience", sign(&wrong_aud, SECRET)),
+            ("no audience", sign(&no_aud, SECRET)),
+            ("not a user id", sign(&bad_user, SECRET)),
+            ("not yet valid", sign(&not_yet, SECRET)),
+            (
+                "wrong secret",
+                sign(&good, "another-secret-another-secret-xx"),
+            ),
+            ("alg none", unsigned(&good)),
+            ("garbage", "a.b.c".to_owned()),
+        ] {
+            assert!(
+                matches!(
+                    auth.caller(Some(&bearer_of(&token))),
+                    Err(ApiError::Unauthorized(_))
+                ),
+                "{what}"
+            );
+        }
+        assert!(matches!(auth.caller(None), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            auth.caller(Some("Basic abc")),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+
+    fn unsigned(claims: &Value) -> String {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(claims)
+        )
+    }
+
+    #[test]
+    fn the_issuer_and_the_user_claim_are_configurable() {
+        let api = settings(|a| {
+            a.auth.issuer = "shop".into();
+            a.auth.user_claim = "uid".into();
+        });
+        let auth = Authenticator::new(&api).unwrap();
+        let token = mint(&api, 9, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            auth.caller(Some(&bearer_of(&token))).unwrap(),
+            Caller::User(9)
+        );
+        let numeric = serde_json::json!({"uid": 9, "iss": "shop", "exp": in_an_hour()});
+        assert_eq!(
+            auth.caller(Some(&bearer_of(&sign(&numeric, SECRET))))
+                .unwrap(),
+            Caller::User(9)
+        );
+        let other_iss = serde_json::json!({"uid": 9, "iss": "elsewhere", "exp": in_an_hour()});
+        let sub_only = serde_json::json!({"sub": "9", "iss": "shop", "exp": in_an_hour()});
+        for token in [sign(&other_iss, SECRET), sign(&sub_only, SECRET)] {
+            assert!(auth.caller(Some(&bearer_of(&token))).is_err());
+        }
+    }
+
+    #[test]
+    fn mode_none_lets_anyone_read_but_not_operate() {
+        let api = settings(|a| {
+            a.auth.mode = AuthMode::None;
+            a.auth.jwt_secret = Secret::default();
+        });
+        let auth = Authenticator::new(&api).unwrap();
+        assert_eq!(auth.caller(None).unwrap(), Caller::Anyone);
+        assert!(matches!(
+            auth.operator(None),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn jwt_mode_without_a_key_does_not_start_and_says_which_keys() {
+        let api = settings(|a| a.auth.jwt_secret = Secret::default());
+        let e = Authenticator::new(&api).unwrap_err().to_string();
+        assert!(
+            e.contains("api.auth.jwt_secret") && e.contains("api.auth.jwt_public_key_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_an_operator_token_operator_endpoints_are_off() {
+        let auth = Authenticator::new(&settings(|a| a.admin_token = Secret::default())).unwrap();
+        assert!(matches!(
+            auth.operator(Some("Bearer x")),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            auth.caller(Some("Bearer ")),
+            Err(ApiError::Unauthorized(_))
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The API's one error type: each variant is an HTTP outcome, rendered as
 //! `{"error":{"code":"…","message":"…"}}`. Internal detail is logged, never sent.
 
+use order_core::service::OrderError;
 use order_core::storage::StorageError;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -12,12 +13,12 @@ pub enum ApiError {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
-    /// 401: no or wrong operator token.
-    #[error("a valid operator token is required (Authorization: Bearer <token>)")]
-    Unauthorized,
-    /// 403: operator endpoints are turned off.
-    #[error("operator endpoints are disabled: no api.admin_token is configured")]
-    Forbidden,
+    /// 401: no valid credential (says what is wrong with it).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the caller is known and not allowed (or operator endpoints are off).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -52,8 +53,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,8 +67,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Unavailable => "unavailable",
@@ -104,10 +105,22 @@ pub fn error_response(status: StatusCode, code: &str, message: String) -> Respon
 
 use warp::Reply as _;
 
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::NotFound(_) => Self::NotFound(e.to_string()),
+            OrderError::Forbidden(why) => Self::Forbidden(why),
+            OrderError::Transition(t) => Self::Conflict(t.to_string()),
+            OrderError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Unavailable(_) => Self::Unavailable,
+            StorageError::TimedOut(_) => Self::Timeout,
             StorageError::NotFound => Self::NotFound("not found".into()),
             StorageError::Transition(t) => Self::Conflict(t.to_string()),
             other => Self::Internal(other.to_string()),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod params;
 pub mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,12 +18,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_core::cache::OrderCache;
-use order_core::config::Settings;
+use order_core::config::{AuthMode, Settings};
 use order_core::observability::{self, HealthChecks};
-use order_core::service::{OrderCreator, Retrier};
+use order_core::service::{OrderCreator, Orders, Retrier};
 use order_core::startup::{self, ConfigArgs};
 use order_core::storage::Storage;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::Authenticator;
 
 use crate::routes::AppState;
 
@@ -39,12 +43,21 @@ pub struct Cli {
 }
 
 /// `order-api` subcommands.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Serve the API until SIGTERM or SIGINT (the default)
     Serve,
     /// Apply pending database migrations and exit
     Migrate,
+    /// Print an end-user token signed with api.auth.jwt_secret (HS256), for demos and tests
+    Token {
+        /// The user id the token names
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        user: i64,
+        /// How long the token is valid (e.g. 15m, 1h, 7d)
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 /// A bound, ready-to-run API.
@@ -54,7 +67,7 @@ pub struct Application {
     state: Arc<AppState>,
     checks: HealthChecks,
     max_body_bytes: u64,
-    read_timeout: std::time::Duration,
+    server: order_core::config::ServerSettings,
 }
 
 impl Application {
@@ -63,6 +76,13 @@ impl Application {
     /// # Errors
     /// When the port cannot be bound or the Redis settings are unusable.
     pub async fn build(settings: &Settings, storage: Storage) -> anyhow::Result<Self> {
+        let auth = Authenticator::new(&settings.api)?;
+        if settings.api.auth.mode == AuthMode::None {
+            tracing::warn!(
+                "api.auth.mode is none: ANY CALLER CAN READ AND CANCEL ANY ORDER. \
+                 This is for local use only; never run it like this where users can reach it"
+            );
+        }
         let cache = OrderCache::connect(&settings.redis)?;
         let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
         let retrier = Retrier::new(creator, &settings.compensator);
@@ -86,15 +106,20 @@ impl Application {
         Ok(Self {
             listener,
             state: Arc::new(AppState {
+                orders: Orders::new(storage.clone(), cache),
                 storage,
-                cache,
                 retrier,
-                admin_token: settings.api.admin_token.clone(),
+                auth,
                 request_timeout: settings.server.write_timeout,
+                stats_slots: Semaphore::new(
+                    usize::try_from(settings.database.max_connections / 4)
+                        .unwrap_or(1)
+                        .max(1),
+                ),
             }),
             checks,
             max_body_bytes: settings.api.max_body_bytes,
-            read_timeout: settings.server.read_timeout,
+            server: settings.server.clone(),
         })
     }
 
@@ -109,6 +134,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// Orders, as the API changes them (to wait for changes in flight after
+    /// the server stopped).
+    #[must_use]
+    pub fn orders(&self) -> Orders {
+        self.state.orders.clone()
+    }
+
     /// The bound port.
     #[must_use]
     pub fn port(&self) -> u16 {
@@ -116,56 +148,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains requests in flight
-    /// (for at most `server.write_timeout`). A client gets
-    /// `server.read_timeout` to send its request headers.
+    /// (for at most `server.write_timeout`). At most `server.max_connections`
+    /// connections are open at once; a connection is closed when its first
+    /// request's headers have not arrived within `server.read_timeout`, or
+    /// when no request has been in flight on it for `server.idle_timeout`
+    /// (see [`server`]).
     pub async fn run_until_stopped<S>(self, shutdown: S)
     where
         S: Future<Output = ()> + Send + 'static,
     {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use hyper_util::server::conn::auto::Builder;
-
-        let drain_for = self.state.request_timeout;
         let router = routes::router(self.state, self.checks, self.max_body_bytes);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, don't spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let service =
-                hyper_util::service::TowerToHyperService::new(warp::service(router.clone()));
-            let watcher = graceful.watcher();
-            let read_timeout = self.read_timeout;
-            tokio::spawn(async move {
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(read_timeout);
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        drop(self.listener);
-        if tokio::time::timeout(drain_for, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight after server.write_timeout; closing them");
-        }
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(router));
+        server::serve(self.listener, service, &self.server, shutdown).await;
     }
 }
 
@@ -183,14 +177,30 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             storage.close().await;
             Ok(())
         }
+        Command::Token { user, ttl } => {
+            let token = auth::mint(&settings.api, user, ttl)?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{token}");
+            }
+            Ok(())
+        }
         Command::Serve => {
-            let storage = startup::open_storage(&settings)
-                .await
-                .context("opening the database")?;
+            // Refuse unusable auth settings before waiting for the database.
+            Authenticator::new(&settings.api)?;
+            let storage = if settings.api.statement_timeout.is_zero() {
+                startup::open_storage(&settings).await
+            } else {
+                startup::open_limited_storage(&settings, settings.api.statement_timeout).await
+            }
+            .context("opening the database")?;
             let app = Application::build(&settings, storage.clone()).await?;
             tracing::info!(server.addr = %app.addr(), server.port = app.port(), "order-api started");
+            let orders = app.orders();
             app.run_until_stopped(order_core::shutdown::shutdown_signal())
                 .await;
+            // Changes whose requests were dropped still commit and invalidate.
+            orders.close(settings.server.write_timeout).await;
             storage.close().await;
             tracing::info!("order-api stopped");
             Ok(())

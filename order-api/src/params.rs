@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use order_core::storage::{OrderCursor, PageRequest};
 use uuid::Uuid;
 
@@ -13,6 +13,16 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// Longest stats range, in days.
 pub const MAX_STATS_DAYS: i64 = 366;
+
+/// Years a date or a cursor may name: four digits, from 1 (year 0 and
+/// before, and five-digit years, are out of what the databases store:
+/// MySQL's `DATETIME(6)` ends at 9999-12-31, PostgreSQL's `timestamptz`
+/// starts at 4713 BC).
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Largest `page`: with [`MAX_PAGE_SIZE`] an offset of at most 10^8 rows
+/// (far inside both engines' `OFFSET`; keyset paging is the way deeper).
+pub const MAX_PAGE: u32 = 1_000_000;
 
 /// Raw query parameters.
 pub type Query = HashMap<String, String>;
@@ -58,7 +68,7 @@ fn number(query: &Query, name: &str, default: u32, max: u32) -> Result<u32, ApiE
 /// `page` (from 1, default 1) and `pageSize` (1..=100, default 10).
 pub fn page(query: &Query) -> Result<PageRequest, ApiError> {
     Ok(PageRequest {
-        page: number(query, "page", 1, 1_000_000)?,
+        page: number(query, "page", 1, MAX_PAGE)?,
         page_size: number(query, "pageSize", 10, MAX_PAGE_SIZE)?,
     })
 }
@@ -88,7 +98,8 @@ pub fn encode_cursor(cursor: OrderCursor) -> String {
     format!("{}_{}", cursor.created_at.timestamp_micros(), cursor.id)
 }
 
-/// Reads a cursor; empty means "from the newest".
+/// Reads a cursor; empty means "from the newest". Only what a row can hold
+/// is accepted: a time in [`YEARS`] and a positive id.
 pub fn cursor(raw: &str) -> Result<Option<OrderCursor>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
@@ -99,16 +110,30 @@ pub fn cursor(raw: &str) -> Result<Option<OrderCursor>, ApiError> {
         ))
     };
     let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-    let created_at =
+    let created_at: DateTime<Utc> =
         DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    let id = id.parse().map_err(|_| bad())?;
+    if !YEARS.contains(&created_at.year()) {
+        return Err(bad());
+    }
+    let id = match id.parse::<i64>() {
+        Ok(id) if id > 0 => id,
+        _ => return Err(bad()),
+    };
     Ok(Some(OrderCursor { created_at, id }))
 }
 
 fn date(name: &str, raw: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
         ApiError::BadRequest(format!("{name}: expected a date YYYY-MM-DD, got {raw:?}"))
-    })
+    })?;
+    if !YEARS.contains(&date.year()) {
+        return Err(ApiError::BadRequest(format!(
+            "{name}: the year must be from {} to {}, got {raw:?}",
+            YEARS.start(),
+            YEARS.end()
+        )));
+    }
+    Ok(date)
 }
 
 /// `date`, or `from` and `to`: inclusive UTC days, at most 366 of them.
@@ -213,6 +238,93 @@ mod tests {
         ] {
             assert!(day_range(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The 400 names `name` first.
+    fn refused_naming(result: Result<impl std::fmt::Debug, ApiError>, name: &str) {
+        match result {
+            Err(ApiError::BadRequest(m)) => {
+                assert!(m.starts_with(&format!("{name}:")), "{m:?} names {name}");
+            }
+            other => panic!("{name}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dates_outside_years_1_to_9999_are_refused_naming_the_parameter() {
+        let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            day_range(&q(&[("date", "0001-01-01")])).unwrap(),
+            (d("0001-01-01"), d("0001-01-01"))
+        );
+        assert_eq!(
+            day_range(&q(&[("from", "9999-01-01"), ("to", "9999-12-31")])).unwrap(),
+            (d("9999-01-01"), d("9999-12-31"))
+        );
+        for raw in [
+            "-5000-01-01",
+            "-0001-12-31",
+            "0000-12-31",
+            "10000-01-01",
+            "+10000-01-01",
+            "262143-12-31",
+        ] {
+            refused_naming(day_range(&q(&[("date", raw)])), "date");
+            refused_naming(
+                day_range(&q(&[("from", raw), ("to", "2024-01-01")])),
+                "from",
+            );
+            refused_naming(day_range(&q(&[("from", "2024-01-01"), ("to", raw)])), "to");
+        }
+    }
+
+    #[test]
+    fn cursors_outside_what_a_row_holds_are_refused() {
+        // Microseconds at the start of a day.
+        let at = |y, m, d| {
+            NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+                .timestamp_micros()
+        };
+        let first = at(1, 1, 1);
+        let after_last = at(10_000, 1, 1);
+        for ok in [
+            format!("{first}_1"),
+            format!("{}_{}", after_last - 1, i64::MAX),
+            "0_1".to_owned(),
+            "-1_1".to_owned(),
+        ] {
+            assert!(cursor(&ok).unwrap().is_some(), "{ok}");
+        }
+        for bad in [
+            format!("{}_1", first - 1),
+            format!("{after_last}_1"),
+            format!("{}_1", at(-5000, 1, 1)),
+            format!("{}_1", i64::MIN),
+            format!("{}_1", i64::MAX),
+            "1700000000000000_0".to_owned(),
+            "1700000000000000_-1".to_owned(),
+            format!("1700000000000000_{}", i64::MIN),
+        ] {
+            refused_naming(cursor(&bad), "cursor");
+        }
+    }
+
+    #[test]
+    fn the_deepest_page_stays_in_range() {
+        let deepest = page(&q(&[
+            ("page", &MAX_PAGE.to_string()),
+            ("pageSize", &MAX_PAGE_SIZE.to_string()),
+        ]))
+        .unwrap();
+        // The offset the storage computes (i64, as both engines take it).
+        let offset = i64::from(deepest.page - 1) * i64::from(deepest.page_size);
+        assert_eq!(offset, 99_999_900);
+        refused_naming(page(&q(&[("page", &(MAX_PAGE + 1).to_string())])), "page");
+        refused_naming(page(&q(&[("page", &u32::MAX.to_string())])), "page");
+        refused_naming(page(&q(&[("page", "4294967296")])), "page");
     }
 
     #[test]

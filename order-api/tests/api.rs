@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 const TOKEN: &str = "test-operator-token";
+const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 
 struct TestApp {
     addr: SocketAddr,
@@ -26,6 +27,7 @@ struct TestApp {
     /// The app's own storage (same pool).
     storage: Storage,
     cache: OrderCache,
+    settings: Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -50,8 +52,10 @@ async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -
     };
     settings.server.port = 0;
     settings.api.admin_token = order_core::config::Secret::new(TOKEN);
+    settings.api.auth.jwt_secret = order_core::config::Secret::new(JWT_SECRET);
     configure(&mut settings);
-    let storage = Storage::connect(&settings.database).unwrap();
+    let storage =
+        Storage::connect_with(&settings.database, Some(settings.api.statement_timeout)).unwrap();
     let app = Application::build(&settings, storage.clone())
         .await
         .unwrap();
@@ -71,13 +75,45 @@ async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -
         db,
         storage,
         cache,
+        settings,
         stop: Some(stop),
     }
 }
 
 impl TestApp {
+    /// A GET as the operator (who may read everything).
     async fn get(&self, path: &str) -> Response {
-        http::request(self.addr, "GET", path, &[], None).await
+        self.operator("GET", path, None).await
+    }
+
+    /// A request with no credentials.
+    async fn anonymous(&self, method: &str, path: &str) -> Response {
+        http::request(self.addr, method, path, &[], None).await
+    }
+
+    /// A request as end user `user`, with a token minted by the API's own code.
+    async fn as_user(&self, user: i64, method: &str, path: &str) -> Response {
+        let token =
+            order_api::auth::mint(&self.settings.api, user, Duration::from_secs(300)).unwrap();
+        self.with_token(&token, method, path, None).await
+    }
+
+    async fn with_token(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Response {
+        let auth = format!("Bearer {token}");
+        http::request(
+            self.addr,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.map(str::as_bytes),
+        )
+        .await
     }
 
     async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Response {
@@ -93,16 +129,9 @@ impl TestApp {
         .await
     }
 
+    /// A PUT as the operator.
     async fn put(&self, path: &str, body: Option<Value>) -> Response {
-        let body = body.map(|b| b.to_string());
-        http::request(
-            self.addr,
-            "PUT",
-            path,
-            &[],
-            body.as_deref().map(str::as_bytes),
-        )
-        .await
+        self.operator("PUT", path, body).await
     }
 
     async fn order(&self, user: i64, product: i64, price: &str, quantity: i32) -> Uuid {
@@ -761,7 +790,11 @@ async fn operators_list_filter_and_read_failures() {
         400,
         "bad_request",
     );
-    assert_error(&app.get("/api/v1/failures").await, 401, "unauthorized");
+    assert_error(
+        &app.anonymous("GET", "/api/v1/failures").await,
+        401,
+        "unauthorized",
+    );
 }
 
 #[tokio::test]
@@ -1161,4 +1194,497 @@ async fn with_the_cache_disabled_orders_come_from_the_database_and_health_has_no
         app.get("/health").await.json(),
         json!({"status": "ok", "checks": {"database": "up"}})
     );
+}
+
+// ---- who may do what ----------------------------------------------------
+
+async fn users_see_and_cancel_only_their_own_orders(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let mine = app.order(1, 10, "1.00", 1).await;
+    let theirs = app.order(2, 10, "1.00", 1).await;
+
+    let r = app
+        .as_user(1, "GET", &format!("/api/v1/orders/{mine}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["user_id"], 1);
+    // Another user's order is 404, read from the database or from the cache.
+    for _ in 0..2 {
+        assert_error(
+            &app.as_user(1, "GET", &format!("/api/v1/orders/{theirs}"))
+                .await,
+            404,
+            "not_found",
+        );
+        assert_eq!(
+            app.get(&format!("/api/v1/orders/{theirs}")).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        app.as_user(1, "GET", "/api/v1/users/1/orders").await.status,
+        200
+    );
+    let list = app
+        .as_user(1, "GET", "/api/v1/users/1/orders?cursor=")
+        .await;
+    assert_eq!(list.json()["items"].as_array().unwrap().len(), 1);
+    for path in ["/api/v1/users/2/orders", "/api/v1/users/2/orders?cursor="] {
+        assert_error(&app.as_user(1, "GET", path).await, 403, "forbidden");
+    }
+    assert_error(
+        &app.as_user(1, "PUT", &format!("/api/v1/orders/{theirs}/cancel"))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        app.storage.get_order(theirs).await.unwrap().unwrap().status,
+        OrderStatus::Pending
+    );
+    let cancelled = app
+        .as_user(1, "PUT", &format!("/api/v1/orders/{mine}/cancel"))
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn users_see_and_cancel_only_their_own_orders_postgres() {
+    users_see_and_cancel_only_their_own_orders(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn users_see_and_cancel_only_their_own_orders_mysql() {
+    users_see_and_cancel_only_their_own_orders(Driver::Mysql).await;
+}
+
+fn sign(claims: &Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn unsigned(claims: &Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(claims)
+    )
+}
+
+async fn bad_tokens_are_401_on_every_user_endpoint(driver: Driver) {
+    let app = spawn_app_with(driver, |s| {
+        s.api.auth.audience = "order-service".into();
+        s.api.auth.issuer = "shop".into();
+    })
+    .await;
+    let id = app.order(1, 10, "1.00", 1).await;
+    let now = Utc::now().timestamp();
+    let good = json!({"sub": "1", "exp": now + 600, "aud": "order-service", "iss": "shop"});
+    let hs = jsonwebtoken::Algorithm::HS256;
+    let tokens = [
+        (
+            "expired",
+            sign(
+                &json!({"sub": "1", "exp": now - 600, "aud": "order-service", "iss": "shop"}),
+                JWT_SECRET,
+                hs,
+            ),
+        ),
+        (
+            "wrong signature",
+            sign(&good, "another-secret-of-at-least-32-bytes!", hs),
+        ),
+        (
+            "wrong audience",
+            sign(
+                &json!({"sub": "1", "exp": now + 600, "aud": "elsewhere", "iss": "shop"}),
+                JWT_SECRET,
+                hs,
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                &json!({"sub": "1", "exp": now + 600, "aud": "order-service", "iss": "evil"}),
+                JWT_SECRET,
+                hs,
+            ),
+        ),
+        (
+            "no expiry",
+            sign(
+                &json!({"sub": "1", "aud": "order-service", "iss": "shop"}),
+                JWT_SECRET,
+                hs,
+            ),
+        ),
+        (
+            "HS512",
+            sign(&good, JWT_SECRET, jsonwebtoken::Algorithm::HS512),
+        ),
+        ("alg none", unsigned(&good)),
+        ("not a JWT", "definitely-not-a-token".to_owned()),
+    ];
+    let paths = [
+        ("GET", format!("/api/v1/orders/{id}")),
+        ("PUT", format!("/api/v1/orders/{id}/cancel")),
+        ("GET", "/api/v1/users/1/orders".to_owned()),
+    ];
+    for (method, path) in &paths {
+        assert_error(&app.anonymous(method, path).await, 401, "unauthorized");
+        for (what, token) in &tokens {
+            let r = app.with_token(token, method, path, None).await;
+            assert_eq!(r.status, 401, "{what} on {method} {path}: {}", r.body);
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+        let ok = app
+            .with_token(&sign(&good, JWT_SECRET, hs), method, path, None)
+            .await;
+        assert_eq!(
+            ok.status, 200,
+            "the good token on {method} {path}: {}",
+            ok.body
+        );
+    }
+    assert_eq!(
+        app.storage.get_order(id).await.unwrap().unwrap().status,
+        OrderStatus::Cancelled,
+        "only the good token's cancel went through"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_on_every_user_endpoint_postgres() {
+    bad_tokens_are_401_on_every_user_endpoint(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_on_every_user_endpoint_mysql() {
+    bad_tokens_are_401_on_every_user_endpoint(Driver::Mysql).await;
+}
+
+async fn the_operator_does_everything_and_users_none_of_the_operator_endpoints(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let a = app.order(1, 10, "1.00", 1).await;
+    let b = app.order(2, 10, "1.00", 1).await;
+    let today = Utc::now().date_naive();
+    let operator_only = [
+        (
+            "PUT",
+            format!("/api/v1/orders/{a}/status"),
+            Some(json!({"status": "completed"})),
+        ),
+        ("GET", "/api/v1/failures".to_owned(), None),
+        ("GET", "/api/v1/failures/1".to_owned(), None),
+        ("POST", "/api/v1/failures/1/retry".to_owned(), None),
+        ("POST", "/api/v1/failures/retry".to_owned(), Some(json!({}))),
+        ("GET", format!("/api/v1/stats/orders?date={today}"), None),
+    ];
+    let user_token = order_api::auth::mint(&app.settings.api, 1, Duration::from_secs(300)).unwrap();
+    for (method, path, body) in &operator_only {
+        let body = body.as_ref().map(Value::to_string);
+        let r = app
+            .with_token(&user_token, method, path, body.as_deref())
+            .await;
+        assert_error(&r, 403, "forbidden");
+        let anonymous = http::request(
+            app.addr,
+            method,
+            path,
+            &[],
+            body.as_deref().map(str::as_bytes),
+        )
+        .await;
+        assert_error(&anonymous, 401, "unauthorized");
+    }
+    assert_eq!(
+        app.storage.get_order(a).await.unwrap().unwrap().status,
+        OrderStatus::Pending
+    );
+    // The operator: any order, any list, any action.
+    for id in [a, b] {
+        assert_eq!(app.get(&format!("/api/v1/orders/{id}")).await.status, 200);
+    }
+    for user in [1, 2] {
+        assert_eq!(
+            app.get(&format!("/api/v1/users/{user}/orders"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        app.put(&format!("/api/v1/orders/{b}/cancel"), None)
+            .await
+            .status,
+        200
+    );
+    for (method, path, body) in operator_only {
+        let r = app.operator(method, &path, body).await;
+        assert!(
+            [200, 404].contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    assert_eq!(
+        app.storage.get_order(a).await.unwrap().unwrap().status,
+        OrderStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn the_operator_does_everything_and_users_none_of_the_operator_endpoints_postgres() {
+    the_operator_does_everything_and_users_none_of_the_operator_endpoints(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_operator_does_everything_and_users_none_of_the_operator_endpoints_mysql() {
+    the_operator_does_everything_and_users_none_of_the_operator_endpoints(Driver::Mysql).await;
+}
+
+#[tokio::test]
+async fn with_auth_mode_none_anyone_reads_and_cancels_but_operator_endpoints_still_need_the_token()
+{
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.api.auth.mode = order_core::config::AuthMode::None;
+        s.api.auth.jwt_secret = order_core::config::Secret::default();
+    })
+    .await;
+    let id = app.order(1, 10, "1.00", 1).await;
+    assert_eq!(
+        app.anonymous("GET", &format!("/api/v1/orders/{id}"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.anonymous("GET", "/api/v1/users/1/orders").await.status,
+        200
+    );
+    assert_eq!(
+        app.anonymous("PUT", &format!("/api/v1/orders/{id}/cancel"))
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &app.anonymous("GET", "/api/v1/failures").await,
+        401,
+        "unauthorized",
+    );
+}
+
+// ---- bounded work -------------------------------------------------------
+
+/// An exclusive lock on `orders`, held from a connection of its own until
+/// released.
+struct OrdersLock {
+    release: tokio::sync::oneshot::Sender<()>,
+    released: tokio::task::JoinHandle<()>,
+}
+
+impl OrdersLock {
+    /// Every statement reading `orders` waits meanwhile: a stand-in for a
+    /// query that takes as long as the test likes.
+    async fn take(app: &TestApp) -> Self {
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let storage = Storage::connect(&app.db.settings).unwrap();
+        let released = tokio::spawn(async move {
+            match &storage {
+                Storage::Postgres(pg) => {
+                    let mut tx = pg.pool().begin().await.unwrap();
+                    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    let _ = locked_tx.send(());
+                    let _ = release_rx.await;
+                    tx.rollback().await.unwrap();
+                }
+                Storage::Mysql(my) => {
+                    let mut conn = my.pool().acquire().await.unwrap();
+                    sqlx::query("LOCK TABLES orders WRITE")
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                    let _ = locked_tx.send(());
+                    let _ = release_rx.await;
+                    sqlx::query("UNLOCK TABLES")
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                }
+            }
+            storage.close().await;
+        });
+        locked_rx.await.unwrap();
+        Self { release, released }
+    }
+
+    async fn release(self) {
+        let _ = self.release.send(());
+        self.released.await.unwrap();
+    }
+}
+
+async fn slow_stats_cannot_starve_the_rest_of_the_api(driver: Driver) {
+    let app = spawn_app_with(driver, |s| {
+        s.database.max_connections = 4;
+        s.database.acquire_timeout = Duration::from_secs(3);
+        s.api.statement_timeout = Duration::from_millis(500);
+        s.server.write_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let today = Utc::now().date_naive();
+    let lock = OrdersLock::take(&app).await;
+    let mut stats = Vec::new();
+    for _ in 0..12 {
+        let (addr, path) = (
+            app.addr,
+            format!(
+                "/api/v1/stats/orders?from={}&to={today}",
+                today - chrono::Duration::days(365)
+            ),
+        );
+        stats.push(tokio::spawn(async move {
+            let auth = format!("Bearer {TOKEN}");
+            http::request(addr, "GET", &path, &[("Authorization", &auth)], None).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for path in ["/health/ready", "/api/v1/failures"] {
+        let started = std::time::Instant::now();
+        let r = app.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} took {:?} while stats queries were stuck",
+            started.elapsed()
+        );
+    }
+    for call in stats {
+        let r = call.await.unwrap();
+        assert_error(&r, 503, "timeout");
+    }
+    lock.release().await;
+}
+
+#[tokio::test]
+async fn slow_stats_cannot_starve_the_rest_of_the_api_postgres() {
+    slow_stats_cannot_starve_the_rest_of_the_api(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn slow_stats_cannot_starve_the_rest_of_the_api_mysql() {
+    slow_stats_cannot_starve_the_rest_of_the_api(Driver::Mysql).await;
+}
+
+#[tokio::test]
+async fn unknown_methods_are_counted_as_other() {
+    let app = spawn_app().await;
+    for method in ["BREW", "X-PROBE-1", "X-PROBE-2"] {
+        let r = http::request(app.addr, method, "/health/live", &[], None).await;
+        assert_ne!(r.status, 200);
+    }
+    let (_, text) = http::get(app.addr, "/metrics").await;
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(
+        !text.contains("X-PROBE") && !text.contains("BREW"),
+        "{text}"
+    );
+}
+
+// ---- the cache is never stale ---------------------------------------------
+
+/// An API whose database answers arrive `delay` late (through a proxy), on
+/// the same database and cache keys as `app`: a replica whose reads are slow.
+async fn slow_replica(app: &TestApp) -> (SocketAddr, FaultProxy, tokio::sync::oneshot::Sender<()>) {
+    let proxy = FaultProxy::start(app.db.server_addr()).await;
+    let mut settings = app.settings.clone();
+    settings.database = app.db.settings_via(proxy.addr());
+    settings.database.max_connections = 1;
+    let storage =
+        Storage::connect_with(&settings.database, Some(settings.api.statement_timeout)).unwrap();
+    let replica = Application::build(&settings, storage).await.unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], replica.port()).into();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(replica.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (addr, proxy, stop)
+}
+
+async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let id = app.order(1, 10, "1.00", 1).await;
+    let (slow, proxy, _stop) = slow_replica(&app).await;
+    let auth = format!("Bearer {TOKEN}");
+    // Warm the replica's one connection, then slow its answers down.
+    let warm = http::request(
+        slow,
+        "GET",
+        &format!("/api/v1/orders/{}", Uuid::now_v7()),
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(warm.status, 404, "{}", warm.body);
+    proxy.delay_answers(Duration::from_millis(1500));
+
+    // The slow replica reads the pending order; meanwhile the other one
+    // cancels it; the slow read's fill comes after the change and its
+    // invalidation (and the second delete a second later).
+    let reader = tokio::spawn({
+        let auth = auth.clone();
+        async move {
+            http::request(
+                slow,
+                "GET",
+                &format!("/api/v1/orders/{id}"),
+                &[("Authorization", &auth)],
+                None,
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancelled = app.put(&format!("/api/v1/orders/{id}/cancel"), None).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    let read = reader.await.unwrap();
+    assert_eq!(read.status, 200, "{}", read.body);
+    proxy.delay_answers(Duration::ZERO);
+
+    for _ in 0..3 {
+        let now = app.get(&format!("/api/v1/orders/{id}")).await;
+        assert_eq!(
+            now.json()["status"],
+            "cancelled",
+            "a stale copy is served: {}",
+            now.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Cached::Hit(order) = app.cache.get(id).await {
+        assert_eq!(order.status, OrderStatus::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache_postgres() {
+    a_slow_read_cannot_put_an_old_status_back_in_the_cache(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache_mysql() {
+    a_slow_read_cannot_put_an_old_status_back_in_the_cache(Driver::Mysql).await;
 }

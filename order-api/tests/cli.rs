@@ -7,6 +7,7 @@ use order_core::config::Driver;
 use order_core::testing::{ENGINES, TestDatabase, process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-api");
+const SECRET: &str = "cli-test-secret-of-at-least-32-bytes";
 
 fn migrate(db: &TestDatabase) -> std::process::Output {
     Command::new(BIN)
@@ -100,7 +101,10 @@ async fn serve_migrates_on_start_and_exits_0_on_sigterm() {
     let mut api = process::spawn(
         BIN,
         &[],
-        &[("ORDER__DATABASE__URL", db.settings.url.expose())],
+        &[
+            ("ORDER__DATABASE__URL", db.settings.url.expose()),
+            ("ORDER__API__AUTH__JWT_SECRET", SECRET),
+        ],
     );
     api.wait_for("order-api started", Duration::from_secs(30));
     assert_eq!(
@@ -126,6 +130,7 @@ async fn serve_started_while_the_database_is_down_waits_for_it_then_starts() {
             ("ORDER__DATABASE__URL", url.as_str()),
             ("ORDER__DATABASE__ACQUIRE_TIMEOUT", "1s"),
             ("ORDER__SERVER__PORT", "0"),
+            ("ORDER__API__AUTH__JWT_SECRET", SECRET),
         ],
     );
     api.wait_for(
@@ -152,6 +157,7 @@ async fn sigterm_while_waiting_for_the_database_at_start_ends_the_process() {
             ),
             ("ORDER__DATABASE__ACQUIRE_TIMEOUT", "1s"),
             ("ORDER__SERVER__PORT", "0"),
+            ("ORDER__API__AUTH__JWT_SECRET", SECRET),
         ],
     );
     api.wait_for(
@@ -165,4 +171,72 @@ async fn sigterm_while_waiting_for_the_database_at_start_ends_the_process() {
         "{}",
         api.output()
     );
+}
+
+#[test]
+fn serve_without_an_end_user_key_refuses_to_start_and_names_the_keys() {
+    let out = Command::new(BIN)
+        .env(
+            "ORDER__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "api.auth.jwt_secret",
+        "api.auth.jwt_public_key_file",
+        "api.auth.mode",
+    ] {
+        assert!(text.contains(key), "{text}");
+    }
+}
+
+#[test]
+fn token_mints_a_token_the_api_accepts_for_that_user_only() {
+    let out = Command::new(BIN)
+        .args(["token", "--user", "42", "--ttl", "10m"])
+        .env("ORDER__API__AUTH__JWT_SECRET", SECRET)
+        .env("ORDER__API__AUTH__AUDIENCE", "orders")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.matches('.').count(), 2, "{token}");
+    let mut api = order_core::config::ApiSettings::default();
+    api.auth.jwt_secret = order_core::config::Secret::new(SECRET);
+    api.auth.audience = "orders".into();
+    let auth = order_api::auth::Authenticator::new(&api).unwrap();
+    assert_eq!(
+        auth.caller(Some(&format!("Bearer {token}"))).unwrap(),
+        order_core::service::Caller::User(42)
+    );
+    for args in [
+        &["token", "--user", "0"][..],
+        &["token"][..],
+        &["token", "--user", "1", "--ttl", "soon"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("ORDER__API__AUTH__JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = Command::new(BIN)
+        .args(["token", "--user", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api.auth.jwt_secret"));
 }

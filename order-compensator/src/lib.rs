@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use order_core::cache::OrderCache;
 use order_core::config::Settings;
 use order_core::observability::{self, HealthChecks};
-use order_core::service::{OrderCreator, Retrier, RetryReport, maintenance};
+use order_core::service::{OrderCreator, Orders, Retrier, RetryReport, maintenance};
 use order_core::startup::{self, ConfigArgs};
 use order_core::storage::Storage;
 use serde::Serialize;
@@ -134,7 +134,7 @@ pub enum JobReport {
 pub struct Compensator {
     settings: Settings,
     storage: Storage,
-    cache: OrderCache,
+    orders: Orders,
     retrier: Retrier,
     running: [Mutex<()>; 3],
 }
@@ -150,8 +150,8 @@ impl Compensator {
         let retrier = Retrier::new(creator, &settings.compensator);
         Ok(Self {
             settings,
+            orders: Orders::new(storage.clone(), cache),
             storage,
-            cache,
             retrier,
             running: [Mutex::new(()), Mutex::new(()), Mutex::new(())],
         })
@@ -166,7 +166,7 @@ impl Compensator {
     /// The order cache.
     #[must_use]
     pub fn cache(&self) -> &OrderCache {
-        &self.cache
+        self.orders.cache()
     }
 
     /// Runs `job` once, unless a run of it is already going in this process.
@@ -232,8 +232,7 @@ impl Compensator {
             }
             Job::ExpireUnpaid => JobReport::ExpireUnpaid {
                 expired: maintenance::expire_unpaid(
-                    &self.storage,
-                    &self.cache,
+                    &self.orders,
                     self.settings.orders.payment_timeout,
                     c.batch_size,
                 )

@@ -1,31 +1,42 @@
 //! The Redis read-through cache of single orders.
 //!
-//! One key per order, `{redis.key_prefix}{order_id}`: the order's JSON as
-//! the API answers it (TTL `redis.ttl_secs`), or `-` for a short negative
-//! entry ("no such order"). A hit is one `GET` and the stored text is the
-//! response body as is. Every committed change deletes the key. Redis is an
+//! One key per order, `{redis.key_prefix}{order_id}`, holding one of:
+//! - `v<version>:<user_id>:<json>`: the order at that version, its JSON as
+//!   the API answers it (TTL `redis.ttl_secs`);
+//! - `!<version>`: a *tombstone*, written after every committed change: the
+//!   order changed, and its version is now at least this;
+//! - `-`: a short negative entry ("no such order").
+//!
+//! A hit is one `GET`, and the JSON is the response body as is. A fill is a
+//! script that stores the copy only if what the key holds is not newer (a
+//! tombstone or copy of a higher version wins), so a reader that fetched the
+//! row before a change cannot store it after the change's invalidation,
+//! however slow it was. Tombstones live [`TOMBSTONE_TTL`], and a fill that
+//! comes later than [`MAX_FILL_AGE`] after its database read is dropped, so
+//! a tombstone always outlives the readers it guards against. Redis is an
 //! optimisation only: an error is counted (`cache_errors_total`) and the
 //! caller goes to the database.
 //!
 //! During an outage the cache does not make things worse: the first error
 //! is logged (and the recovery), not every one; for [`SKIP_AFTER_FAILURE`]
 //! after an error, reads and fills skip Redis at once (`cache_skipped_total`)
-//! instead of each waiting for a connection. Deletes are always attempted. A
-//! delete that fails is *owed*: this process neither reads nor fills that
-//! key until a retry (every second, in the background) has deleted it, so
-//! it never serves an entry it knows to be stale.
+//! instead of each waiting for a connection. Invalidations are always
+//! attempted. One that fails is *owed*: this process neither reads nor fills
+//! that key until a retry (every second, in the background) has written the
+//! tombstone, so it never serves an entry it knows to be stale.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis::AsyncCommands;
+use deadpool_redis::redis::{AsyncCommands, Script};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use uuid::Uuid;
 
 use crate::config::RedisSettings;
 use crate::domain::Order;
+use crate::storage::Changed;
 
 /// How long one Redis call may take before the cache is skipped.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,12 +44,45 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long reads and fills skip Redis after a call failed.
 pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
-/// The most owed deletes remembered; beyond it a failed delete leaves the
-/// entry to its TTL (logged).
+/// The most owed invalidations remembered; beyond it a failed one leaves
+/// the entry to its TTL (logged).
 const MAX_OWED: usize = 100_000;
 
-/// When the second delete of an invalidation runs.
-const REDELETE_AFTER: Duration = Duration::from_secs(1);
+/// How long a tombstone lives: far longer than any fill may take.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
+
+/// A copy read from the database longer ago than this is not stored.
+pub const MAX_FILL_AGE: Duration = Duration::from_secs(30);
+
+/// Stores `ARGV[1]` (TTL `ARGV[3]` s) unless the key holds a copy or a
+/// tombstone of a version above `ARGV[2]`. 1 when stored.
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = tonumber(string.match(cur, '^[v!](%-?%d+)'))
+  if v and v > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1",
+    )
+});
+
+/// For each key, a tombstone of version `ARGV[i]` (TTL the last argument),
+/// unless the key already holds that version or a later one.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local ttl = ARGV[#KEYS + 1]
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  local v = cur and tonumber(string.match(cur, '^[v!](%-?%d+)'))
+  if not (v and v >= tonumber(ARGV[i])) then
+    redis.call('SET', key, '!' .. ARGV[i], 'EX', ttl)
+  end
+end
+return #KEYS",
+    )
+});
 
 /// TTL of a "this order does not exist" entry.
 pub const NEGATIVE_TTL_SECS: u64 = 5;
@@ -46,11 +90,45 @@ pub const NEGATIVE_TTL_SECS: u64 = 5;
 /// The marker of a negative entry.
 const MISSING: &str = "-";
 
+/// A cached copy of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedOrder {
+    /// The order's JSON, as the API answers it.
+    pub json: String,
+    /// Its buyer (for the access check, without parsing the JSON).
+    pub user_id: i64,
+    /// Its version.
+    pub version: i32,
+}
+
+impl CachedOrder {
+    /// Reads a stored value: `v<version>:<user_id>:<json>`; a tombstone or
+    /// anything else is `None`.
+    fn parse(text: String) -> Option<Self> {
+        let rest = text.strip_prefix('v')?;
+        let (version, rest) = rest.split_once(':')?;
+        let (user_id, json) = rest.split_once(':')?;
+        let (version, user_id) = (version.parse().ok()?, user_id.parse().ok()?);
+        let skip = text.len() - json.len();
+        let mut json = text;
+        json.drain(..skip);
+        Some(Self {
+            json,
+            user_id,
+            version,
+        })
+    }
+
+    fn stored(order: &Order, json: &str) -> String {
+        format!("v{}:{}:{json}", order.version, order.user_id)
+    }
+}
+
 /// What a lookup of the stored text found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedJson {
     /// The order's JSON, as the API answers it.
-    Hit(String),
+    Hit(CachedOrder),
     /// Known not to exist (negative entry).
     Missing,
     /// Not cached, or Redis did not answer: ask the database.
@@ -101,8 +179,9 @@ struct Outage {
     down: AtomicBool,
     /// True while `owed` is not empty.
     any_owed: AtomicBool,
-    /// Keys whose delete failed and is still to be done.
-    owed: Mutex<HashSet<String>>,
+    /// Keys whose invalidation failed and is still to be done, with the
+    /// version of their tombstone.
+    owed: Mutex<HashMap<String, i32>>,
     /// True while a task retries the owed deletes.
     retrying: AtomicBool,
 }
@@ -149,28 +228,38 @@ impl Outage {
 
     fn is_owed(&self, key: &str) -> bool {
         self.any_owed.load(Ordering::Acquire)
-            && self.owed.lock().expect("owed deletes").contains(key)
+            && self.owed.lock().expect("owed deletes").contains_key(key)
     }
 
-    /// Remembers keys whose delete failed (up to [`MAX_OWED`]).
-    fn owe(&self, keys: &[String]) {
+    /// Remembers tombstones that could not be written (up to [`MAX_OWED`]).
+    fn owe(&self, tombstones: &[(String, i32)]) {
         let mut owed = self.owed.lock().expect("owed deletes");
-        let room = MAX_OWED.saturating_sub(owed.len());
-        if room < keys.len() {
+        let mut dropped = 0;
+        for (key, version) in tombstones {
+            if owed.len() >= MAX_OWED && !owed.contains_key(key) {
+                dropped += 1;
+                continue;
+            }
+            let v = owed.entry(key.clone()).or_insert(*version);
+            *v = (*v).max(*version);
+        }
+        if dropped > 0 {
             tracing::error!(
-                dropped = keys.len() - room,
-                "too many cache deletes owed: these entries stay until their TTL"
+                dropped,
+                "too many cache invalidations owed: these entries stay until their TTL"
             );
         }
-        owed.extend(keys.iter().take(room).cloned());
         self.any_owed.store(!owed.is_empty(), Ordering::Release);
     }
 
-    /// Forgets keys whose delete succeeded; true when none is left.
-    fn paid(&self, keys: &[String]) -> bool {
+    /// Forgets tombstones that were written; true when none is left.
+    fn paid(&self, tombstones: &[(String, i32)]) -> bool {
         let mut owed = self.owed.lock().expect("owed deletes");
-        for key in keys {
-            owed.remove(key);
+        for (key, version) in tombstones {
+            // A later change owed meanwhile stays owed.
+            if owed.get(key).is_some_and(|v| v <= version) {
+                owed.remove(key);
+            }
         }
         self.any_owed.store(!owed.is_empty(), Ordering::Release);
         owed.is_empty()
@@ -183,6 +272,22 @@ impl std::fmt::Debug for OrderCache {
             .field("prefix", &self.prefix)
             .field("ttl_secs", &self.ttl_secs)
             .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to connect, from the settings as they are: no URL is built,
+/// so a password (or host) holding `@`, `:`, `/`, `#`, `%` or a space reaches
+/// Redis unchanged.
+fn connection_info(settings: &RedisSettings) -> deadpool_redis::ConnectionInfo {
+    deadpool_redis::ConnectionInfo {
+        addr: deadpool_redis::ConnectionAddr::Tcp(settings.host.clone(), settings.port),
+        redis: deadpool_redis::RedisConnectionInfo {
+            db: i64::from(settings.db),
+            username: None,
+            password: (!settings.password.is_empty())
+                .then(|| settings.password.expose().to_owned()),
+            protocol: deadpool_redis::ProtocolVersion::RESP2,
+        },
     }
 }
 
@@ -200,16 +305,7 @@ impl OrderCache {
                 outage: Arc::default(),
             });
         }
-        let auth = if settings.password.is_empty() {
-            String::new()
-        } else {
-            format!(":{}@", settings.password.expose())
-        };
-        let url = format!(
-            "redis://{auth}{}:{}/{}",
-            settings.host, settings.port, settings.db
-        );
-        let mut config = Config::from_url(url);
+        let mut config = Config::from_connection_info(connection_info(settings));
         let mut pool = PoolConfig::new(32);
         pool.timeouts = Timeouts {
             wait: Some(CALL_TIMEOUT),
@@ -317,7 +413,7 @@ impl OrderCache {
             .await;
         let cached = match found {
             Ok(Some(text)) if text == MISSING => CachedJson::Missing,
-            Ok(Some(json)) => CachedJson::Hit(json),
+            Ok(Some(text)) => CachedOrder::parse(text).map_or(CachedJson::Unknown, CachedJson::Hit),
             Ok(None) | Err(_) => CachedJson::Unknown,
         };
         let outcome = if cached == CachedJson::Unknown {
@@ -332,7 +428,7 @@ impl OrderCache {
     /// Looks an order up.
     pub async fn get(&self, order_id: Uuid) -> Cached {
         match self.get_json(order_id).await {
-            CachedJson::Hit(json) => match serde_json::from_str::<Order>(&json) {
+            CachedJson::Hit(hit) => match serde_json::from_str::<Order>(&hit.json) {
                 Ok(order) => Cached::Hit(Box::new(order)),
                 Err(e) => {
                     tracing::warn!(order.id = %order_id, error = %e, "unreadable cache entry ignored");
@@ -344,21 +440,41 @@ impl OrderCache {
         }
     }
 
-    /// Stores an order's JSON (as [`OrderCache::get_json`] returns it) for `redis.ttl_secs`.
-    pub async fn put_json(&self, order_id: Uuid, json: &str) {
-        let (key, ttl) = (self.key(order_id), self.ttl_secs);
-        if self.outage.is_owed(&key) {
-            return;
+    /// Stores a copy of `order` read from the database at `read_at`, its
+    /// JSON being `json`, for `redis.ttl_secs`, unless the key holds a newer
+    /// copy or a tombstone of a later change, or the read is older than
+    /// [`MAX_FILL_AGE`]. True when stored.
+    pub async fn fill(&self, order: &Order, json: &str, read_at: Instant) -> bool {
+        let key = self.key(order.order_id);
+        if self.outage.is_owed(&key) || read_at.elapsed() > MAX_FILL_AGE {
+            return false;
         }
-        let _ = self
-            .call("put", async |c| c.set_ex::<_, _, ()>(&key, json, ttl).await)
+        let (value, version, ttl) = (
+            CachedOrder::stored(order, json),
+            order.version,
+            self.ttl_secs,
+        );
+        let stored = self
+            .call("put", async |c| {
+                FILL.key(&key)
+                    .arg(&value)
+                    .arg(version)
+                    .arg(ttl)
+                    .invoke_async::<i64>(c)
+                    .await
+            })
             .await;
+        if matches!(stored, Ok(0)) {
+            metrics::counter!("cache_fills_refused_total").increment(1);
+        }
+        matches!(stored, Ok(1))
     }
 
-    /// Stores an order for `redis.ttl_secs`.
-    pub async fn put(&self, order: &Order) {
-        if let Ok(json) = serde_json::to_string(order) {
-            self.put_json(order.order_id, &json).await;
+    /// Stores a copy of `order` just read from the database (see [`OrderCache::fill`]).
+    pub async fn put(&self, order: &Order) -> bool {
+        match serde_json::to_string(order) {
+            Ok(json) => self.fill(order, &json, Instant::now()).await,
+            Err(_) => false,
         }
     }
 
@@ -383,59 +499,65 @@ impl OrderCache {
             .await;
     }
 
-    /// Deletes the entries of these orders (after a committed change), and
-    /// once more a second later: a reader that fetched the old row before the
-    /// change and stored it after the first delete is overwritten by then.
-    pub async fn invalidate(&self, order_ids: &[Uuid]) {
-        if order_ids.is_empty() || !self.is_enabled() {
+    /// After committed changes: replaces each order's entry by a tombstone
+    /// of its new version, so no copy older than that can be stored for
+    /// [`TOMBSTONE_TTL`]. When Redis does not answer, the tombstones are
+    /// owed and written by a background retry.
+    pub async fn invalidate(&self, changes: &[Changed]) {
+        if changes.is_empty() || !self.is_enabled() {
             return;
         }
-        let keys: Vec<String> = order_ids.iter().map(|id| self.key(*id)).collect();
-        self.delete(&keys).await;
-        let cache = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(REDELETE_AFTER).await;
-            cache.delete(&keys).await;
-        });
-    }
-
-    /// Deletes `keys`; on failure they are owed and retried in the background.
-    async fn delete(&self, keys: &[String]) {
-        if self
-            .call("delete", async |c| c.del::<_, ()>(keys).await)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        self.outage.owe(keys);
-        if !self.outage.retrying.swap(true, Ordering::AcqRel) {
-            tokio::spawn(self.clone().settle_owed());
+        let tombstones: Vec<(String, i32)> = changes
+            .iter()
+            .map(|c| (self.key(c.order_id), c.version))
+            .collect();
+        for part in tombstones.chunks(1000) {
+            if self.write_tombstones(part).await.is_err() {
+                self.outage.owe(part);
+                if !self.outage.retrying.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(self.clone().settle_owed());
+                }
+            }
         }
     }
 
-    /// Retries the owed deletes every second until none is left.
+    async fn write_tombstones(&self, tombstones: &[(String, i32)]) -> Result<(), CacheError> {
+        let ttl = TOMBSTONE_TTL.as_secs();
+        self.call("invalidate", async |c| {
+            let mut invocation = INVALIDATE.prepare_invoke();
+            for (key, _) in tombstones {
+                invocation.key(key);
+            }
+            for (_, version) in tombstones {
+                invocation.arg(*version);
+            }
+            invocation.arg(ttl).invoke_async::<i64>(c).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Retries the owed tombstones every second until none is left.
     async fn settle_owed(self) {
         loop {
             tokio::time::sleep(SKIP_AFTER_FAILURE).await;
-            let batch: Vec<String> = {
+            let batch: Vec<(String, i32)> = {
                 let owed = self.outage.owed.lock().expect("owed deletes");
-                owed.iter().take(1000).cloned().collect()
+                owed.iter()
+                    .take(1000)
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
             };
             let done = if batch.is_empty() {
                 self.outage.paid(&[])
-            } else if self
-                .call("delete", async |c| c.del::<_, ()>(&batch).await)
-                .await
-                .is_ok()
-            {
+            } else if self.write_tombstones(&batch).await.is_ok() {
                 self.outage.paid(&batch)
             } else {
                 false
             };
             if done {
                 self.outage.retrying.store(false, Ordering::Release);
-                // A delete may have been owed between the check and the store.
+                // An invalidation may have been owed between the check and the store.
                 if !self.outage.any_owed.load(Ordering::Acquire)
                     || self.outage.retrying.swap(true, Ordering::AcqRel)
                 {
@@ -457,5 +579,55 @@ impl OrderCache {
         })
         .await
         .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use deadpool_redis::redis::{self, IntoConnectionInfo};
+
+    use super::connection_info;
+    use crate::config::{RedisSettings, Secret};
+
+    const PASSWORD: &str = "p@ss:w/rd#%20 x";
+
+    #[test]
+    fn the_password_reaches_redis_byte_for_byte() {
+        let settings = RedisSettings {
+            host: "cache.internal".into(),
+            port: 6380,
+            password: Secret::new(PASSWORD),
+            db: 3,
+            ..RedisSettings::default()
+        };
+        // What the pool hands to the redis client.
+        let info: redis::ConnectionInfo =
+            connection_info(&settings).into_connection_info().unwrap();
+        assert_eq!(info.redis_settings().password(), Some(PASSWORD));
+        assert_eq!(info.redis_settings().username(), None);
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(
+            info.addr(),
+            &redis::ConnectionAddr::Tcp("cache.internal".into(), 6380)
+        );
+
+        // The URL the earlier code built loses it (`#` starts a fragment,
+        // `%20` is decoded): why no URL is built.
+        let url = format!("redis://:{PASSWORD}@cache.internal:6380/3");
+        let parsed = url
+            .as_str()
+            .into_connection_info()
+            .ok()
+            .and_then(|i| i.redis_settings().password().map(str::to_owned));
+        assert_ne!(parsed.as_deref(), Some(PASSWORD));
+    }
+
+    #[test]
+    fn no_password_sends_none() {
+        let info: redis::ConnectionInfo = connection_info(&RedisSettings::default())
+            .into_connection_info()
+            .unwrap();
+        assert_eq!(info.redis_settings().password(), None);
+        assert_eq!(info.redis_settings().db(), 0);
     }
 }

@@ -195,6 +195,13 @@ pub struct ServerSettings {
     /// Longest time to write a response.
     #[serde(with = "duration_text")]
     pub write_timeout: Duration,
+    /// Longest time a connection may stay open with no request in flight
+    /// (a new connection's first request must come within `read_timeout`).
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; past it new ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -203,6 +210,8 @@ impl Default for ServerSettings {
             port: 8082,
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -521,6 +530,13 @@ pub struct ApiSettings {
     pub admin_token: Secret,
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
+    /// Longest time one database statement of the API may run (PostgreSQL
+    /// `statement_timeout`, MySQL `max_execution_time`, MariaDB
+    /// `max_statement_time`); 0 disables it.
+    #[serde(with = "duration_text")]
+    pub statement_timeout: Duration,
+    /// How end users authenticate.
+    pub auth: AuthSettings,
 }
 
 impl Default for ApiSettings {
@@ -528,9 +544,56 @@ impl Default for ApiSettings {
         Self {
             admin_token: Secret::default(),
             max_body_bytes: 16 * 1024,
+            statement_timeout: Duration::from_secs(5),
+            auth: AuthSettings::default(),
         }
     }
 }
+
+/// `api.auth.mode`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// End users present a bearer JWT.
+    #[default]
+    Jwt,
+    /// No end-user identity: anyone may read and cancel any order (local use only).
+    None,
+}
+
+/// `api.auth.*`: end-user authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `jwt` (default) or `none` (local use only).
+    pub mode: AuthMode,
+    /// HS256 shared secret (at least 32 bytes).
+    pub jwt_secret: Secret,
+    /// A PEM public key (RSA for RS256, EC P-256 for ES256).
+    pub jwt_public_key_file: String,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// The claim holding the user id.
+    pub user_claim: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Jwt,
+            jwt_secret: Secret::default(),
+            jwt_public_key_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            user_claim: "sub".into(),
+        }
+    }
+}
+
+/// Shortest HS256 secret accepted (RFC 7518: at least the hash's size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 /// `observability.*`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -798,6 +861,37 @@ impl Settings {
             self.api.max_body_bytes >= 1,
             "api.max_body_bytes",
             "must be at least 1",
+        )?;
+        check(
+            self.server.max_connections >= 1,
+            "server.max_connections",
+            "must be at least 1",
+        )?;
+        check(
+            !self.server.read_timeout.is_zero(),
+            "server.read_timeout",
+            "must be above 0",
+        )?;
+        check(
+            !self.server.write_timeout.is_zero(),
+            "server.write_timeout",
+            "must be above 0",
+        )?;
+        check(
+            !self.server.idle_timeout.is_zero(),
+            "server.idle_timeout",
+            "must be above 0",
+        )?;
+        let auth = &self.api.auth;
+        check(
+            !auth.user_claim.is_empty(),
+            "api.auth.user_claim",
+            "must not be empty",
+        )?;
+        check(
+            auth.jwt_secret.is_empty() || auth.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES,
+            "api.auth.jwt_secret",
+            &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"),
         )?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid(

@@ -72,10 +72,33 @@ pub fn settings_and_telemetry(args: &ConfigArgs) -> Result<Settings, ExitCode> {
 /// signal arrives while the database is still unreachable.
 pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> {
     let storage = Storage::connect(&settings.database)?;
+    auto_migrate(settings, &storage).await?;
+    Ok(storage)
+}
+
+/// [`open_storage`], for a pool whose statements are limited to
+/// `statement_timeout`; migrations run on a pool of their own without it.
+///
+/// # Errors
+/// As [`open_storage`].
+pub async fn open_limited_storage(
+    settings: &Settings,
+    statement_timeout: Duration,
+) -> Result<Storage, StorageError> {
+    if settings.database.auto_migrate {
+        let unlimited = Storage::connect(&settings.database)?;
+        let migrated = auto_migrate(settings, &unlimited).await;
+        unlimited.close().await;
+        migrated?;
+    }
+    Storage::connect_with(&settings.database, Some(statement_timeout))
+}
+
+async fn auto_migrate(settings: &Settings, storage: &Storage) -> Result<(), StorageError> {
     if settings.database.auto_migrate {
         let mut delay = Duration::from_secs(1);
         loop {
-            match migrate(&storage).await {
+            match migrate(storage).await {
                 Ok(_) => break,
                 Err(StorageError::Unavailable(e)) => {
                     tracing::warn!(
@@ -95,7 +118,7 @@ pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> 
             }
         }
     }
-    Ok(storage)
+    Ok(())
 }
 
 /// The longest wait between two attempts to reach the database at start.

@@ -506,17 +506,45 @@ pub mod process {
 /// A TCP proxy the test controls, to cut a dependency and heal it again.
 pub mod proxy {
     use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_util::sync::CancellationToken;
 
-    /// Forwards `127.0.0.1:<port>` to a target until cut.
+    /// Forwards `127.0.0.1:<port>` to a target until cut; can hold back
+    /// the target's answers.
     #[derive(Debug)]
     pub struct FaultProxy {
         addr: SocketAddr,
         state: Arc<Mutex<State>>,
         stop: CancellationToken,
+        /// Milliseconds each chunk from the target is held before it is passed on.
+        delay_ms: Arc<AtomicU64>,
+    }
+
+    /// Copies `from` to `to`, holding each chunk `delay_ms` first.
+    async fn relay(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay_ms: Arc<AtomicU64>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let delay = delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
     }
 
     #[derive(Debug)]
@@ -541,10 +569,12 @@ pub mod proxy {
                 generation: CancellationToken::new(),
             }));
             let stop = CancellationToken::new();
+            let delay_ms = Arc::new(AtomicU64::new(0));
             let (accept_state, accept_stop) = (state.clone(), stop.clone());
+            let accept_delay = delay_ms.clone();
             tokio::spawn(async move {
                 loop {
-                    let (mut inbound, _) = tokio::select! {
+                    let (inbound, _) = tokio::select! {
                         () = accept_stop.cancelled() => return,
                         accepted = listener.accept() => match accepted {
                             Ok(pair) => pair,
@@ -559,18 +589,36 @@ pub mod proxy {
                         drop(inbound); // refused: closed at once
                         continue;
                     }
+                    let delay_ms = accept_delay.clone();
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
                         };
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
                         tokio::select! {
                             () = generation.cancelled() => {}
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            () = relay(in_read, out_write, Arc::new(AtomicU64::new(0))) => {}
+                            () = relay(out_read, in_write, delay_ms) => {}
                         }
                     });
                 }
             });
-            Self { addr, state, stop }
+            Self {
+                addr,
+                state,
+                stop,
+                delay_ms,
+            }
+        }
+
+        /// From now on, every chunk the target sends is held `delay` before
+        /// it reaches the client (zero: passed on at once).
+        pub fn delay_answers(&self, delay: Duration) {
+            self.delay_ms.store(
+                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
 
         /// The address clients should connect to.

@@ -3,10 +3,16 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use order_core::cache::{CachedJson, OrderCache, SKIP_AFTER_FAILURE};
+use chrono::Utc;
+use order_core::cache::{CachedJson, MAX_FILL_AGE, OrderCache, SKIP_AFTER_FAILURE};
 use order_core::config::RedisSettings;
+use order_core::domain::{Order, OrderStatus};
+use order_core::storage::Changed;
 use order_core::testing::proxy::FaultProxy;
 use order_core::testing::redis_settings;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// A cache straight to Redis, and one through a proxy; same key prefix.
@@ -30,15 +36,107 @@ async fn caches() -> (OrderCache, OrderCache, FaultProxy) {
     )
 }
 
+/// An order of `version`, as the database would hand it out.
+fn order(id: Uuid, version: i32, status: OrderStatus) -> Order {
+    let now = Utc::now();
+    Order {
+        id: 1,
+        order_id: id,
+        user_id: 7,
+        product_id: 9,
+        quantity: 1,
+        unit_price: Decimal::new(100, 2),
+        total_amount: Decimal::new(100, 2),
+        status,
+        seckill_id: "sk".into(),
+        created_at: now,
+        updated_at: now,
+        version,
+        items: Vec::new(),
+    }
+}
+
+/// The JSON of the cached copy, if any.
+async fn cached(cache: &OrderCache, id: Uuid) -> Option<Value> {
+    match cache.get_json(id).await {
+        CachedJson::Hit(hit) => Some(serde_json::from_str(&hit.json).unwrap()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_copy_older_than_an_invalidated_change_is_never_stored() {
+    let (cache, _, _proxy) = caches().await;
+    let id = Uuid::now_v7();
+    let old = order(id, 0, OrderStatus::Pending);
+    // A reader fetched version 0; the change to version 1 commits and
+    // invalidates; the reader's fill comes last.
+    let read_at = Instant::now();
+    cache
+        .invalidate(&[Changed {
+            order_id: id,
+            version: 1,
+        }])
+        .await;
+    assert!(
+        !cache
+            .fill(&old, &serde_json::to_string(&old).unwrap(), read_at)
+            .await
+    );
+    assert_eq!(cache.get_json(id).await, CachedJson::Unknown);
+    // The new version is stored, and an old one cannot replace it.
+    let new = old.clone().moved_to(OrderStatus::Cancelled, Utc::now());
+    assert!(cache.put(&new).await);
+    assert!(!cache.put(&old).await);
+    assert_eq!(cached(&cache, id).await.unwrap()["status"], "cancelled");
+    // A late tombstone of a version already stored leaves the copy alone;
+    // one of a later change replaces it.
+    cache
+        .invalidate(&[Changed {
+            order_id: id,
+            version: 1,
+        }])
+        .await;
+    assert_eq!(cached(&cache, id).await.unwrap()["version"], 1);
+    cache
+        .invalidate(&[Changed {
+            order_id: id,
+            version: 2,
+        }])
+        .await;
+    assert_eq!(cache.get_json(id).await, CachedJson::Unknown);
+}
+
+#[tokio::test]
+async fn a_hit_carries_the_buyer_and_a_fill_too_old_is_dropped() {
+    let (cache, _, _proxy) = caches().await;
+    let id = Uuid::now_v7();
+    let o = order(id, 0, OrderStatus::Pending);
+    assert!(cache.put(&o).await);
+    match cache.get_json(id).await {
+        CachedJson::Hit(hit) => {
+            assert_eq!((hit.user_id, hit.version), (7, 0));
+            // The internal id is not part of the JSON.
+            let back: Order = serde_json::from_str(&hit.json).unwrap();
+            assert_eq!(Order { id: o.id, ..back }, o);
+        }
+        other => panic!("{other:?}"),
+    }
+    let other = Uuid::now_v7();
+    let stale_read = Instant::now().checked_sub(MAX_FILL_AGE + Duration::from_secs(1));
+    if let Some(read_at) = stale_read {
+        let o = order(other, 0, OrderStatus::Pending);
+        assert!(!cache.fill(&o, "{}", read_at).await);
+        assert_eq!(cache.get_json(other).await, CachedJson::Unknown);
+    }
+}
+
 #[tokio::test]
 async fn after_a_redis_error_reads_skip_redis_for_a_while_then_use_it_again() {
     let (_, cache, proxy) = caches().await;
     let id = Uuid::now_v7();
-    cache.put_json(id, r#"{"v":1}"#).await;
-    assert_eq!(
-        cache.get_json(id).await,
-        CachedJson::Hit(r#"{"v":1}"#.into())
-    );
+    cache.put(&order(id, 0, OrderStatus::Pending)).await;
+    assert!(cached(&cache, id).await.is_some());
 
     proxy.cut();
     assert_eq!(cache.get_json(id).await, CachedJson::Unknown);
@@ -50,25 +148,28 @@ async fn after_a_redis_error_reads_skip_redis_for_a_while_then_use_it_again() {
     );
 
     tokio::time::sleep(SKIP_AFTER_FAILURE + Duration::from_millis(100)).await;
-    assert_eq!(
-        cache.get_json(id).await,
-        CachedJson::Hit(r#"{"v":1}"#.into())
-    );
+    assert!(cached(&cache, id).await.is_some());
 }
 
 #[tokio::test]
 async fn an_invalidation_that_fails_is_retried_until_the_stale_entry_is_gone() {
     let (direct, cache, proxy) = caches().await;
     let id = Uuid::now_v7();
-    cache.put_json(id, r#"{"v":"old"}"#).await;
+    let old = order(id, 0, OrderStatus::Pending);
+    cache.put(&old).await;
 
     proxy.cut();
-    cache.invalidate(&[id]).await;
+    cache
+        .invalidate(&[Changed {
+            order_id: id,
+            version: 1,
+        }])
+        .await;
     proxy.heal();
     assert_eq!(
-        direct.get_json(id).await,
-        CachedJson::Hit(r#"{"v":"old"}"#.into()),
-        "the delete did not reach Redis"
+        cached(&direct, id).await.unwrap()["status"],
+        "pending",
+        "the invalidation did not reach Redis"
     );
     assert_eq!(cache.get_json(id).await, CachedJson::Unknown);
 
@@ -76,16 +177,21 @@ async fn an_invalidation_that_fails_is_retried_until_the_stale_entry_is_gone() {
     while direct.get_json(id).await != CachedJson::Unknown {
         assert!(
             waited < SKIP_AFTER_FAILURE * 5,
-            "the owed delete was not retried"
+            "the owed invalidation was not retried"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += Duration::from_millis(100);
     }
+    assert!(
+        !direct.put(&old).await,
+        "the owed tombstone refuses the old copy"
+    );
 
-    cache.put_json(id, r#"{"v":"new"}"#).await;
+    let new = old.moved_to(OrderStatus::Completed, Utc::now());
+    cache.put(&new).await;
     assert_eq!(
-        cache.get_json(id).await,
-        CachedJson::Hit(r#"{"v":"new"}"#.into()),
-        "once the delete is done the key is cached again"
+        cached(&cache, id).await.unwrap()["status"],
+        "completed",
+        "once the invalidation is done the key is cached again"
     );
 }

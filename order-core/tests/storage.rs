@@ -37,6 +37,8 @@ order_core::on_both_engines!(
     unpaid_orders_older_than_the_cutoff_are_cancelled_in_batches,
     the_creator_records_poison_and_failed_writes_and_settles_the_batch,
     a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_no_restart,
+    a_bulk_retry_takes_the_newest_retryable_failures_past_newer_poison_ones,
+    times_at_and_beyond_the_ends_of_years_1_to_9999,
 );
 
 fn message(user: i64, product: i64, price: &str, quantity: i32) -> Vec<u8> {
@@ -70,7 +72,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
     assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 2);
+    assert_eq!(applied.len(), 3);
     let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
@@ -90,7 +92,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         "second run applies nothing"
     );
     assert_eq!(db.table_names().await, tables);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 2);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 3);
 }
 
 async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver: Driver) {
@@ -873,7 +875,15 @@ async fn unpaid_orders_older_than_the_cutoff_are_cancelled_in_batches(driver: Dr
             .unwrap()
             .is_empty()
     );
-    let expired: HashSet<Uuid> = first.into_iter().chain(second).collect();
+    assert!(
+        first.iter().chain(&second).all(|c| c.version == 1),
+        "each expired order is at its first change"
+    );
+    let expired: HashSet<Uuid> = first
+        .into_iter()
+        .chain(second)
+        .map(|c| c.order_id)
+        .collect();
     assert_eq!(expired, orders[..4].iter().map(|o| o.order_id).collect());
     for (i, order) in orders.iter().enumerate() {
         let status = db
@@ -1035,4 +1045,162 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     assert!(storage.ping().await.unwrap_err().is_unavailable());
+}
+
+async fn a_bulk_retry_takes_the_newest_retryable_failures_past_newer_poison_ones(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let record =
+        async |failure: NewFailure| db.storage.record_failures(&[failure]).await.unwrap()[0];
+    // Three retryable failures given up on (status failed), then five newer
+    // poison ones (failed too), then a pending one.
+    let mut retryable_failed = Vec::new();
+    for p in 1..=3 {
+        let mut f = retryable(&message(1, p, "1", 1), 0);
+        f.status = FailureStatus::Failed;
+        retryable_failed.push(record(f).await);
+    }
+    for n in 1..=5 {
+        record(NewFailure::poison(
+            format!("poison {n}").as_bytes(),
+            "bad",
+            Source::Kafka,
+            Utc::now(),
+        ))
+        .await;
+    }
+    let pending = record(retryable(&message(1, 9, "1", 1), 0)).await;
+    let newest_first: Vec<i64> = retryable_failed.iter().rev().copied().collect();
+
+    assert_eq!(
+        db.storage
+            .retryable_failure_ids(FailureStatus::Failed, 3)
+            .await
+            .unwrap(),
+        newest_first
+    );
+    assert_eq!(
+        db.storage
+            .retryable_failure_ids(FailureStatus::Failed, 2)
+            .await
+            .unwrap(),
+        newest_first[..2]
+    );
+    assert_eq!(
+        db.storage
+            .retryable_failure_ids(FailureStatus::Failed, 1000)
+            .await
+            .unwrap(),
+        newest_first
+    );
+    assert_eq!(
+        db.storage
+            .retryable_failure_ids(FailureStatus::Pending, 3)
+            .await
+            .unwrap(),
+        vec![pending]
+    );
+    assert!(
+        db.storage
+            .retryable_failure_ids(FailureStatus::Success, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // What the bulk retry used to take: the newest three of the status,
+    // filtered afterwards: all poison, so nothing was retried.
+    let newest = db
+        .storage
+        .list_failures(
+            Some(FailureStatus::Failed),
+            PageRequest {
+                page: 1,
+                page_size: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(newest.items.iter().all(|f| !f.retryable));
+}
+
+/// The API takes dates and cursor times in years 1 to 9999 only. Within
+/// them both engines answer right, to the microsecond at either end and past
+/// 2038 (MySQL compared with a TIMESTAMP parameter, which ends then); beyond
+/// them (year -5000 here) the database refuses the value, and Storage says
+/// so with an error, not a panic, and not as an outage.
+async fn times_at_and_beyond_the_ends_of_years_1_to_9999(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders = [
+        new_order(11, 1, "1", 1),
+        new_order(11, 2, "2", 1),
+        new_order(11, 3, "3", 1),
+    ];
+    db.storage.create_orders(&orders).await.unwrap();
+    for (product, at) in [
+        (1, "0001-01-01 00:00:00"),
+        (2, "2100-01-01 00:00:00"),
+        (3, "9999-12-31 23:59:59.999999"),
+    ] {
+        exec(
+            &db,
+            &format!("UPDATE orders SET created_at = '{at}+00' WHERE product_id = {product}"),
+            &format!("UPDATE orders SET created_at = '{at}' WHERE product_id = {product}"),
+        )
+        .await;
+    }
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let midnight = |y, m, d| day(y, m, d).and_time(chrono::NaiveTime::MIN).and_utc();
+    let last_micro = day(9999, 12, 31)
+        .and_hms_micro_opt(23, 59, 59, 999_999)
+        .unwrap()
+        .and_utc();
+    let newest_first: Vec<Uuid> = orders.iter().rev().map(|o| o.order_id).collect();
+    let after = async |created_at| {
+        db.storage
+            .list_user_orders_after(
+                11,
+                None,
+                Some(OrderCursor {
+                    created_at,
+                    id: i64::MAX,
+                }),
+                10,
+            )
+            .await
+            .map(|rows| rows.iter().map(|o| o.order_id).collect::<Vec<_>>())
+    };
+
+    let all = db
+        .storage
+        .list_user_orders_after(11, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|o| o.created_at).collect::<Vec<_>>(),
+        vec![last_micro, midnight(2100, 1, 1), midnight(1, 1, 1)]
+    );
+    assert_eq!(after(last_micro).await.unwrap(), newest_first);
+    assert_eq!(
+        after(midnight(2100, 1, 2)).await.unwrap(),
+        newest_first[1..]
+    );
+    assert_eq!(
+        after(midnight(2038, 1, 20)).await.unwrap(),
+        newest_first[2..]
+    );
+    assert_eq!(after(midnight(1, 1, 1)).await.unwrap(), newest_first[2..]);
+
+    for (from, to, count) in [
+        (day(1, 1, 1), day(1, 1, 1), 1),
+        (day(2037, 12, 1), day(2100, 1, 1), 1),
+        (day(9999, 12, 31), day(9999, 12, 31), 1),
+        (day(9999, 1, 1), day(9999, 12, 30), 0),
+    ] {
+        let stats = db.storage.stats(from, to).await.unwrap();
+        assert_eq!(stats.order_count, count, "{from}..={to}");
+    }
+
+    let r = after(midnight(-5000, 1, 1)).await;
+    assert!(matches!(r, Err(StorageError::Database(_))), "{r:?}");
+    let r = db.storage.stats(day(-5000, 1, 1), day(-5000, 1, 1)).await;
+    assert!(matches!(r, Err(StorageError::Database(_))), "{r:?}");
 }

@@ -155,20 +155,13 @@ pub async fn retry_many(
             "limit: must be from 1 to {MAX_BULK_RETRY}, got {limit}"
         )));
     }
-    let candidates = st
-        .storage
-        .list_failures(
-            Some(status),
-            order_core::storage::PageRequest {
-                page: 1,
-                page_size: limit,
-            },
-        )
-        .await?;
+    // Retryable ones only, chosen by the query: poison rows never take
+    // the place of retryable ones within the limit.
+    let candidates = st.storage.retryable_failure_ids(status, limit).await?;
     let (mut succeeded, mut failed, mut refused) = (0, 0, 0);
     let mut results = Vec::new();
-    for failure in candidates.items.iter().filter(|f| f.retryable) {
-        match st.retrier.retry_one(failure.id).await? {
+    for id in candidates {
+        match st.retrier.retry_one(id).await? {
             RetryOne::Retried(f, attempt) => {
                 if attempt.order_id().is_some() {
                     succeeded += 1;
@@ -176,13 +169,12 @@ pub async fn retry_many(
                     failed += 1;
                 }
                 let r = retried(f, &attempt);
-                results.push(json!({"id": failure.id, "outcome": r.outcome, "order_id": r.order_id, "reason": r.reason}));
+                results.push(json!({"id": id, "outcome": r.outcome, "order_id": r.order_id, "reason": r.reason}));
             }
             RetryOne::NotFound => {}
             RetryOne::Refused(f) => {
                 refused += 1;
-                results
-                    .push(json!({"id": failure.id, "outcome": "refused", "reason": refusal(&f)}));
+                results.push(json!({"id": id, "outcome": "refused", "reason": refusal(&f)}));
             }
         }
     }

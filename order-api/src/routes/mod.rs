@@ -11,16 +11,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::cache::OrderCache;
-use order_core::config::Secret;
 use order_core::observability::{self, HealthChecks};
-use order_core::service::Retrier;
+use order_core::service::{Orders, Retrier};
 use order_core::storage::Storage;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::Authenticator;
 use crate::error::{ApiError, error_response};
 
 /// What every handler needs.
@@ -28,14 +28,17 @@ use crate::error::{ApiError, error_response};
 pub struct AppState {
     /// The database.
     pub storage: Storage,
-    /// The order cache.
-    pub cache: OrderCache,
+    /// Orders: reads through the cache, changes that invalidate it.
+    pub orders: Orders,
     /// Retries failures through the order-creation path.
     pub retrier: Retrier,
-    /// The operator token (empty: operator endpoints off).
-    pub admin_token: Secret,
+    /// Who is calling.
+    pub auth: Authenticator,
     /// Longest time a request may take (`server.write_timeout`).
     pub request_timeout: Duration,
+    /// Statistics queries running at once, at most a quarter of the pool:
+    /// however many arrive, the rest of the API keeps its connections.
+    pub stats_slots: Semaphore,
 }
 
 /// Every route the API serves: method and OpenAPI path template. The
@@ -124,8 +127,9 @@ pub fn router(
     let get_order = warp::path!("api" / "v1" / "orders" / String)
         .and(warp::get())
         .and(with_state.clone())
-        .then(move |id: String, st: Arc<AppState>| async move {
-            respond(timeout, orders::get(st, id)).await
+        .and(auth)
+        .then(move |id: String, st: Arc<AppState>, auth| async move {
+            respond(timeout, orders::get(st, id, auth)).await
         });
     let set_status = warp::path!("api" / "v1" / "orders" / String / "status")
         .and(warp::put())
@@ -138,17 +142,24 @@ pub fn router(
     let cancel = warp::path!("api" / "v1" / "orders" / String / "cancel")
         .and(warp::put())
         .and(with_state.clone())
-        .then(move |id, st| async move { respond(timeout, orders::cancel(st, id)).await });
+        .and(auth)
+        .then(
+            move |id, st, auth| async move { respond(timeout, orders::cancel(st, id, auth)).await },
+        );
     let user_orders = warp::path!("api" / "v1" / "users" / String / "orders")
         .and(warp::get())
         .and(with_state.clone())
+        .and(auth)
         .and(query)
-        .then(move |id, st, q| async move { respond(timeout, users::orders(st, id, q)).await });
+        .then(move |id, st, auth, q| async move {
+            respond(timeout, users::orders(st, id, auth, q)).await
+        });
     let stats = warp::path!("api" / "v1" / "stats" / "orders")
         .and(warp::get())
         .and(with_state.clone())
+        .and(auth)
         .and(query)
-        .then(move |st, q| async move { respond(timeout, stats::orders(st, q)).await });
+        .then(move |st, auth, q| async move { respond(timeout, stats::orders(st, auth, q)).await });
     let list_failures = warp::path!("api" / "v1" / "failures")
         .and(warp::get())
         .and(with_state.clone())
@@ -211,12 +222,12 @@ pub fn router(
     api.recover(move |r| recover(r, max_body_bytes))
         .unify()
         .with(warp::log::custom(|info| {
-            let method = info.method().as_str();
+            let method = method_label(info.method());
             let route = template_of(method, info.path());
             let status = info.status().as_u16().to_string();
-            metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route, "status" => status)
+            metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status)
                 .increment(1);
-            metrics::histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route)
+            metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
                 .record(info.elapsed().as_secs_f64());
         }))
 }
@@ -278,7 +289,26 @@ async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, 
 
 /// 401/403 unless the request carries the operator token.
 pub fn operator(state: &AppState, authorization: Option<&str>) -> Result<(), ApiError> {
-    crate::auth::check(&state.admin_token, authorization)
+    state.auth.operator(authorization)
+}
+
+/// The metric label of a method: the standard ones by name, any other
+/// token `other` (a client cannot create new series).
+#[must_use]
+pub fn method_label(method: &warp::http::Method) -> &'static str {
+    use warp::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +336,17 @@ mod tests {
         assert_eq!(template_of("GET", "/health/ready"), "/health/ready");
         assert_eq!(template_of("GET", "/nope"), "unmatched");
         assert_eq!(template_of("DELETE", "/api/v1/orders/x"), "unmatched");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        use warp::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        for token in ["FOO", "BREW", "X-ANYTHING-1"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(token.as_bytes()).unwrap()),
+                "other"
+            );
+        }
     }
 }

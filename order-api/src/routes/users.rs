@@ -16,10 +16,13 @@ use crate::params::{self, Query};
 pub async fn orders(
     st: Arc<AppState>,
     user_id: String,
+    authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    params::only(&query, &["page", "pageSize", "status", "cursor"])?;
+    let caller = st.auth.caller(authorization.as_deref())?;
     let user_id = params::positive_id("userId", &user_id)?;
+    caller.may_list(user_id)?;
+    params::only(&query, &["page", "pageSize", "status", "cursor"])?;
     let status: Option<OrderStatus> = params::optional(&query, "status")?;
     if let Some(raw) = query.get("cursor") {
         if query.contains_key("page") {

@@ -31,9 +31,23 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// When it last changed (UTC).
     pub updated_at: DateTime<Utc>,
+    /// 0 when created, one more with every change.
+    #[serde(default)]
+    pub version: i32,
     /// The order's lines (one per seckill purchase); empty in listings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<OrderItem>,
+}
+
+impl Order {
+    /// This order as it is after a change to `to` at `now`.
+    #[must_use]
+    pub fn moved_to(mut self, to: OrderStatus, now: DateTime<Utc>) -> Self {
+        self.status = to;
+        self.updated_at = now;
+        self.version += 1;
+        self
+    }
 }
 
 /// One line of an order.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::cache::OrderCache;
+use super::Orders;
 use crate::storage::{Storage, StorageError};
 
 /// Pending orders older than `payment_timeout` become cancelled, `batch` per
@@ -14,8 +14,7 @@ use crate::storage::{Storage, StorageError};
 /// # Errors
 /// When the database is unreachable (what was cancelled before stays so).
 pub async fn expire_unpaid(
-    storage: &Storage,
-    cache: &OrderCache,
+    orders: &Orders,
     payment_timeout: Duration,
     batch: u32,
 ) -> Result<u64, StorageError> {
@@ -24,16 +23,7 @@ pub async fn expire_unpaid(
     }
     let cutoff =
         Utc::now() - chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
-    let mut total = 0;
-    loop {
-        let expired = storage.expire_unpaid(cutoff, batch).await?;
-        cache.invalidate(&expired).await;
-        total += expired.len() as u64;
-        metrics::counter!("orders_expired_total").increment(expired.len() as u64);
-        if expired.len() < batch as usize {
-            return Ok(total);
-        }
-    }
+    orders.expire_unpaid(cutoff, batch).await
 }
 
 /// Deletes resolved failures last changed more than `retention` ago, `batch`

@@ -2,7 +2,9 @@
 
 mod creation;
 pub mod maintenance;
+mod orders;
 mod retry;
 
 pub use creation::{Attempt, OrderCreator, Settlement};
+pub use orders::{Caller, OrderError, Orders};
 pub use retry::{Retrier, RetryOne, RetryReport};

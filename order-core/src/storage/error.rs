@@ -8,6 +8,10 @@ pub enum StorageError {
     /// worth waiting for, never a reason to drop a message.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A statement ran past the session's statement timeout and was
+    /// cancelled by the server.
+    #[error("the statement ran past its time limit: {0}")]
+    TimedOut(#[source] sqlx::Error),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -49,10 +53,26 @@ impl StorageError {
 
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
+        if is_statement_timeout(&err) {
+            return Self::TimedOut(err);
+        }
         match ErrorClass::of(&err) {
             ErrorClass::Unavailable => Self::Unavailable(err),
             _ => Self::Database(err),
         }
+    }
+}
+
+/// True for a statement the server cancelled for its time: PostgreSQL's
+/// `57014` (`statement_timeout`), MySQL's 3024 (`max_execution_time`),
+/// MariaDB's 1969 (`max_statement_time`).
+fn is_statement_timeout(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        Some(my) => matches!(my.number(), 3024 | 1969),
+        None => db.code().as_deref() == Some("57014"),
     }
 }
 

@@ -115,6 +115,15 @@ pub struct OrderStats {
     pub completed_amount: Decimal,
 }
 
+/// An order a statement changed, and its version after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// The order.
+    pub order_id: Uuid,
+    /// Its version once the change is committed.
+    pub version: i32,
+}
+
 /// The result of claiming one failure by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOne {
@@ -265,9 +274,25 @@ impl Storage {
     /// # Errors
     /// [`StorageError::Config`] when the URL or settings cannot be read.
     pub fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
+        Self::connect_with(settings, None)
+    }
+
+    /// [`Storage::connect`], with every statement of the pool's sessions
+    /// limited to `statement_timeout` (PostgreSQL `statement_timeout`,
+    /// MariaDB `max_statement_time`, MySQL `max_execution_time`, which
+    /// bounds reads only). A statement past it fails with
+    /// [`StorageError::TimedOut`].
+    ///
+    /// # Errors
+    /// [`StorageError::Config`] when the URL or settings cannot be read.
+    pub fn connect_with(
+        settings: &DatabaseSettings,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, StorageError> {
+        let timeout = statement_timeout.filter(|t| !t.is_zero());
         Ok(match settings.effective_driver() {
-            Driver::Postgres => Self::Postgres(postgres::PgStore::connect(settings)?),
-            Driver::Mysql => Self::Mysql(mysql::MySqlStore::connect(settings)?),
+            Driver::Postgres => Self::Postgres(postgres::PgStore::connect(settings, timeout)?),
+            Driver::Mysql => Self::Mysql(mysql::MySqlStore::connect(settings, timeout)?),
         })
     }
 
@@ -420,6 +445,8 @@ impl Storage {
     /// Moves an order to `to` if the status machine allows it from its
     /// current status, as a conditional update: of two concurrent
     /// transitions only one wins. Returns the order as it is afterwards.
+    /// (The API and the jobs change orders through
+    /// [`crate::service::Orders`], which also keeps the cache right.)
     ///
     /// # Errors
     /// [`StorageError::NotFound`], [`StorageError::Transition`] (naming the
@@ -434,20 +461,35 @@ impl Storage {
             .await?
             .ok_or(StorageError::NotFound)?;
         current.status.transition_to(to)?;
-        let changed: bool = dispatch!(self.set_status(order_id, current.status, to, now()))?;
+        self.apply_transition(current, to).await
+    }
+
+    /// Writes `current` → `to` (already allowed by the status machine) if
+    /// the order is still at `current.version`. Returns the order as it is
+    /// afterwards, without reading it again.
+    ///
+    /// # Errors
+    /// [`StorageError::Transition`] when another change came first (naming
+    /// the status it made), [`StorageError::NotFound`], or unavailability.
+    pub async fn apply_transition(
+        &self,
+        current: Order,
+        to: OrderStatus,
+    ) -> Result<Order, StorageError> {
+        let at = now();
+        let changed: bool = dispatch!(self.set_status(current.order_id, current.version, to, at))?;
+        if changed {
+            return Ok(current.moved_to(to, at));
+        }
+        // Somebody else moved it first: report what it is now.
         let after = self
-            .get_order(order_id)
+            .get_order(current.order_id)
             .await?
             .ok_or(StorageError::NotFound)?;
-        if changed {
-            Ok(after)
-        } else {
-            // Somebody else moved it first: report what it is now.
-            Err(StorageError::Transition(TransitionError {
-                from: after.status,
-                to,
-            }))
-        }
+        Err(StorageError::Transition(TransitionError {
+            from: after.status,
+            to,
+        }))
     }
 
     /// Counts and amounts of orders created on the UTC days `from..=to`.
@@ -456,10 +498,12 @@ impl Storage {
     /// When the database is unreachable.
     pub async fn stats(&self, from: NaiveDate, to: NaiveDate) -> Result<OrderStats, StorageError> {
         let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
-        let end = to.succ_opt().map_or(DateTime::<Utc>::MAX_UTC, |d| {
-            d.and_time(chrono::NaiveTime::MIN).and_utc()
-        });
-        let rows: Vec<(String, i64, Decimal)> = dispatch!(self.stats_rows(start, end))?;
+        // The last microsecond of `to`, inclusive: the next midnight of
+        // 9999-12-31 is beyond what MySQL's DATETIME compares with.
+        let last = to
+            .and_hms_micro_opt(23, 59, 59, 999_999)
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
+        let rows: Vec<(String, i64, Decimal)> = dispatch!(self.stats_rows(start, last))?;
         let mut stats = OrderStats {
             from,
             to,
@@ -485,7 +529,8 @@ impl Storage {
     }
 
     /// Pending orders created before `cutoff` become cancelled, at most
-    /// `limit` of them (oldest first); returns their ids. Rows locked by
+    /// `limit` of them (oldest first); returns them with their new
+    /// versions. Rows locked by
     /// another expirer are skipped, and the update is conditional on the
     /// order still being pending.
     ///
@@ -495,7 +540,7 @@ impl Storage {
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<Uuid>, StorageError> {
+    ) -> Result<Vec<Changed>, StorageError> {
         dispatch!(self.expire_unpaid(cutoff, limit, now()))
     }
 
@@ -597,6 +642,20 @@ impl Storage {
         page: PageRequest,
     ) -> Result<Page<Failure>, StorageError> {
         dispatch!(self.list_failures(status, page))
+    }
+
+    /// The ids of up to `limit` retryable failures of `status`, newest
+    /// first: what a bulk retry takes. Poison (non-retryable) rows are left
+    /// out by the query itself, so they never take the place of retryable ones.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn retryable_failure_ids(
+        &self,
+        status: FailureStatus,
+        limit: u32,
+    ) -> Result<Vec<i64>, StorageError> {
+        dispatch!(self.retryable_failure_ids(status, limit))
     }
 
     /// Claims up to `limit` due, retryable, pending failures (oldest due

@@ -22,7 +22,7 @@ use super::rows::{
     FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
     into_orders,
 };
-use super::{CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
+use super::{Changed, CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
 use crate::config::DatabaseSettings;
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
 
@@ -89,8 +89,34 @@ where
     }
 }
 
+/// Limits every statement of this session: MariaDB's `max_statement_time`
+/// (seconds, any statement) or MySQL's `max_execution_time` (ms, reads).
+async fn set_statement_timeout(
+    conn: &mut sqlx::MySqlConnection,
+    limit: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&mut *conn)
+        .await?;
+    if version.contains("MariaDB") {
+        sqlx::query("SET SESSION max_statement_time = ?")
+            .bind(limit.as_secs_f64().max(0.001))
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        sqlx::query("SET SESSION max_execution_time = ?")
+            .bind(u64::try_from(limit.as_millis().max(1)).unwrap_or(u64::MAX))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 impl MySqlStore {
-    pub(crate) fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
+    pub(crate) fn connect(
+        settings: &DatabaseSettings,
+        statement_timeout: Option<std::time::Duration>,
+    ) -> Result<Self, StorageError> {
         let options = if settings.url.is_empty() {
             let mut o = MySqlConnectOptions::new()
                 .host(&settings.host)
@@ -123,6 +149,9 @@ impl MySqlStore {
                          SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')",
                     )
                     .await?;
+                    if let Some(limit) = statement_timeout {
+                        set_statement_timeout(&mut *conn, limit).await?;
+                    }
                     let packet: u64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS UNSIGNED)")
                         .fetch_one(&mut *conn)
                         .await?;
@@ -368,7 +397,8 @@ impl MySqlStore {
         limit: u32,
     ) -> Result<Vec<Order>, StorageError> {
         let status = status.map(OrderStatus::as_str);
-        let at = cursor.map(|c| c.created_at);
+        // DATETIME, as the column (a TIMESTAMP parameter ends in 2038).
+        let at = cursor.map(|c| c.created_at.naive_utc());
         let rows = sqlx::query_as::<_, OrderRow>(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
              AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?)) \
@@ -390,17 +420,18 @@ impl MySqlStore {
     pub(crate) async fn set_status(
         &self,
         order_id: Uuid,
-        from: OrderStatus,
+        version: i32,
         to: OrderStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let done = sqlx::query(
-            "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?",
+            "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
+             WHERE order_id = ? AND version = ?",
         )
         .bind(to.as_str())
         .bind(now)
         .bind(order_id)
-        .bind(from.as_str())
+        .bind(version)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -409,14 +440,16 @@ impl MySqlStore {
     pub(crate) async fn stats_rows(
         &self,
         start: DateTime<Utc>,
-        end: DateTime<Utc>,
+        last: DateTime<Utc>,
     ) -> Result<Vec<(String, i64, Decimal)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
-             WHERE created_at >= ? AND created_at < ? GROUP BY status",
+             WHERE created_at >= ? AND created_at <= ? GROUP BY status",
         )
-        .bind(start)
-        .bind(end)
+        // DATETIME, as the column: sqlx sends a DateTime<Utc> as a TIMESTAMP,
+        // which compares as nothing past 2038-01-19 03:14:07.
+        .bind(start.naive_utc())
+        .bind(last.naive_utc())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -426,10 +459,10 @@ impl MySqlStore {
         cutoff: DateTime<Utc>,
         limit: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, StorageError> {
+    ) -> Result<Vec<Changed>, StorageError> {
         let mut tx = self.pool.begin().await?;
-        let due: Vec<(i64, Uuid)> = sqlx::query_as(
-            "SELECT id, order_id FROM orders WHERE status = 'pending' AND created_at < ? \
+        let due: Vec<(i64, Uuid, i32)> = sqlx::query_as(
+            "SELECT id, order_id, version FROM orders WHERE status = 'pending' AND created_at < ? \
              ORDER BY created_at LIMIT ? FOR UPDATE SKIP LOCKED",
         )
         .bind(cutoff)
@@ -440,16 +473,24 @@ impl MySqlStore {
             return Ok(Vec::new());
         }
         for part in due.chunks(super::mysql_rows(1, 1)) {
-            let mut qb =
-                QueryBuilder::<MySql>::new("UPDATE orders SET status = 'cancelled', updated_at = ");
+            let mut qb = QueryBuilder::<MySql>::new(
+                "UPDATE orders SET status = 'cancelled', version = version + 1, updated_at = ",
+            );
             qb.push_bind(now)
                 .push(" WHERE status = 'pending' AND id IN (");
-            push_list(&mut qb, part.iter().map(|(id, _)| *id));
+            push_list(&mut qb, part.iter().map(|(id, _, _)| *id));
             qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(due.into_iter().map(|(_, order_id)| order_id).collect())
+        // The rows are locked and pending: each moved exactly once.
+        Ok(due
+            .into_iter()
+            .map(|(_, order_id, version)| Changed {
+                order_id,
+                version: version + 1,
+            })
+            .collect())
     }
 
     /// Inserts failures in one statement, skipping digests already recorded.
@@ -536,6 +577,20 @@ impl MySqlStore {
             items: into_failures(rows)?,
             total,
         })
+    }
+
+    pub(crate) async fn retryable_failure_ids(
+        &self,
+        status: FailureStatus,
+        limit: u32,
+    ) -> Result<Vec<i64>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM order_failures WHERE status = ? AND retryable ORDER BY id DESC LIMIT ?",
+        )
+        .bind(status.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub(crate) async fn claim_failures(

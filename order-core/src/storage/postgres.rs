@@ -14,7 +14,7 @@ use super::rows::{
     FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
     into_orders, qualified,
 };
-use super::{CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
+use super::{Changed, CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
 use crate::config::DatabaseSettings;
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
 
@@ -27,7 +27,10 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub(crate) fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
+    pub(crate) fn connect(
+        settings: &DatabaseSettings,
+        statement_timeout: Option<std::time::Duration>,
+    ) -> Result<Self, StorageError> {
         let options = if settings.url.is_empty() {
             let mut o = PgConnectOptions::new()
                 .host(&settings.host)
@@ -42,7 +45,11 @@ impl PgStore {
             PgConnectOptions::from_str(settings.url.expose())
                 .map_err(|e| StorageError::Config(format!("database.url: {e}")))?
         };
-        let options = options.application_name("order-service");
+        let mut options = options.application_name("order-service");
+        if let Some(limit) = statement_timeout {
+            options =
+                options.options([("statement_timeout", limit.as_millis().max(1).to_string())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -271,15 +278,16 @@ impl PgStore {
     pub(crate) async fn set_status(
         &self,
         order_id: Uuid,
-        from: OrderStatus,
+        version: i32,
         to: OrderStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let done = sqlx::query(
-            "UPDATE orders SET status = $3, updated_at = $4 WHERE order_id = $1 AND status = $2",
+            "UPDATE orders SET status = $3, updated_at = $4, version = version + 1 \
+             WHERE order_id = $1 AND version = $2",
         )
         .bind(order_id)
-        .bind(from.as_str())
+        .bind(version)
         .bind(to.as_str())
         .bind(now)
         .execute(&self.pool)
@@ -290,14 +298,14 @@ impl PgStore {
     pub(crate) async fn stats_rows(
         &self,
         start: DateTime<Utc>,
-        end: DateTime<Utc>,
+        last: DateTime<Utc>,
     ) -> Result<Vec<(String, i64, Decimal)>, StorageError> {
         Ok(sqlx::query_as(
             "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
-             WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
+             WHERE created_at >= $1 AND created_at <= $2 GROUP BY status",
         )
         .bind(start)
-        .bind(end)
+        .bind(last)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -307,18 +315,22 @@ impl PgStore {
         cutoff: DateTime<Utc>,
         limit: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, StorageError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Vec<Changed>, StorageError> {
+        let rows: Vec<(Uuid, i32)> = sqlx::query_as(
             "WITH due AS MATERIALIZED (SELECT id FROM orders WHERE status = 'pending' AND created_at < $1 \
                                        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE orders o SET status = 'cancelled', updated_at = $3 FROM due \
-             WHERE o.id = due.id AND o.status = 'pending' RETURNING o.order_id",
+             UPDATE orders o SET status = 'cancelled', updated_at = $3, version = o.version + 1 FROM due \
+             WHERE o.id = due.id AND o.status = 'pending' RETURNING o.order_id, o.version",
         )
         .bind(cutoff)
         .bind(i64::from(limit))
         .bind(now)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(order_id, version)| Changed { order_id, version })
+            .collect())
     }
 
     /// Inserts failures in one statement, skipping digests already recorded.
@@ -398,6 +410,20 @@ impl PgStore {
             items: into_failures(rows)?,
             total,
         })
+    }
+
+    pub(crate) async fn retryable_failure_ids(
+        &self,
+        status: FailureStatus,
+        limit: u32,
+    ) -> Result<Vec<i64>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM order_failures WHERE status = $1 AND retryable ORDER BY id DESC LIMIT $2",
+        )
+        .bind(status.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub(crate) async fn claim_failures(

@@ -8,7 +8,7 @@ use super::StorageError;
 use crate::domain::{Failure, KeptMessage, Order, OrderItem};
 
 /// The columns of [`OrderRow`], in order.
-pub(crate) const ORDER_COLUMNS: &str = "id, order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at";
+pub(crate) const ORDER_COLUMNS: &str = "id, order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at, version";
 
 /// The columns of [`ItemRow`], in order.
 pub(crate) const ITEM_COLUMNS: &str =
@@ -30,6 +30,7 @@ pub(crate) struct OrderRow {
     seckill_id: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i32,
 }
 
 impl OrderRow {
@@ -49,6 +50,7 @@ impl OrderRow {
             seckill_id: self.seckill_id,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            version: self.version,
             items,
         })
     }

@@ -1,10 +1,14 @@
 //! Hostile REST requests: path traversal in ids, SQL metacharacters in every
-//! parameter, huge page numbers, overlong headers and URLs. None may be
-//! answered with a 5xx, and the API must stay healthy after them all.
+//! parameter, huge page numbers, overlong headers and URLs, forged tokens.
+//! None may be answered with a 5xx, and the API must stay healthy after them
+//! all. End-user requests are sent with the token of the user whose data they
+//! name, so that they reach the parameter parsing behind authentication.
 
 use std::net::SocketAddr;
 
 use order_core::testing::http;
+
+use crate::Auth;
 
 /// One request and what came back.
 #[derive(Debug)]
@@ -226,18 +230,28 @@ fn probes(order_id: &str, user_id: i64) -> Vec<Probe> {
 }
 
 /// Sends every probe to the API at `addr`; `order_id` and `user_id` name
-/// real data, `token` is the operator token.
-pub async fn run(addr: SocketAddr, token: &str, order_id: &str, user_id: i64) -> Vec<Outcome> {
+/// real data. Operator probes carry the operator token, the others the
+/// token of `user_id`, unless they bring an `Authorization` of their own.
+pub async fn run(addr: SocketAddr, auth: &Auth, order_id: &str, user_id: i64) -> Vec<Outcome> {
+    let (operator, user) = (auth.operator_bearer(), auth.bearer_of(user_id));
     let mut outcomes = Vec::new();
-    for probe in probes(order_id, user_id) {
-        let bearer = format!("Bearer {token}");
+    for probe in probes(order_id, user_id)
+        .into_iter()
+        .chain(token_probes(auth, order_id, user_id))
+    {
         let mut headers: Vec<(&str, &str)> = probe
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        if probe.operator {
-            headers.push(("Authorization", &bearer));
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push((
+                "Authorization",
+                if probe.operator { &operator } else { &user },
+            ));
         }
         let answer = http::try_request(
             addr,
@@ -255,4 +269,50 @@ pub async fn run(addr: SocketAddr, token: &str, order_id: &str, user_id: i64) ->
         });
     }
     outcomes
+}
+
+/// Tokens that must be refused, and another user's data.
+fn token_probes(auth: &Auth, order_id: &str, user_id: i64) -> Vec<Probe> {
+    let with = |name: &str, path: String, bearer: String| Probe {
+        headers: vec![("Authorization".into(), bearer)],
+        ..get(name, path)
+    };
+    let user = auth.bearer_of(user_id);
+    let (_, signature) = user.rsplit_once('.').unwrap_or_default();
+    let header_and_claims = user
+        .trim_start_matches("Bearer ")
+        .rsplit_once('.')
+        .map_or("", |(h, _)| h);
+    vec![
+        with(
+            "a token with its signature cut off",
+            format!("/api/v1/orders/{order_id}"),
+            format!("Bearer {header_and_claims}."),
+        ),
+        with(
+            "a token whose signature is another's",
+            format!("/api/v1/orders/{order_id}"),
+            format!("Bearer e30.e30.{signature}"),
+        ),
+        with(
+            "another user's list",
+            format!("/api/v1/users/{}/orders", user_id + 1),
+            user.clone(),
+        ),
+        with(
+            "an end user on an operator endpoint",
+            "/api/v1/failures".to_owned(),
+            user,
+        ),
+        with(
+            "a 70 KB JWT-looking token",
+            format!("/api/v1/orders/{order_id}"),
+            format!(
+                "Bearer {}.{}.{}",
+                "e".repeat(35_000),
+                "x".repeat(35_000),
+                "y"
+            ),
+        ),
+    ]
 }

@@ -289,13 +289,14 @@ async fn scenario(
 
     // ------------------------------------------------------------- stack ---
     let token = format!("chaos-{run_id}");
+    let auth = Auth::new(&token, run_id);
     let env = environment(
         db.settings_via(db_proxy.addr()).url.expose(),
         broker,
         cli.redis,
         redis_proxy.addr(),
         run_id,
-        &token,
+        &auth,
     );
     let mut stack = Stack::new(&cli.bin_dir, log_dir, env)?;
     for (name, role) in [
@@ -386,8 +387,16 @@ async fn scenario(
         sample = sample_orders(db, messages).await?;
     }
     let api = stack.addr("api");
-    for (id, _) in &sample {
-        let r = http::request(api, "GET", &format!("/api/v1/orders/{id}"), &[], None).await;
+    for (id, order) in &sample {
+        let bearer = auth.user_bearer(order);
+        let r = http::request(
+            api,
+            "GET",
+            &format!("/api/v1/orders/{id}"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
         anyhow::ensure!(
             r.status == 200,
             "warming the cache: {} {}",
@@ -404,7 +413,12 @@ async fn scenario(
     redis_proxy.cut();
     let cut_at = Instant::now();
     let reading = Arc::new(AtomicBool::new(true));
-    let reader = tokio::spawn(read_orders(api, sample.clone(), reading.clone()));
+    let reader = tokio::spawn(read_orders(
+        api,
+        sample.clone(),
+        auth.clone(),
+        reading.clone(),
+    ));
     tokio::time::sleep(timing.redis_cut / 3).await;
     say(format!(
         "{:>5.1}s  SIGTERM compensator-1, start compensator-3",
@@ -455,7 +469,7 @@ async fn scenario(
         || (uuid::Uuid::nil().to_string(), 1),
         |(id, order)| (id.clone(), order["user_id"].as_i64().unwrap_or(1)),
     );
-    let hostile = api_inputs::run(api, &token, &order_id, user_id).await;
+    let hostile = api_inputs::run(api, &auth, &order_id, user_id).await;
     let api_healthy = http::try_request(api, "GET", "/health/ready", &[], None)
         .await
         .is_ok_and(|r| r.status == 200);
@@ -722,7 +736,7 @@ fn environment(
     redis: SocketAddr,
     redis_for_api: SocketAddr,
     run_id: &str,
-    token: &str,
+    auth: &Auth,
 ) -> BTreeMap<Role, Vec<(String, String)>> {
     let common = |redis: SocketAddr| {
         let mut env: Vec<(String, String)> = [
@@ -757,12 +771,55 @@ fn environment(
         .map(|(k, v)| (k.to_owned(), v)),
     );
     let mut api = common(redis_for_api);
-    api.push(("ORDER__API__ADMIN_TOKEN".into(), token.to_owned()));
+    api.push(("ORDER__API__ADMIN_TOKEN".into(), auth.operator.clone()));
+    api.push(("ORDER__API__AUTH__JWT_SECRET".into(), auth.secret.clone()));
     BTreeMap::from([
         (Role::Worker, worker),
         (Role::Compensator, compensator),
         (Role::Api, api),
     ])
+}
+
+/// The API's credentials: the operator token, and the HS256 secret its
+/// end users' tokens are signed with.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    operator: String,
+    secret: String,
+}
+
+impl Auth {
+    fn new(operator: &str, run_id: &str) -> Self {
+        Self {
+            operator: operator.to_owned(),
+            secret: format!(
+                "chaos-jwt-secret-{run_id}-{}",
+                uuid::Uuid::now_v7().simple()
+            ),
+        }
+    }
+
+    /// `Bearer <operator token>`.
+    pub fn operator_bearer(&self) -> String {
+        format!("Bearer {}", self.operator)
+    }
+
+    /// `Bearer <token of user>`, valid for an hour.
+    pub fn bearer_of(&self, user: i64) -> String {
+        let exp = chrono::Utc::now().timestamp() + 3600;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": user.to_string(), "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .expect("an HS256 token signs");
+        format!("Bearer {token}")
+    }
+
+    /// The bearer of the buyer of `order` (its stored JSON).
+    fn user_bearer(&self, order: &serde_json::Value) -> String {
+        self.bearer_of(order["user_id"].as_i64().unwrap_or(1))
+    }
 }
 
 /// Up to 100 committed orders (id and stored JSON) of the stream's first buyers.
@@ -802,6 +859,7 @@ struct Reads {
 async fn read_orders(
     api: SocketAddr,
     sample: Vec<(String, serde_json::Value)>,
+    auth: Auth,
     going: Arc<AtomicBool>,
 ) -> Reads {
     let mut reads = Reads::default();
@@ -810,7 +868,8 @@ async fn read_orders(
         let (id, stored) = &sample[i % sample.len()];
         i += 1;
         let path = format!("/api/v1/orders/{id}");
-        match http::try_request(api, "GET", &path, &[], None).await {
+        let bearer = auth.user_bearer(stored);
+        match http::try_request(api, "GET", &path, &[("Authorization", &bearer)], None).await {
             Ok(r) if r.status == 200 => {
                 let served: serde_json::Value =
                     serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
