@@ -263,11 +263,22 @@ export ORDER__DATABASE__URL="$api_url"
 "$bin/order-loadgen" --broker sql --count "$API_ORDERS" --users $((API_ORDERS / 10)) --products 10 --seed 3 --quiet >/dev/null
 sql "$api_url" "SELECT order_id FROM orders" >"$scratch/ids"
 sql "$api_url" "SELECT DISTINCT user_id FROM orders" >"$scratch/users"
+# The reads carry the operator token (it may read every order); the bare
+# /health/live baseline carries it too, so the ratio compares like with like.
+export ORDER__API__ADMIN_TOKEN="bench-$$-${RANDOM}"
+export ORDER__API__AUTH__JWT_SECRET="bench-jwt-secret-$$-${RANDOM}-0123456789abcdef"
 cat >"$scratch/pick.lua" <<'LUA'
 local lines = {}
-for line in io.lines(os.getenv("PICK_FILE")) do lines[#lines + 1] = line end
-local prefix, suffix = os.getenv("PICK_PREFIX"), os.getenv("PICK_SUFFIX") or ""
+local path = os.getenv("PICK_FILE")
+if path then
+  for line in io.lines(path) do lines[#lines + 1] = line end
+end
+local prefix, suffix = os.getenv("PICK_PREFIX") or "", os.getenv("PICK_SUFFIX") or ""
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("ORDER__API__ADMIN_TOKEN")
 request = function()
+  if #lines == 0 then
+    return wrk.format("GET", prefix)
+  end
   return wrk.format("GET", prefix .. lines[math.random(#lines)] .. suffix)
 end
 LUA
@@ -296,7 +307,7 @@ bench_wrk() { # NAME URL [lua env…] -> "N req/s, p50 X, p99 Y"
 }
 start_api api-cached
 base="http://127.0.0.1:${api_port}"
-live=$(bench_wrk live "$base/health/live")
+live=$(bench_wrk live "$base" PICK_PREFIX=/health/live)
 live_rps=${live%% *}
 row "API /health/live (bare HTTP)" "$live" "baseline"
 # Warm the cache with every id once, then measure.
@@ -306,7 +317,7 @@ row "API GET order, cached (${API_ORDERS} ids)" "$cached" "ratio cached/baseline
 # Latency at a fixed rate of half that throughput (wrk cannot hold a rate).
 half=$(( ${cached%% *} / 2 ))
 fixed=$("$bin/order-http-rate" --addr "127.0.0.1:${api_port}" --rate "$half" --duration "${WRK_SECS}s" \
-    --paths "$scratch/ids" --prefix /api/v1/orders/)
+    --paths "$scratch/ids" --prefix /api/v1/orders/ --header "Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}")
 row "API GET order, cached, fixed rate ${half} req/s (half the above)" \
     "p50 $(jq -r .p50_ms <<<"$fixed") ms, p99 $(jq -r .p99_ms <<<"$fixed") ms, max $(jq -r .max_ms <<<"$fixed") ms" \
     "target p99 ≤ 5 ms; $(jq -r .ok <<<"$fixed") answered, $(jq -r .errors <<<"$fixed") errors; order-http-rate, latency from each request's scheduled time"

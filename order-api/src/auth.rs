@@ -399,6 +399,81 @@ mod tests {
         }
     }
 
+    fn key(name: &str) -> String {
+        format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn sign_with(claims: &Value, alg: Algorithm, private_pem: &str) -> String {
+        let pem = std::fs::read(key(private_pem)).unwrap();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        jsonwebtoken::encode(&Header::new(alg), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_are_checked_with_the_public_key() {
+        for (alg, public, private, other_private) in [
+            (
+                Algorithm::RS256,
+                "rs256-public.pem",
+                "rs256-private.pem",
+                "es256-private.pem",
+            ),
+            (
+                Algorithm::ES256,
+                "es256-public.pem",
+                "es256-private.pem",
+                "rs256-private.pem",
+            ),
+        ] {
+            let api = settings(|a| {
+                a.auth.jwt_secret = Secret::default();
+                a.auth.jwt_public_key_file = key(public);
+            });
+            let auth = Authenticator::new(&api).unwrap();
+            let claims = serde_json::json!({"sub": "5", "exp": in_an_hour()});
+            let good = sign_with(&claims, alg, private);
+            assert_eq!(
+                auth.caller(Some(&bearer_of(&good))).unwrap(),
+                Caller::User(5),
+                "{alg:?}"
+            );
+            // Signed by another key, or HS256 with the public key as the
+            // secret (the algorithm-confusion attack): refused.
+            let other_alg = if alg == Algorithm::RS256 {
+                Algorithm::ES256
+            } else {
+                Algorithm::RS256
+            };
+            let public_pem = std::fs::read_to_string(key(public)).unwrap();
+            for forged in [
+                sign_with(&claims, other_alg, other_private),
+                sign(&claims, &public_pem),
+            ] {
+                assert!(
+                    matches!(
+                        auth.caller(Some(&bearer_of(&forged))),
+                        Err(ApiError::Unauthorized(_))
+                    ),
+                    "{alg:?}"
+                );
+            }
+            let expired = sign_with(&serde_json::json!({"sub": "5", "exp": 1}), alg, private);
+            assert!(auth.caller(Some(&bearer_of(&expired))).is_err());
+        }
+    }
+
+    #[test]
+    fn an_unreadable_or_wrong_public_key_file_stops_the_start_naming_the_key() {
+        for file in [key("nope.pem"), key("README.md")] {
+            let api = settings(|a| a.auth.jwt_public_key_file = file.clone());
+            let e = format!("{:#}", Authenticator::new(&api).unwrap_err());
+            assert!(e.contains("api.auth.jwt_public_key_file"), "{e}");
+        }
+    }
+
     #[test]
     fn mode_none_lets_anyone_read_but_not_operate() {
         let api = settings(|a| {

@@ -1641,9 +1641,12 @@ async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache(driver: Driver) 
     assert_eq!(warm.status, 404, "{}", warm.body);
     proxy.delay_answers(Duration::from_millis(1500));
 
-    // The slow replica reads the pending order; meanwhile the other one
-    // cancels it; the slow read's fill comes after the change and its
-    // invalidation (and the second delete a second later).
+    // The slow replica reads the pending order: as soon as the database has
+    // answered that read (the proxy sees the row go by), the other replica
+    // cancels it. The slow read's answer, then its items query's, each arrive
+    // 1.5 s late: its fill comes well after the change and its invalidation
+    // (and after a second delete a second later).
+    let row_read = proxy.watch_answers(b"pending");
     let reader = tokio::spawn({
         let auth = auth.clone();
         async move {
@@ -1657,11 +1660,19 @@ async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache(driver: Driver) 
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(20), row_read)
+        .await
+        .expect("the slow replica reads the order")
+        .unwrap();
     let cancelled = app.put(&format!("/api/v1/orders/{id}/cancel"), None).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     let read = reader.await.unwrap();
     assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(
+        read.json()["status"],
+        "pending",
+        "the slow read saw the order before the change (the race this test is about)"
+    );
     proxy.delay_answers(Duration::ZERO);
 
     for _ in 0..3 {

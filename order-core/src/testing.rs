@@ -523,13 +523,26 @@ pub mod proxy {
         stop: CancellationToken,
         /// Milliseconds each chunk from the target is held before it is passed on.
         delay_ms: Arc<AtomicU64>,
+        /// Told when the target sends a chunk containing these bytes.
+        watch: Watch,
     }
 
-    /// Copies `from` to `to`, holding each chunk `delay_ms` first.
+    /// A pending [`FaultProxy::watch_answers`].
+    type Watch = Arc<Mutex<Option<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>>>;
+
+    /// What a relay does with the chunks it passes on.
+    #[derive(Clone, Default)]
+    struct Relay {
+        delay_ms: Arc<AtomicU64>,
+        watch: Watch,
+    }
+
+    /// Copies `from` to `to`, telling the watcher of a chunk it waits for,
+    /// and holding each chunk `delay_ms` before passing it on.
     async fn relay(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
-        delay_ms: Arc<AtomicU64>,
+        Relay { delay_ms, watch }: Relay,
     ) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -537,6 +550,17 @@ pub mod proxy {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            {
+                let mut watch = watch.lock().expect("proxy watch");
+                let seen = watch.as_ref().is_some_and(|(needle, _)| {
+                    buf[..n]
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_slice())
+                });
+                if seen && let Some((_, tell)) = watch.take() {
+                    let _ = tell.send(());
+                }
+            }
             let delay = delay_ms.load(Ordering::Relaxed);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -569,9 +593,9 @@ pub mod proxy {
                 generation: CancellationToken::new(),
             }));
             let stop = CancellationToken::new();
-            let delay_ms = Arc::new(AtomicU64::new(0));
+            let answers = Relay::default();
             let (accept_state, accept_stop) = (state.clone(), stop.clone());
-            let accept_delay = delay_ms.clone();
+            let accept_answers = answers.clone();
             tokio::spawn(async move {
                 loop {
                     let (inbound, _) = tokio::select! {
@@ -589,7 +613,7 @@ pub mod proxy {
                         drop(inbound); // refused: closed at once
                         continue;
                     }
-                    let delay_ms = accept_delay.clone();
+                    let answers = accept_answers.clone();
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
@@ -598,8 +622,8 @@ pub mod proxy {
                         let (out_read, out_write) = outbound.into_split();
                         tokio::select! {
                             () = generation.cancelled() => {}
-                            () = relay(in_read, out_write, Arc::new(AtomicU64::new(0))) => {}
-                            () = relay(out_read, in_write, delay_ms) => {}
+                            () = relay(in_read, out_write, Relay::default()) => {}
+                            () = relay(out_read, in_write, answers) => {}
                         }
                     });
                 }
@@ -608,8 +632,17 @@ pub mod proxy {
                 addr,
                 state,
                 stop,
-                delay_ms,
+                delay_ms: answers.delay_ms,
+                watch: answers.watch,
             }
+        }
+
+        /// Resolves when the target next sends a chunk containing `needle`
+        /// (seen as it arrives, before any delay).
+        pub fn watch_answers(&self, needle: &[u8]) -> tokio::sync::oneshot::Receiver<()> {
+            let (tell, told) = tokio::sync::oneshot::channel();
+            *self.watch.lock().expect("proxy watch") = Some((needle.to_vec(), tell));
+            told
         }
 
         /// From now on, every chunk the target sends is held `delay` before

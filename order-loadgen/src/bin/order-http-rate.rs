@@ -42,6 +42,9 @@ struct Cli {
     /// Put before every path
     #[arg(long, default_value = "/")]
     prefix: String,
+    /// An extra request header, `Name: value` (repeatable), e.g. an Authorization
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -81,12 +84,22 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let total = total as u64;
     let paths = Arc::new(paths);
+    let mut extra = String::new();
+    for header in &cli.headers {
+        anyhow::ensure!(
+            header.contains(':') && !header.contains(['\r', '\n']),
+            "--header must read `Name: value`, got {header:?}"
+        );
+        extra.push_str(header);
+        extra.push_str("\r\n");
+    }
+    let extra: Arc<str> = extra.into();
     let next = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_secs(1) / cli.rate;
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cli.connections {
-        let (paths, next, addr) = (paths.clone(), next.clone(), cli.addr);
+        let (paths, next, addr, extra) = (paths.clone(), next.clone(), cli.addr, extra.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0_u64;
@@ -101,11 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 #[allow(clippy::cast_possible_truncation)]
                 let path = &paths[(i % paths.len() as u64) as usize];
                 let ok = match conn.take() {
-                    Some(c) => get(c, addr, path).await,
+                    Some(c) => get(c, addr, path, &extra).await,
                     None => match TcpStream::connect(addr).await {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
-                            get(BufReader::new(s), addr, path).await
+                            get(BufReader::new(s), addr, path, &extra).await
                         }
                         Err(e) => Err(e.into()),
                     },
@@ -160,8 +173,9 @@ async fn get(
     mut conn: BufReader<TcpStream>,
     addr: SocketAddr,
     path: &str,
+    extra_headers: &str,
 ) -> anyhow::Result<BufReader<TcpStream>> {
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}\r\n");
     conn.get_mut().write_all(head.as_bytes()).await?;
     let mut line = String::new();
     conn.read_line(&mut line).await?;
