@@ -179,7 +179,7 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
-            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(explain(&e)))?
             .claims;
         match claims.get(&self.user_claim) {
             Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
@@ -192,6 +192,20 @@ impl Authenticator {
                 self.user_claim
             ))
         })
+    }
+}
+
+/// What is wrong with a token, in words.
+fn explain(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "it has expired (exp)".into(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "its signature does not match the configured key".into(),
+        ErrorKind::InvalidAudience => "it is meant for another audience (aud)".into(),
+        ErrorKind::InvalidIssuer => "it comes from another issuer (iss)".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the claim {claim:?} is missing"),
+        _ => e.to_string(),
     }
 }
 
@@ -356,6 +370,13 @@ mod tests {
                 "{what}"
             );
         }
+        let said = |token: String| match auth.caller(Some(&bearer_of(&token))) {
+            Err(ApiError::Unauthorized(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(said(sign(&expired, SECRET)).contains("expired"));
+        assert!(said(sign(&wrong_aud, SECRET)).contains("audience"));
+        assert!(said(sign(&good, "another-secret-another-secret-xx")).contains("signature"));
         assert!(matches!(auth.caller(None), Err(ApiError::Unauthorized(_))));
         assert!(matches!(
             auth.caller(Some("Basic abc")),
