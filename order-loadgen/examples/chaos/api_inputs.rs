@@ -105,14 +105,14 @@ fn probes(order_id: &str, user_id: i64) -> Vec<Probe> {
             "user id at i64::MAX",
             "/api/v1/users/9223372036854775807/orders",
         ),
-        get(
+        operator(get(
             "stats over the widest dates",
             "/api/v1/stats/orders?from=0000-01-01&to=9999-12-31",
-        ),
-        get(
+        )),
+        operator(get(
             "stats with out-of-range years",
             "/api/v1/stats/orders?from=-262144-01-01&to=%2B262143-12-31",
-        ),
+        )),
         operator(get(
             "failures page beyond 64 bits",
             "/api/v1/failures?page=99999999999999999999&pageSize=100",
@@ -202,14 +202,14 @@ fn probes(order_id: &str, user_id: i64) -> Vec<Probe> {
             "SQL in status",
             format!("/api/v1/users/{user_id}/orders?status={sql}"),
         ));
-        probes.push(get(
+        probes.push(operator(get(
             "SQL in date",
             format!("/api/v1/stats/orders?date={sql}"),
-        ));
-        probes.push(get(
+        )));
+        probes.push(operator(get(
             "SQL in from and to",
             format!("/api/v1/stats/orders?from={sql}&to={sql}"),
-        ));
+        )));
         probes.push(operator(get(
             "SQL in a failures filter",
             format!("/api/v1/failures?status={sql}&page={sql}&pageSize={sql}"),
