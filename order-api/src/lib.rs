@@ -1,9 +1,11 @@
 //! order-api: the REST API of the order service (warp).
 //!
 //! Layout: [`routes`] (one module per resource, mirroring the URLs),
-//! [`error`] (the one error type, rendered as JSON), [`auth`] (operator
-//! token), [`params`] (path and query parsing). `order-api migrate` applies
-//! the database migrations and exits (what a Kubernetes Job runs).
+//! [`error`] (the one error type, rendered as JSON), [`auth`] (who is
+//! calling: the operator token or an end user's JWT), [`params`] (path and
+//! query parsing), [`server`] (the connection loop and its limits).
+//! `order-api migrate` applies the database migrations and exits (what a
+//! Kubernetes Job runs); `order-api token` mints an end user's token.
 
 pub mod auth;
 pub mod error;
@@ -74,7 +76,8 @@ impl Application {
     /// Binds `server.port` (0 = any free port) and wires the routes.
     ///
     /// # Errors
-    /// When the port cannot be bound or the Redis settings are unusable.
+    /// When the port cannot be bound, or the Redis or authentication
+    /// settings are unusable.
     pub async fn build(settings: &Settings, storage: Storage) -> anyhow::Result<Self> {
         let auth = Authenticator::new(&settings.api)?;
         if settings.api.auth.mode == AuthMode::None {
