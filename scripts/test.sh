@@ -147,6 +147,11 @@ check() {
     fi
 }
 if [[ ${#workspace[@]} -gt 0 ]]; then
+    # The end-to-end checks below run release binaries to test behaviour, not
+    # speed (bench.sh --quick judges no figures): without link-time
+    # optimisation their build takes minutes less on two cores.
+    export CARGO_PROFILE_RELEASE_LTO="${CARGO_PROFILE_RELEASE_LTO:-false}"
+    export CARGO_PROFILE_RELEASE_CODEGEN_UNITS="${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}"
     check "API contract (schemathesis against the OpenAPI document)" "${script_dir}/api-contract.sh"
     check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys)" \
         "${script_dir}/validate-deploy.sh"
