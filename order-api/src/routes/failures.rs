@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 use warp::reply::Response;
 
-use super::{AppState, json, operator};
+use super::{AppState, json};
 use crate::error::ApiError;
 use crate::params::{self, Query};
 
@@ -23,7 +23,7 @@ pub async fn list(
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    operator(&st, authorization.as_deref())?;
+    st.auth.operator(authorization.as_deref())?;
     params::only(&query, &["status", "page", "pageSize"])?;
     let status: Option<FailureStatus> = params::optional(&query, "status")?;
     let page = params::page(&query)?;
@@ -42,7 +42,7 @@ pub async fn get(
     authorization: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    operator(&st, authorization.as_deref())?;
+    st.auth.operator(authorization.as_deref())?;
     let id = params::positive_id("failureId", &id)?;
     let failure = st
         .storage
@@ -105,7 +105,7 @@ pub async fn retry_one(
     authorization: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    operator(&st, authorization.as_deref())?;
+    st.auth.operator(authorization.as_deref())?;
     let id = params::positive_id("failureId", &id)?;
     match st.retrier.retry_one(id).await? {
         RetryOne::Retried(failure, attempt) => Ok(json(&retried(failure, &attempt))),
@@ -131,7 +131,7 @@ pub async fn retry_many(
     authorization: Option<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    operator(&st, authorization.as_deref())?;
+    st.auth.operator(authorization.as_deref())?;
     let BulkRetry { status, limit } = if body.is_empty() {
         BulkRetry {
             status: None,

@@ -287,11 +287,6 @@ async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, 
     Ok(error_response(status, code, message))
 }
 
-/// 401/403 unless the request carries the operator token.
-pub fn operator(state: &AppState, authorization: Option<&str>) -> Result<(), ApiError> {
-    state.auth.operator(authorization)
-}
-
 /// The metric label of a method: the standard ones by name, any other
 /// token `other` (a client cannot create new series).
 #[must_use]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use warp::reply::Response;
 
-use super::{AppState, json, operator};
+use super::{AppState, json};
 use crate::error::ApiError;
 use crate::params::{self, Query};
 
@@ -16,7 +16,7 @@ pub async fn orders(
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    operator(&st, authorization.as_deref())?;
+    st.auth.operator(authorization.as_deref())?;
     params::only(&query, &["date", "from", "to"])?;
     let (from, to) = params::day_range(&query)?;
     let _slot = st
