@@ -2,9 +2,13 @@
 //! publishers that send them.
 //!
 //! [`generate`] makes a reproducible stream (from a seed) of new purchases,
-//! exact duplicates of earlier ones and poison messages, and counts what a
-//! database fed by it must end with: one order per distinct (user, product)
-//! pair, one failure row per poison message (each poison message is unique).
+//! exact duplicates of earlier ones and poison messages, and counts what it
+//! holds: one order per distinct (user, product) pair, one failure row per
+//! poison message (each poison message is unique), when an empty database
+//! takes it. The seed picks the pairs and tags the poison messages, so two
+//! streams of different seeds rarely share a purchase (never a poison
+//! message); the same seed gives the same stream byte for byte, which a
+//! database that took it once turns into duplicates only.
 
 pub mod corpus;
 pub mod kafka;
@@ -28,7 +32,8 @@ pub struct Plan {
     pub duplicate_ratio: f64,
     /// Share of messages that can never become an order.
     pub poison_ratio: f64,
-    /// Seed of the random choices.
+    /// Seed of the random choices: which pairs, prices, duplicates and
+    /// poison messages. The same seed makes the same stream.
     pub seed: u64,
 }
 
@@ -68,17 +73,45 @@ pub struct Message {
     pub kind: Kind,
 }
 
-/// What a stream contains.
+/// What a stream contains: a description of what was sent, not of what a
+/// database holds (a database that took messages of this stream before
+/// holds their orders already, and gains nothing from them again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// The seed it was generated from (`--seed` repeats it).
+    pub seed: u64,
     /// Messages in all.
     pub sent: usize,
-    /// Distinct (user, product) pairs among the valid messages: the orders expected.
+    /// Distinct (user, product) pairs among the valid messages: the orders
+    /// an empty database ends with.
     pub distinct_pairs: usize,
-    /// Exact repeats of earlier purchases.
+    /// Exact repeats of earlier purchases of the stream.
     pub duplicates: usize,
-    /// Poison messages: the failure rows expected.
+    /// Poison messages: the failure rows an empty database ends with.
     pub poison: usize,
+}
+
+impl std::fmt::Display for Summary {
+    /// One line for people: what was sent, and that it says nothing of what
+    /// the database holds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent {} messages ({} distinct purchases, {} duplicates, {} poison) with seed {} \
+             — this describes the stream, not what the database holds (purchases it already \
+             had are not created again); check the API (/api/v1/stats/orders, \
+             /api/v1/failures) for that; --seed {} sends the same stream again",
+            self.sent, self.distinct_pairs, self.duplicates, self.poison, self.seed, self.seed
+        )
+    }
+}
+
+/// A seed for a run given none: random, so that two runs send different
+/// purchases (print it, so that a run can be repeated); below 2³², short
+/// enough to type again.
+#[must_use]
+pub fn random_seed() -> u64 {
+    u64::from(fastrand::u32(..))
 }
 
 /// Generates the stream of `plan`.
@@ -105,16 +138,21 @@ pub fn generate(plan: &Plan) -> anyhow::Result<(Vec<Message>, Summary)> {
         plan.count
     );
     let mut rng = fastrand::Rng::with_seed(plan.seed);
-    // A stride coprime with the pair space visits every pair once, spread out.
+    // A stride coprime with the pair space visits every pair once, spread
+    // out, from a starting pair the seed picks: another seed, other pairs.
     let stride = coprime_stride(space);
+    let start = rng.u64(..space);
     let mut messages = Vec::with_capacity(plan.count);
     let mut valid: Vec<usize> = Vec::new();
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        seed: plan.seed,
+        ..Summary::default()
+    };
     for i in 0..plan.count {
         let roll = rng.f64();
         let message = if roll < plan.poison_ratio {
             summary.poison += 1;
-            poison(i, &mut rng)
+            poison(i, plan.seed, &mut rng)
         } else if roll < plan.poison_ratio + plan.duplicate_ratio && !valid.is_empty() {
             summary.duplicates += 1;
             let earlier = &messages[valid[rng.usize(..valid.len())]];
@@ -123,7 +161,8 @@ pub fn generate(plan: &Plan) -> anyhow::Result<(Vec<Message>, Summary)> {
                 ..Clone::clone(earlier)
             }
         } else {
-            let pair = (summary.distinct_pairs as u64).wrapping_mul(stride) % space;
+            let pair =
+                ((summary.distinct_pairs as u64).wrapping_mul(stride) % space + start) % space;
             summary.distinct_pairs += 1;
             #[allow(clippy::cast_possible_wrap)]
             let (user, product) = (
@@ -173,22 +212,23 @@ fn purchase(user: i64, product: i64, timestamp: &str, rng: &mut fastrand::Rng) -
     }
 }
 
-/// A message that breaks one rule; the index makes each one unique.
-fn poison(i: usize, rng: &mut fastrand::Rng) -> Message {
+/// A message that breaks one rule; the index makes each one unique within
+/// the stream, the seed across streams.
+fn poison(i: usize, seed: u64, rng: &mut fastrand::Rng) -> Message {
     let user = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
     let payload = match rng.u8(0..5) {
-        0 => format!("not json #{i}"),
+        0 => format!("not json #{i} of seed {seed}"),
         1 => format!(
-            r#"{{"user_id":{user},"product_id":1,"quantity":1,"unit_price":1.005,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#
+            r#"{{"user_id":{user},"product_id":1,"quantity":1,"unit_price":1.005,"seckill_id":"poison_{seed:016x}","timestamp":"2024-01-01T00:00:00Z"}}"#
         ),
         2 => format!(
-            r#"{{"user_id":{user},"product_id":1,"quantity":0,"unit_price":1,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#
+            r#"{{"user_id":{user},"product_id":1,"quantity":0,"unit_price":1,"seckill_id":"poison_{seed:016x}","timestamp":"2024-01-01T00:00:00Z"}}"#
         ),
         3 => format!(
-            r#"{{"user_id":{user},"product_id":1,"quantity":1,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#
+            r#"{{"user_id":{user},"product_id":1,"quantity":1,"seckill_id":"poison_{seed:016x}","timestamp":"2024-01-01T00:00:00Z"}}"#
         ),
         _ => format!(
-            r#"{{"user_id":-{user},"product_id":1,"quantity":1,"unit_price":1,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#
+            r#"{{"user_id":-{user},"product_id":1,"quantity":1,"unit_price":1,"seckill_id":"poison_{seed:016x}","timestamp":"2024-01-01T00:00:00Z"}}"#
         ),
     };
     Message {
@@ -305,29 +345,85 @@ mod tests {
         assert!((1200..1800).contains(&summary.duplicates), "{summary:?}");
     }
 
+    fn payloads(plan: &Plan) -> (Vec<Vec<u8>>, Summary) {
+        let (messages, summary) = generate(plan).unwrap();
+        (messages.into_iter().map(|m| m.payload).collect(), summary)
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_stream() {
         let plan = Plan {
             duplicate_ratio: 0.2,
+            poison_ratio: 0.05,
+            seed: 42,
             ..Plan::default()
         };
-        let a: Vec<_> = generate(&plan)
-            .unwrap()
-            .0
-            .into_iter()
-            .map(|m| m.payload)
-            .collect();
-        let b: Vec<_> = generate(&plan)
-            .unwrap()
-            .0
-            .into_iter()
-            .map(|m| m.payload)
-            .collect();
-        assert_eq!(a.len(), b.len());
-        assert_eq!(
-            a.iter().filter(|p| p.starts_with(b"{")).count(),
-            b.iter().filter(|p| p.starts_with(b"{")).count()
+        let (a, summary_a) = payloads(&plan);
+        let (b, summary_b) = payloads(&plan);
+        assert_eq!(a, b, "byte for byte");
+        assert_eq!(summary_a, summary_b);
+        assert_eq!(summary_a.seed, 42);
+    }
+
+    #[test]
+    fn another_seed_sends_other_purchases_and_other_poison() {
+        let plan = |seed| Plan {
+            duplicate_ratio: 0.2,
+            poison_ratio: 0.05,
+            seed,
+            ..Plan::default()
+        };
+        let pairs_and_poison = |seed| {
+            let (messages, _) = generate(&plan(seed)).unwrap();
+            let mut pairs = HashSet::new();
+            let mut poison = HashSet::new();
+            for m in messages {
+                match SeckillMessage::parse(&m.payload) {
+                    Ok(p) => {
+                        pairs.insert((p.user_id, p.product_id));
+                    }
+                    Err(_) => {
+                        poison.insert(m.payload);
+                    }
+                }
+            }
+            (pairs, poison)
+        };
+        let (pairs_1, poison_1) = pairs_and_poison(1);
+        let (pairs_2, poison_2) = pairs_and_poison(2);
+        assert!(pairs_1.len() > 700 && poison_1.len() > 20);
+        // A database that took the first stream creates orders for the second.
+        assert!(
+            pairs_1.is_disjoint(&pairs_2),
+            "{} shared purchases",
+            pairs_1.intersection(&pairs_2).count()
         );
+        assert!(
+            poison_1.is_disjoint(&poison_2),
+            "poison messages are unique per seed"
+        );
+    }
+
+    #[test]
+    fn the_summary_line_names_the_seed_and_says_it_describes_the_stream() {
+        let (_, summary) = payloads(&Plan {
+            seed: 1234,
+            ..Plan::default()
+        });
+        let line = summary.to_string();
+        assert!(line.starts_with("sent 1000 messages ("), "{line}");
+        assert!(line.contains("seed 1234"), "{line}");
+        assert!(line.contains("--seed 1234"), "{line}");
+        assert!(
+            line.contains("describes the stream, not what the database holds"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn random_seeds_differ() {
+        let seeds: HashSet<u64> = (0..100).map(|_| random_seed()).collect();
+        assert_eq!(seeds.len(), 100);
     }
 
     #[test]

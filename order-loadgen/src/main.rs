@@ -6,8 +6,11 @@ use clap::{Parser, ValueEnum};
 use order_core::startup::ConfigArgs;
 use order_loadgen::Plan;
 
-/// Publishes N seckill-success messages and prints a JSON summary of what
-/// was sent (the distinct pairs are the orders a database must end with).
+/// Publishes N seckill-success messages and prints a JSON summary of the
+/// stream sent: its seed, and the distinct pairs and poison messages an
+/// empty database ends with. It describes the stream, not what the database
+/// holds: purchases a database already has are not created again (check the
+/// API's stats for that).
 #[derive(Debug, Parser)]
 #[command(name = "order-loadgen", version)]
 struct Cli {
@@ -40,10 +43,12 @@ struct Cli {
     /// Rows per statement with --broker sql (default: worker.batch_size)
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Random seed
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// No progress bar
+    /// Seed of the stream: the same seed sends the same messages again
+    /// (default: random, printed at the start and in the summary)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// No progress bar, and nothing on stderr but errors: only the JSON
+    /// summary (which holds the seed) on stdout
     #[arg(long, short)]
     quiet: bool,
 }
@@ -57,6 +62,16 @@ enum Broker {
     Sql,
 }
 
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rabbitmq => "RabbitMQ",
+            Self::Kafka => "Kafka",
+            Self::Sql => "the database (no broker)",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,14 +79,23 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let seed = cli.seed.unwrap_or_else(order_loadgen::random_seed);
     let plan = Plan {
         count: cli.count,
         users: cli.users,
         products: cli.products,
         duplicate_ratio: cli.duplicate_ratio,
         poison_ratio: cli.poison_ratio,
-        seed: cli.seed,
+        seed,
     };
+    if !cli.quiet {
+        eprintln!(
+            "order-loadgen: {} messages to {} with seed {seed}{} (--seed {seed} sends the same stream again)",
+            cli.count,
+            cli.broker.name(),
+            if cli.seed.is_some() { "" } else { ", random" }
+        );
+    }
     let result = async {
         let (messages, summary) = order_loadgen::generate(&plan)?;
         let mut seconds: Option<f64> = None;
@@ -111,10 +135,13 @@ async fn main() -> ExitCode {
             {
                 println!("{report}");
             }
+            if !cli.quiet {
+                eprintln!("order-loadgen: {summary}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e:#} (seed {seed})");
             ExitCode::FAILURE
         }
     }
