@@ -56,6 +56,7 @@ COPY migrations migrations
 COPY order-core/src order-core/src
 COPY order-api/src order-api/src
 COPY order-api/openapi.json order-api/openapi.json
+COPY order-api/assets order-api/assets
 COPY order-worker/src order-worker/src
 COPY order-compensator/src order-compensator/src
 COPY order-loadgen/src order-loadgen/src
@@ -85,8 +86,13 @@ COPY --chown=root:root --chmod=0644 config/config.yaml /app/config/config.yaml
 WORKDIR /app
 USER 10001:10001
 
+# config/config.yaml listens on loopback, for a developer's machine; in a
+# container the probes and clients come from outside, so every interface.
+ENV ORDER__SERVER__HOST=0.0.0.0 \
+    ORDER__OBSERVABILITY__HOST=0.0.0.0
+
 # order-api (server.port), order-worker and order-compensator (observability.port).
-EXPOSE 8082 9091 9092
+EXPOSE 8082 8084 8085
 
 # Every binary stops gracefully on SIGTERM and exits 0.
 STOPSIGNAL SIGTERM

@@ -43,15 +43,23 @@ done
 "${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
 tansu=$("${script_dir}/kafka.sh" path)
 
-say "building the binaries (release) and the harness"
-cargo build --release --workspace --bins -q
+# ORDER_CARGO_PROFILE=dev runs the suite on debug binaries (what the test
+# suite has built already); the default is release.
+profile=${ORDER_CARGO_PROFILE:-release}
+case "$profile" in
+    release) bin_dir=target/release ;;
+    dev) bin_dir=target/debug ;;
+    *) echo "ORDER_CARGO_PROFILE must be release or dev, got '${profile}'" >&2; exit 2 ;;
+esac
+say "building the binaries (${profile}) and the harness"
+cargo build --profile "$profile" --workspace --bins -q
 cargo build -p order-loadgen --example chaos -q
 
 failed=()
 for broker in "${brokers[@]}"; do
     say "fault suite on ${broker}"
     if ! target/debug/examples/chaos --broker "$broker" --tansu "$tansu" \
-        --bin-dir target/release "${args[@]}"; then
+        --bin-dir "$bin_dir" "${args[@]}"; then
         failed+=("$broker")
     fi
 done

@@ -5,6 +5,12 @@
 # RabbitMQ names, Redis prefix, ports.
 #
 # Usage: scripts/check-start.sh [--kafka]
+#        scripts/check-start.sh --stops
+#   --stops  instead: the other two ways a user stops the stack, without the
+#            demo burst: SIGINT to start.sh's whole process group, and Ctrl-C
+#            typed in a real terminal (tmux), the latter on the default ports
+#            while the test suite's Kafka broker holds 9092. Each must end with
+#            every role exiting 0 and start.sh exiting 0.
 set -euo pipefail
 
 say() { printf '==> check-start: %s\n' "$*"; }
@@ -40,6 +46,96 @@ cleanup() {
     rm -f "$log"
 }
 trap cleanup EXIT
+
+# A start.sh run that ended: exit 0, every role logged its clean stop, and no
+# role exited non-zero or panicked.
+check_clean_stop() {
+    local code=$1 log=$2 how=$3 role
+    if [[ $code -ne 0 ]] || grep -qE "exited with|panicked" "$log"; then
+        tail -50 "$log"
+        say "${how}: start.sh exited with ${code}"
+        exit 1
+    fi
+    for role in api worker compensator; do
+        grep -q "\[${role}\].*order-${role} stopped" "$log" || {
+            tail -50 "$log"
+            say "${how}: order-${role} did not log a clean stop"
+            exit 1
+        }
+    done
+    say "${how}: all three roles stopped cleanly; start.sh exited 0"
+}
+
+# Waits until every probe of a start.sh run answers ready (up to 25 minutes:
+# a first run builds).
+wait_ready() {
+    local api=$1 worker=$2 compensator=$3 pid=${4:-} port
+    for port in "$api" "$worker" "$compensator"; do
+        for _ in $(seq 1 3000); do
+            curl -fsS --connect-timeout 1 --max-time 2 "http://127.0.0.1:${port}/health/ready" >/dev/null 2>&1 && continue 2
+            if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+            sleep 0.5
+        done
+        return 1
+    done
+}
+
+if [[ "${1:-}" == --stops ]]; then
+    # SIGINT to the process group, as a supervisor or a terminal sends it.
+    # Started with SIGINT at its default (a background job of a script
+    # would inherit it ignored), in a session and process group of its own.
+    say "SIGINT to start.sh's process group"
+    python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.setsid()
+os.execvp(sys.argv[1], sys.argv[1:])' "${script_dir}/start.sh" --no-demo >"$log" 2>&1 &
+    start_pid=$!
+    wait_ready "$ORDER__SERVER__PORT" "$START_WORKER_PORT" "$START_COMPENSATOR_PORT" "$start_pid" ||
+        { tail -50 "$log"; say "start.sh did not come up"; exit 1; }
+    kill -INT -- "-${start_pid}"
+    code=0
+    wait "$start_pid" || code=$?
+    start_pid=
+    check_clean_stop "$code" "$log" "SIGINT to the process group"
+
+    # Ctrl-C typed in a terminal: tmux gives start.sh a real pseudo-terminal.
+    # Default ports: this runs after the test suite, whose Kafka broker keeps 9092.
+    if ! command -v tmux >/dev/null 2>&1; then
+        if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tmux >/dev/null
+        else
+            say "tmux is needed (apt-get install tmux)"
+            exit 1
+        fi
+    fi
+    unset ORDER__SERVER__PORT START_WORKER_PORT START_COMPENSATOR_PORT
+    say "Ctrl-C in a terminal (tmux), default ports 8082, 8084, 8085"
+    socket="check-start-$$"
+    exit_file=$(mktemp)
+    go_file="${exit_file}.go"
+    rm -f "$exit_file"
+    : >"$log"
+    tmux_cleanup() { tmux -L "$socket" kill-server 2>/dev/null || true; rm -f "$exit_file" "$go_file"; }
+    trap 'tmux_cleanup; cleanup' EXIT
+    tmux -L "$socket" -f /dev/null new-session -d -s start -x 200 -y 50 \
+        "while [ ! -e '${go_file}' ]; do sleep 0.1; done; '${script_dir}/start.sh' --no-demo; echo \$? >'${exit_file}'; sleep 600"
+    tmux -L "$socket" pipe-pane -t start "cat >>'${log}'"
+    touch "$go_file"
+    if ! wait_ready 8082 8084 8085; then
+        tail -50 "$log"
+        say "start.sh on the default ports did not come up after the test suite"
+        exit 1
+    fi
+    tmux -L "$socket" send-keys -t start C-c
+    for _ in $(seq 1 120); do
+        [[ -s "$exit_file" ]] && break
+        sleep 0.5
+    done
+    [[ -s "$exit_file" ]] || { tail -50 "$log"; say "start.sh did not end within 60 s of Ctrl-C"; exit 1; }
+    sleep 0.5 # the last lines through pipe-pane
+    check_clean_stop "$(cat "$exit_file")" "$log" "Ctrl-C in a terminal"
+    exit 0
+fi
 
 say "running scripts/start.sh $*"
 "${script_dir}/start.sh" "$@" >"$log" 2>&1 &
@@ -115,12 +211,4 @@ kill -TERM "$start_pid"
 code=0
 wait "$start_pid" || code=$?
 start_pid=
-if [[ $code -ne 0 ]] || grep -q "exited with" "$log"; then
-    tail -50 "$log"
-    say "start.sh exited with ${code}"
-    exit 1
-fi
-for role in api worker compensator; do
-    grep -q "^\[${role}\].*order-${role} stopped" "$log" || { tail -50 "$log"; say "order-${role} did not log a clean stop"; exit 1; }
-done
-say "all three roles stopped cleanly; start.sh exited 0"
+check_clean_stop "$code" "$log" "SIGTERM to start.sh"

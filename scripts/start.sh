@@ -2,7 +2,8 @@
 # Run the order service locally, the one command for a fresh machine:
 #  1. make sure PostgreSQL (or MariaDB), Redis and RabbitMQ run (starting or
 #     installing what is missing, or saying how to get it);
-#  2. build in release mode and migrate;
+#  2. check that the ports are free (naming what holds a taken one), build in
+#     release mode and migrate;
 #  3. run order-api, order-worker and order-compensator together, each log
 #     line prefixed by its role;
 #  4. publish a small demo burst with order-loadgen and print what to try.
@@ -14,7 +15,11 @@
 #   --no-demo  skip the demo burst
 # Every ORDER__… environment variable is passed through (see README.md);
 # ORDER__DATABASE__DBNAME picks the database (default order_db);
-# START_WORKER_PORT and START_COMPENSATOR_PORT their probe ports (9091, 9092).
+# ORDER__SERVER__PORT the API's port (8082); START_WORKER_PORT and
+# START_COMPENSATOR_PORT the probe ports (8084, 8085); START_LOG_DIR where each
+# role's log is kept (target/start-logs); START_READY_TIMEOUT how long the roles
+# may take to become ready (120 s); ORDER_CARGO_PROFILE=dev builds and runs
+# debug binaries (faster to build, slower to run).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -30,7 +35,7 @@ for arg in "$@"; do
         --kafka) kafka=true ;;
         --mysql) database=mysql ;;
         --no-demo) demo=false ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,25 +69,61 @@ if [[ -z "${ORDER__API__AUTH__JWT_SECRET:-}" ]]; then
 fi
 port=${ORDER__SERVER__PORT:-8082}
 export ORDER__SERVER__PORT=$port
+worker_port=${START_WORKER_PORT:-8084}
+compensator_port=${START_COMPENSATOR_PORT:-8085}
 
-say "building (release)"
-cargo build --release --workspace --bins
-bin=target/release
+# Every port the roles need must be free before anything starts: a taken one
+# is named with its holder, instead of a role dying in the background.
+holder() {
+    local who
+    who=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1 |
+        sed 's/users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/')
+    printf '%s' "${who:-another process}"
+}
+taken=false
+for entry in "${port}:order-api (ORDER__SERVER__PORT)" \
+    "${worker_port}:order-worker probes (START_WORKER_PORT)" \
+    "${compensator_port}:order-compensator probes (START_COMPENSATOR_PORT)"; do
+    p=${entry%%:*}
+    if [[ -n "$(ss -Hltn "sport = :${p}" 2>/dev/null)" ]]; then
+        say "port ${p}, for ${entry#*:}, is taken by $(holder "$p"); stop it or choose another port with that variable" >&2
+        taken=true
+    fi
+done
+[[ "$taken" == false ]] || exit 1
+
+profile=${ORDER_CARGO_PROFILE:-release}
+case "$profile" in
+    release) bin=target/release ;;
+    dev) bin=target/debug ;;
+    *) echo "ORDER_CARGO_PROFILE must be release or dev, got '${profile}'" >&2; exit 2 ;;
+esac
+say "building (${profile})"
+cargo build --profile "$profile" --workspace --bins
 
 say "migrating"
-"$bin/order-api" migrate
+"$bin/order-api" migrate >/dev/null
 if [[ "$kafka" == true ]]; then
     say "creating the Kafka topic"
     "$bin/order-loadgen" --broker kafka --count 0 --quiet >/dev/null
 fi
 
+# Each role's output goes to the terminal, prefixed, and to its own log file.
+log_dir=${START_LOG_DIR:-target/start-logs}
+mkdir -p "$log_dir"
 pids=()
 roles=()
 run() {
     local role=$1
     shift
+    : >"${log_dir}/${role}.log"
+    # The prefixer ignores SIGINT: Ctrl-C reaches the whole process group,
+    # and the roles' last lines (their clean stop) must still be read.
     # The process substitution keeps $! the binary's pid, not the prefixer's.
-    "$bin/order-$role" "$@" > >(sed -u "s/^/[$role] /") 2>&1 &
+    "$bin/order-$role" "$@" > >(
+        trap '' INT
+        tee -a "${log_dir}/${role}.log" | sed -u "s/^/[$role] /"
+    ) 2>&1 &
     pids+=($!)
     roles+=("$role")
 }
@@ -96,19 +137,51 @@ stop() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 }
 trap stop INT TERM
+# From here on a command cut short by Ctrl-C (a sleep, a curl) must not end
+# the script before the roles have stopped: errors are handled one by one.
+set +e
 
 run api
-run worker --set "observability.port=${START_WORKER_PORT:-9091}"
-run compensator --set "observability.port=${START_COMPENSATOR_PORT:-9092}"
+run worker --set "observability.port=${worker_port}"
+run compensator --set "observability.port=${compensator_port}"
 
-# Ready means: the API answers, and the worker has declared its queue and consumes.
+# A role that ended during start-up stops everything, showing its last lines.
+died_at_start() {
+    local i code
+    for i in "${!pids[@]}"; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+            code=0
+            wait "${pids[$i]}" || code=$?
+            sleep 0.2 # let the prefixer flush
+            say "order-${roles[$i]} exited with ${code} during start-up; its last lines (${log_dir}/${roles[$i]}.log):" >&2
+            tail -n 20 "${log_dir}/${roles[$i]}.log" >&2
+            stop
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Ready means: the API answers, and the worker has declared its queue and
+# consumes. Each probe may take 2 s; all of them START_READY_TIMEOUT seconds.
 say "waiting for the roles to be ready"
+deadline=$((SECONDS + ${START_READY_TIMEOUT:-120}))
 for url in "http://127.0.0.1:${port}/health/ready" \
-    "http://127.0.0.1:${START_WORKER_PORT:-9091}/health/ready" \
-    "http://127.0.0.1:${START_COMPENSATOR_PORT:-9092}/health/ready"; do
-    for _ in $(seq 1 300); do
-        if curl -fsS "$url" >/dev/null 2>&1; then break; fi
+    "http://127.0.0.1:${worker_port}/health/ready" \
+    "http://127.0.0.1:${compensator_port}/health/ready"; do
+    until curl -fsS --connect-timeout 1 --max-time 2 "$url" >/dev/null 2>&1; do
         [[ "$stopping" == true ]] && break
+        if died_at_start; then
+            wait
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            say "not ready within ${START_READY_TIMEOUT:-120} s: ${url}; the roles' last lines:" >&2
+            for role in "${roles[@]}"; do tail -n 10 "${log_dir}/${role}.log" | sed "s/^/[$role] /" >&2; done
+            stop
+            wait
+            exit 1
+        fi
         sleep 0.2
     done
 done
@@ -130,8 +203,9 @@ if [[ "$stopping" == false ]]; then
     API            http://127.0.0.1:${port}   (operator token: ${ORDER__API__ADMIN_TOKEN})
     user token     ${user_token}
                    (user 1, 12 h; more with: ORDER__API__AUTH__JWT_SECRET=${ORDER__API__AUTH__JWT_SECRET} $bin/order-api token --user N)
-    worker         http://127.0.0.1:${START_WORKER_PORT:-9091}/health/ready   (and /metrics)
-    compensator    http://127.0.0.1:${START_COMPENSATOR_PORT:-9092}/health/ready   (and /metrics)
+    worker         http://127.0.0.1:${worker_port}/health/ready   (and /metrics)
+    compensator    http://127.0.0.1:${compensator_port}/health/ready   (and /metrics)
+    logs           ${log_dir}/{api,worker,compensator}.log
     OpenAPI        http://127.0.0.1:${port}/api/v1/openapi.json
   try:
     curl -s -H 'Authorization: Bearer ${user_token}' 'http://127.0.0.1:${port}/api/v1/users/1/orders?page=1&pageSize=5'

@@ -117,7 +117,7 @@ from pathlib import Path
 
 import yaml
 
-ROLES = {"order-api": 8082, "order-worker": 9091, "order-compensator": 9092}
+ROLES = {"order-api": 8082, "order-worker": 8084, "order-compensator": 8085}
 SECRET_EXAMPLE = "secret.example.yaml"
 
 
@@ -357,7 +357,7 @@ def container_common(c, configmaps, secrets):
 
 # -------------------------------------------------------------- compose ---
 REQUIRED_SERVICES = ["postgres", "mysql", "redis", "rabbitmq", "kafka", "migrate", "api", "worker", "compensator"]
-APP_SERVICES = {"migrate": None, "api": 8082, "worker": 9091, "compensator": 9092}
+APP_SERVICES = {"migrate": None, "api": 8082, "worker": 8084, "compensator": 8085}
 
 
 def compose():
@@ -651,7 +651,8 @@ def check_dockerfile():
             problems.append(f"{m}/Cargo.toml is not copied (dependency layer)")
         if not Path(m, "Cargo.toml").is_file():
             problems.append(f"workspace member {m} has no Cargo.toml")
-    for src in ("Cargo.toml", "Cargo.lock", "config/config.yaml", "migrations"):
+    for src in ("Cargo.toml", "Cargo.lock", "config/config.yaml", "migrations",
+                "order-api/openapi.json", "order-api/assets"):
         if src not in copied and not any(src.startswith(c.rstrip("/") + "/") for c in copied):
             problems.append(f"{src} is not copied")
     builds = [r for r in runs if "cargo build" in r]
@@ -666,8 +667,12 @@ def check_dockerfile():
     words = {w: r for w, r in instr}
     if words.get("USER", "").split(":")[0] not in ("10001",):
         problems.append("USER 10001 expected (last USER)")
-    if set(words.get("EXPOSE", "").split()) != {"8082", "9091", "9092"}:
-        problems.append("EXPOSE 8082 9091 9092 expected")
+    if set(words.get("EXPOSE", "").split()) != {"8082", "8084", "8085"}:
+        problems.append("EXPOSE 8082 8084 8085 expected")
+    env_text = " ".join(r for w, r in instr if w == "ENV")
+    for key in ("ORDER__SERVER__HOST", "ORDER__OBSERVABILITY__HOST"):
+        if f"{key}=0.0.0.0" not in env_text:
+            problems.append(f"ENV {key}=0.0.0.0 expected (config.yaml listens on loopback)")
     if words.get("WORKDIR") != "/app":
         problems.append("WORKDIR /app expected (last WORKDIR)")
     entry = words.get("ENTRYPOINT", "")

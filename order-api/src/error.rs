@@ -3,7 +3,6 @@
 
 use order_core::service::OrderError;
 use order_core::storage::StorageError;
-use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -34,17 +33,6 @@ pub enum ApiError {
     /// 500: a bug or an unexpected dependency error (logged).
     #[error("internal error")]
     Internal(String),
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
 }
 
 impl ApiError {
@@ -87,13 +75,12 @@ impl ApiError {
     }
 }
 
-/// A JSON error response with any status (also used for warp's rejections).
+/// A JSON error response with any status (also used for warp's rejections);
+/// the shape is the one of every server of the service
+/// ([`order_core::observability::error_response`]).
 #[must_use]
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = Body {
-        error: Detail { code, message },
-    };
-    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    let mut response = order_core::observability::error_response(status, code, &message, &[]);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             "www-authenticate",
@@ -102,8 +89,6 @@ pub fn error_response(status: StatusCode, code: &str, message: String) -> Respon
     }
     response
 }
-
-use warp::Reply as _;
 
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
@@ -119,7 +104,7 @@ impl From<OrderError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Unavailable(_) => Self::Unavailable,
+            StorageError::Unavailable(_) | StorageError::Unreachable { .. } => Self::Unavailable,
             StorageError::TimedOut(_) => Self::Timeout,
             StorageError::NotFound => Self::NotFound("not found".into()),
             StorageError::Transition(t) => Self::Conflict(t.to_string()),

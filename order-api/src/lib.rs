@@ -22,8 +22,9 @@ use clap::{Parser, Subcommand};
 use order_core::cache::OrderCache;
 use order_core::config::{AuthMode, Settings};
 use order_core::observability::{self, HealthChecks};
+use order_core::output;
 use order_core::service::{OrderCreator, Orders, Retrier};
-use order_core::startup::{self, ConfigArgs};
+use order_core::startup::{self, AtStart, ConfigArgs};
 use order_core::storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -73,7 +74,7 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `server.port` (0 = any free port) and wires the routes.
+    /// Binds `server.host` and `server.port` (0 = any free port) and wires the routes.
     ///
     /// # Errors
     /// When the port cannot be bound, or the Redis or authentication
@@ -89,9 +90,14 @@ impl Application {
         let cache = OrderCache::connect(&settings.redis)?;
         let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
         let retrier = Retrier::new(creator, &settings.compensator);
-        let listener = TcpListener::bind(("0.0.0.0", settings.server.port))
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .await
-            .with_context(|| format!("binding server.port {}", settings.server.port))?;
+            .with_context(|| {
+                format!(
+                    "binding server.host {} and server.port {}",
+                    settings.server.host, settings.server.port
+                )
+            })?;
         if settings.api.admin_token.is_empty() {
             tracing::warn!("api.admin_token is empty: operator endpoints are off and answer 403");
         }
@@ -105,7 +111,7 @@ impl Application {
         } else {
             tracing::info!("redis.enabled is false: every order read goes to the database");
         }
-        observability::metrics_handle();
+        observability::install_metrics("order-api");
         Ok(Self {
             listener,
             state: Arc::new(AppState {
@@ -174,27 +180,35 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate => {
             let storage = Storage::connect(&settings.database)?;
-            startup::migrate(&storage)
-                .await
-                .context("migrating the database")?;
+            let applied = async {
+                storage.probe(startup::attempt_timeout(&settings)).await?;
+                startup::migrate(&storage).await
+            }
+            .await
+            .context("migrating the database")?;
             storage.close().await;
+            output::json(&serde_json::json!({
+                "driver": storage.driver(),
+                "applied": applied,
+            }))?;
             Ok(())
         }
         Command::Token { user, ttl } => {
-            let token = auth::mint(&settings.api, user, ttl)?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{token}");
-            }
+            output::line(&auth::mint(&settings.api, user, ttl)?);
             Ok(())
         }
         Command::Serve => {
             // Refuse unusable auth settings before waiting for the database.
             Authenticator::new(&settings.api)?;
             let storage = if settings.api.statement_timeout.is_zero() {
-                startup::open_storage(&settings).await
+                startup::open_storage(&settings, AtStart::Wait).await
             } else {
-                startup::open_limited_storage(&settings, settings.api.statement_timeout).await
+                startup::open_limited_storage(
+                    &settings,
+                    settings.api.statement_timeout,
+                    AtStart::Wait,
+                )
+                .await
             }
             .context("opening the database")?;
             let app = Application::build(&settings, storage.clone()).await?;

@@ -24,8 +24,31 @@ pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 /// (far inside both engines' `OFFSET`; keyset paging is the way deeper).
 pub const MAX_PAGE: u32 = 1_000_000;
 
-/// Raw query parameters.
+/// Raw query parameters, each given once.
 pub type Query = HashMap<String, String>;
+
+/// A query parameter given more than once (`page=1&page=2`): which one the
+/// caller meant cannot be known, so it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter {0:?} is given more than once; give it once")]
+pub struct RepeatedParameter(pub String);
+
+impl warp::reject::Reject for RepeatedParameter {}
+
+/// The query's pairs as a map, refusing a name given twice.
+///
+/// # Errors
+/// [`RepeatedParameter`] naming it.
+pub fn unique(pairs: Vec<(String, String)>) -> Result<Query, RepeatedParameter> {
+    let mut query = Query::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if query.contains_key(&name) {
+            return Err(RepeatedParameter(name));
+        }
+        query.insert(name, value);
+    }
+    Ok(query)
+}
 
 /// An order id from the path.
 pub fn order_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -560,6 +560,7 @@ mod tests {
             write_timeout: Duration::from_secs(10),
             idle_timeout: limits.idle_timeout,
             max_connections: 10,
+            ..ServerSettings::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

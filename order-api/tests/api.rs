@@ -9,7 +9,7 @@ use order_api::Application;
 use order_core::cache::{Cached, OrderCache};
 use order_core::config::{Driver, Settings};
 use order_core::domain::{
-    Encoding, KeptMessage, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
+    Encoding, FailureStatus, KeptMessage, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
 };
 use order_core::storage::Storage;
 use order_core::testing::http::{self, Response};
@@ -1065,6 +1065,317 @@ async fn a_retry_through_the_api_uses_the_failures_exact_bytes(driver: Driver) {
     );
 }
 
+/// Records the failures the resolve tests use: `(pending, other pending,
+/// poison)`, each retryable one a distinct valid purchase, due in an hour.
+async fn failures_to_resolve(app: &TestApp) -> (i64, i64, i64) {
+    let due = Utc::now() + chrono::Duration::hours(1);
+    let message = |product: i64| {
+        format!(
+            r#"{{"user_id":21,"product_id":{product},"quantity":1,"unit_price":"2.00","seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}}"#
+        )
+    };
+    let ids = app
+        .db
+        .storage
+        .record_failures(&[
+            NewFailure::retryable(message(1).as_bytes(), "write failed", Source::Rabbitmq, due),
+            NewFailure::retryable(message(2).as_bytes(), "write failed", Source::Kafka, due),
+            NewFailure::poison(b"{broken", "not JSON", Source::Kafka, Utc::now()),
+        ])
+        .await
+        .unwrap();
+    (ids[0], ids[1], ids[2])
+}
+
+async fn a_failure_resolved_by_hand_keeps_its_note_and_is_never_retried_again(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let (resolved, other, poison) = failures_to_resolve(&app).await;
+    let path = format!("/api/v1/failures/{resolved}/resolve");
+    let series = "failures_resolved_by_hand_total{previous_status=\"pending\"}";
+    let counted_before = counter(&app, series).await;
+
+    let r = app
+        .operator(
+            "POST",
+            &path,
+            Some(json!({"note": "  refunded by hand, OPS-1 "})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["id"], resolved, "{body}");
+    assert_eq!(body["status"], "resolved", "{body}");
+    assert_eq!(body["resolution_note"], "refunded by hand, OPS-1", "{body}");
+    assert!(counter(&app, series).await > counted_before);
+    let shown = app
+        .operator("GET", &format!("/api/v1/failures/{resolved}"), None)
+        .await
+        .json();
+    assert_eq!(shown, body, "GET shows it as the resolve answered");
+
+    // Never retried again: not by id, not in bulk.
+    let retry = app
+        .operator("POST", &format!("/api/v1/failures/{resolved}/retry"), None)
+        .await;
+    assert_error(&retry, 409, "conflict");
+    assert!(
+        retry.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resolved by hand"),
+        "{}",
+        retry.body
+    );
+    for status in ["pending", "failed"] {
+        let bulk = app
+            .operator(
+                "POST",
+                "/api/v1/failures/retry",
+                Some(json!({"status": status})),
+            )
+            .await;
+        assert_eq!(bulk.status, 200, "{}", bulk.body);
+        let bulk = bulk.json();
+        assert!(
+            bulk["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["id"] != resolved),
+            "{bulk}"
+        );
+        if status == "pending" {
+            assert_eq!(
+                (
+                    bulk["attempted"].as_i64(),
+                    bulk["results"][0]["id"].as_i64()
+                ),
+                (Some(1), Some(other)),
+                "the other pending failure is retried: {bulk}"
+            );
+        }
+    }
+    assert_eq!(
+        app.operator("GET", &format!("/api/v1/failures/{resolved}"), None)
+            .await
+            .json(),
+        body,
+        "untouched by the retries"
+    );
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM orders").await, 1);
+
+    // Kept for the record, listed by status.
+    let listed = app
+        .operator("GET", "/api/v1/failures?status=resolved", None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed = listed.json();
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(listed["items"][0], body, "{listed}");
+    let all = app.operator("GET", "/api/v1/failures", None).await.json();
+    for item in all["items"].as_array().unwrap() {
+        if item["id"] != resolved {
+            assert_eq!(item["resolution_note"], Value::Null, "{item}");
+        }
+    }
+
+    // Again (a retried request): 200, the record as it is, the first note kept.
+    let again = app
+        .operator("POST", &path, Some(json!({"note": "another note"})))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json(), body);
+
+    // A poison (failed) one may be resolved too.
+    let r = app
+        .operator(
+            "POST",
+            &format!("/api/v1/failures/{poison}/resolve"),
+            Some(json!({"note": "bad publisher build, fixed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.json()["status"].as_str(), r.json()["retryable"].as_bool()),
+        (Some("resolved"), Some(false))
+    );
+}
+
+async fn resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_requests(
+    driver: Driver,
+) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let (processing, succeeded, _) = failures_to_resolve(&app).await;
+    let note = json!({"note": "closing it"});
+    let resolve = |id: i64| format!("/api/v1/failures/{id}/resolve");
+
+    // Being retried right now.
+    assert!(matches!(
+        app.db
+            .storage
+            .claim_failure(processing, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        order_core::storage::ClaimOne::Claimed(..)
+    ));
+    let r = app
+        .operator("POST", &resolve(processing), Some(note.clone()))
+        .await;
+    assert_error(&r, 409, "conflict");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being retried"),
+        "{}",
+        r.body
+    );
+    // Already succeeded: its order exists.
+    let retried = app
+        .operator("POST", &format!("/api/v1/failures/{succeeded}/retry"), None)
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let r = app
+        .operator("POST", &resolve(succeeded), Some(note.clone()))
+        .await;
+    assert_error(&r, 409, "conflict");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already succeeded"),
+        "{}",
+        r.body
+    );
+    for id in [processing, succeeded] {
+        let f = app.db.storage.get_failure(id).await.unwrap().unwrap();
+        assert_eq!(f.resolution_note, None, "failure {id} unchanged");
+    }
+
+    // A bad note: 400 naming it; nothing changes.
+    let pending = app
+        .db
+        .storage
+        .record_failures(&[NewFailure::retryable(
+            b"{\"user_id\":1}",
+            "x",
+            Source::Api,
+            Utc::now() + chrono::Duration::hours(1),
+        )])
+        .await
+        .unwrap()[0];
+    for bad in [
+        json!({}),
+        json!({"note": null}),
+        json!({"note": ""}),
+        json!({"note": " \n\t "}),
+        json!({"note": "x".repeat(1001)}),
+        json!({"note": 5}),
+        json!({"note": "a\u{0}b"}),
+        json!({"note": "ok", "other": 1}),
+    ] {
+        let r = app
+            .operator("POST", &resolve(pending), Some(bad.clone()))
+            .await;
+        assert_error(&r, 400, "bad_request");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("note"),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    for raw in [None, Some("not json"), Some("[]"), Some("\"note\"")] {
+        let r = app.with_token(TOKEN, "POST", &resolve(pending), raw).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    assert_eq!(
+        app.db
+            .storage
+            .get_failure(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        FailureStatus::Pending
+    );
+
+    // Who may, and which failure.
+    let anonymous = http::request(
+        app.addr,
+        "POST",
+        &resolve(pending),
+        &[],
+        Some(note.to_string().as_bytes()),
+    )
+    .await;
+    assert_error(&anonymous, 401, "unauthorized");
+    let user_token = order_api::auth::mint(&app.settings.api, 1, Duration::from_secs(300)).unwrap();
+    let as_user = app
+        .with_token(
+            &user_token,
+            "POST",
+            &resolve(pending),
+            Some(&note.to_string()),
+        )
+        .await;
+    assert_error(&as_user, 403, "forbidden");
+    assert_error(
+        &app.operator("POST", &resolve(999_999), Some(note.clone()))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &app.operator("POST", "/api/v1/failures/abc/resolve", Some(note.clone()))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_eq!(
+        app.db
+            .storage
+            .get_failure(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        FailureStatus::Pending
+    );
+
+    // The longest note is taken as it is.
+    let longest = "\u{e9}".repeat(1000);
+    let r = app
+        .operator("POST", &resolve(pending), Some(json!({"note": longest})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["resolution_note"], longest);
+}
+
+#[tokio::test]
+async fn a_failure_resolved_by_hand_keeps_its_note_and_is_never_retried_again_postgres() {
+    a_failure_resolved_by_hand_keeps_its_note_and_is_never_retried_again(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_failure_resolved_by_hand_keeps_its_note_and_is_never_retried_again_mysql() {
+    a_failure_resolved_by_hand_keeps_its_note_and_is_never_retried_again(Driver::Mysql).await;
+}
+
+#[tokio::test]
+async fn resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_requests_postgres() {
+    resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_requests(Driver::Postgres)
+        .await;
+}
+
+#[tokio::test]
+async fn resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_requests_mysql() {
+    resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_requests(Driver::Mysql)
+        .await;
+}
+
 // ---- the rest -----------------------------------------------------------
 
 #[tokio::test]
@@ -1698,4 +2009,115 @@ async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache_postgres() {
 #[tokio::test]
 async fn a_slow_read_cannot_put_an_old_status_back_in_the_cache_mysql() {
     a_slow_read_cannot_put_an_old_status_back_in_the_cache(Driver::Mysql).await;
+}
+
+// ---- HTTP manners ---------------------------------------------------------
+
+#[tokio::test]
+async fn wrong_methods_are_405_naming_the_allowed_ones_in_allow() {
+    let app = spawn_app().await;
+    let order = format!("/api/v1/orders/{}", Uuid::now_v7());
+    for (method, path, allow) in [
+        ("DELETE", order.clone(), "GET"),
+        ("POST", format!("{order}/status"), "PUT"),
+        ("GET", format!("{order}/cancel"), "PUT"),
+        ("PUT", "/api/v1/failures".to_owned(), "GET"),
+        ("GET", "/api/v1/failures/7/retry".to_owned(), "POST"),
+        ("POST", "/api/v1/stats/orders".to_owned(), "GET"),
+        ("DELETE", "/health".to_owned(), "GET"),
+    ] {
+        let r = app.operator(method, &path, None).await;
+        assert_error(&r, 405, "method_not_allowed");
+        assert_eq!(
+            r.header("allow"),
+            Some(allow),
+            "{method} {path}: {:?}",
+            r.headers
+        );
+    }
+    // An unknown path stays 404, whatever the method.
+    assert_error(
+        &app.operator("DELETE", "/api/v1/nothing", None).await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_query_parameter_is_400_naming_it() {
+    let app = spawn_app().await;
+    for (path, name) in [
+        ("/api/v1/users/1/orders?page=1&page=2", "\"page\""),
+        (
+            "/api/v1/users/1/orders?pageSize=5&status=pending&pageSize=5",
+            "\"pageSize\"",
+        ),
+        (
+            "/api/v1/failures?status=pending&status=failed",
+            "\"status\"",
+        ),
+        (
+            "/api/v1/stats/orders?date=2024-01-01&date=2024-01-02",
+            "\"date\"",
+        ),
+    ] {
+        let r = app.get(path).await;
+        assert_error(&r, 400, "bad_request");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(name), "{path}: {message}");
+    }
+    // Given once, the same parameters are fine.
+    assert_eq!(app.get("/api/v1/users/1/orders?page=1").await.status, 200);
+}
+
+#[tokio::test]
+async fn setting_the_status_an_order_already_has_answers_200_and_changes_nothing() {
+    let app = spawn_app().await;
+    let id = app.order(1, 1, "1", 1).await;
+    let path = format!("/api/v1/orders/{id}/status");
+    let same = app.put(&path, Some(json!({"status": "pending"}))).await;
+    assert_eq!(same.status, 200, "{}", same.body);
+    assert_eq!(same.json()["status"], "pending");
+    assert_eq!(same.json()["version"], 0, "nothing was written");
+
+    let first = app.put(&path, Some(json!({"status": "completed"}))).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // A retried PUT gets the answer of the first.
+    let retried = app.put(&path, Some(json!({"status": "completed"}))).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.json(), first.json());
+    // A different move from there is still refused.
+    assert_error(
+        &app.put(&path, Some(json!({"status": "pending"}))).await,
+        409,
+        "conflict",
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_a_body_is_read_as_an_empty_one_not_411() {
+    let app = spawn_app().await;
+    // Bulk retry takes an optional body: none means the defaults.
+    let r = app.operator("POST", "/api/v1/failures/retry", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["attempted"], 0);
+    // A status change needs one: a 400 that says so, not a 411.
+    let id = app.order(1, 1, "1", 1).await;
+    let r = app
+        .operator("PUT", &format!("/api/v1/orders/{id}/status"), None)
+        .await;
+    assert_error(&r, 400, "bad_request");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no body"),
+        "{}",
+        r.body
+    );
+    // Cancel and retry-one take none at all.
+    let r = app
+        .operator("PUT", &format!("/api/v1/orders/{id}/cancel"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

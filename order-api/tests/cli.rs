@@ -30,12 +30,16 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
 
         let first = migrate(&db);
         let out = String::from_utf8_lossy(&first.stdout);
+        let log = String::from_utf8_lossy(&first.stderr);
+        assert!(first.status.success(), "{driver:?}: {out}{log}");
+        // stdout: the summary, one JSON line; stderr: the log.
+        let summary: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        assert_eq!(out.lines().count(), 1, "{out}");
         assert!(
-            first.status.success(),
-            "{driver:?}: {out}{}",
-            String::from_utf8_lossy(&first.stderr)
+            summary["applied"].as_array().is_some_and(|a| !a.is_empty()),
+            "{summary}"
         );
-        assert!(out.contains("applied migrations"), "{driver:?}: {out}");
+        assert!(log.contains("applied migrations"), "{driver:?}: {log}");
         assert_eq!(
             tables(&db).await,
             5,
@@ -44,8 +48,13 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
 
         let second = migrate(&db);
         let out = String::from_utf8_lossy(&second.stdout);
-        assert!(second.status.success(), "{driver:?}: {out}");
-        assert!(out.contains("up to date"), "{driver:?}: {out}");
+        let log = String::from_utf8_lossy(&second.stderr);
+        assert!(second.status.success(), "{driver:?}: {out}{log}");
+        let summary: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        assert_eq!(summary["applied"], serde_json::json!([]), "{summary}");
+        assert!(log.contains("up to date"), "{driver:?}: {log}");
+        // sqlx's notices about its own table stay out of an INFO log.
+        assert!(!log.contains("already exists, skipping"), "{log}");
         assert_eq!(tables(&db).await, 5);
     }
 }
@@ -89,10 +98,128 @@ fn an_unreachable_database_fails_migrate_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Where it was tried and why it failed, each said once.
     assert!(
-        err.contains("migrating the database") && err.contains("unavailable"),
+        err.contains("migrating the database")
+            && err.contains("127.0.0.1:1")
+            && err.contains("refused"),
         "{err}"
     );
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    assert!(out.stdout.is_empty(), "no summary for a failed run");
+}
+
+#[test]
+fn an_invalid_log_level_is_refused_naming_it() {
+    for (name, value, key) in [
+        ("ORDER__LOG__LEVEL", "verbose", "log.level"),
+        ("ORDER__LOG__LEVEL", "info,order_core=loud", "log.level"),
+        ("RUST_LOG", "verbose", "RUST_LOG"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .env_remove("RUST_LOG")
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key) && err.contains("is not a level"), "{err}");
+    }
+    let out = Command::new(BIN)
+        .args(["migrate", "--set", "log.level=verbose"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_at_once_with_its_address_and_cause() {
+    // The default acquire timeout (5 s) must not delay the first word.
+    let started = std::time::Instant::now();
+    let mut api = process::spawn(
+        BIN,
+        &[],
+        &[
+            (
+                "ORDER__DATABASE__URL",
+                "postgres://postgres@127.0.0.1:1/none",
+            ),
+            ("ORDER__SERVER__PORT", "0"),
+            ("ORDER__API__AUTH__JWT_SECRET", SECRET),
+        ],
+    );
+    api.wait_for(
+        "database unreachable at start; waiting for it",
+        Duration::from_secs(3),
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let status = api.terminate(Duration::from_secs(10));
+    let out = api.output();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("PostgreSQL at 127.0.0.1:1") && out.contains("refused"),
+        "{out}"
+    );
+    assert!(!out.contains("pool timed out"), "{out}");
+}
+
+#[tokio::test]
+async fn a_closed_stdout_and_stderr_never_make_a_role_panic() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDatabase::empty(Driver::Postgres).await;
+    let mut child = Command::new(BIN)
+        .env("ORDER__DATABASE__URL", db.settings.url.expose())
+        .env("ORDER__SERVER__PORT", "0")
+        .env("ORDER__API__AUTH__JWT_SECRET", SECRET)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log is on stderr, plain text (stderr is a pipe, not a terminal).
+    // The reader stops at the start line and closes its end of the pipe.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (started, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains('\x1b') {
+                let _ = started.send(Err(format!("ANSI codes in a log pipe: {line:?}")));
+                return;
+            }
+            if line.contains("order-api started") {
+                let _ = started.send(Ok(()));
+                return;
+            }
+        }
+        let _ = started.send(Err("stderr ended before order-api started".into()));
+    });
+    let outcome = seen.recv_timeout(Duration::from_secs(30));
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = child.kill();
+        panic!("no plain `order-api started` log line on stderr: {outcome:?}");
+    }
+    // The reader of both goes away (a log prefixer killed by Ctrl-C, a log
+    // pipe gone); the role must still stop cleanly, logging into the void.
+    drop(child.stdout.take());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "101 would be a panic");
 }
 
 #[tokio::test]

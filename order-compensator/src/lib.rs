@@ -22,7 +22,7 @@ use order_core::cache::OrderCache;
 use order_core::config::Settings;
 use order_core::observability::{self, HealthChecks};
 use order_core::service::{OrderCreator, Orders, Retrier, RetryReport, maintenance};
-use order_core::startup::{self, ConfigArgs};
+use order_core::startup::{self, AtStart, ConfigArgs};
 use order_core::storage::Storage;
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -30,7 +30,7 @@ use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 /// Port of `/health` and `/metrics` when `observability.port` is unset.
-pub const DEFAULT_OBSERVABILITY_PORT: u16 = 9092;
+pub const DEFAULT_OBSERVABILITY_PORT: u16 = 8085;
 
 /// Command line of `order-compensator`.
 #[derive(Debug, Parser)]
@@ -127,6 +127,64 @@ pub enum JobReport {
         /// The job.
         skipped: Job,
     },
+}
+
+impl JobReport {
+    /// True when the run found nothing to do.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        match *self {
+            Self::RetryFailures {
+                released, claimed, ..
+            } => released == 0 && claimed == 0,
+            Self::ExpireUnpaid { expired } => expired == 0,
+            Self::PurgeResolved { purged } => purged == 0,
+            Self::Skipped { .. } => true,
+        }
+    }
+
+    /// Logs the report as fields: INFO when the run did something, DEBUG
+    /// when it was idle (an idle compensator stays quiet at INFO).
+    pub fn log(&self) {
+        macro_rules! at_level {
+            ($($field:tt)*) => {
+                if self.is_idle() {
+                    tracing::debug!($($field)*);
+                } else {
+                    tracing::info!($($field)*);
+                }
+            };
+        }
+        match *self {
+            Self::RetryFailures {
+                released,
+                claimed,
+                succeeded,
+                rescheduled,
+                failed,
+                lost,
+                backlog,
+            } => at_level!(
+                job = "retry-failures",
+                released,
+                claimed,
+                succeeded,
+                rescheduled,
+                failed,
+                lost,
+                backlog,
+                "run finished"
+            ),
+            Self::ExpireUnpaid { expired } => {
+                at_level!(job = "expire-unpaid", expired, "run finished");
+            }
+            Self::PurgeResolved { purged } => {
+                at_level!(job = "purge-resolved", purged, "run finished");
+            }
+            // Logged by the run that found its predecessor still going.
+            Self::Skipped { .. } => {}
+        }
+    }
 }
 
 /// The jobs, over one database and cache.
@@ -249,12 +307,17 @@ impl Compensator {
         })
     }
 
-    /// A scheduled tick: runs the job and logs the outcome; never fails.
+    /// A scheduled tick: runs the job and logs the outcome as fields, at
+    /// INFO when it changed something and at DEBUG when it found nothing to
+    /// do; never fails.
     async fn tick(&self, job: Job) {
         match self.run_once(job).await {
-            Ok(JobReport::Skipped { .. }) => {}
-            Ok(report) => tracing::info!(job = job.name(), report = ?report, "run finished"),
-            Err(e) => tracing::error!(job = job.name(), error = format!("{e:#}"), "run failed"),
+            Ok(report) => report.log(),
+            Err(e) => tracing::error!(
+                job = job.name(),
+                error = %order_core::telemetry::error_chain(e.as_ref()),
+                "run failed"
+            ),
         }
     }
 
@@ -312,7 +375,12 @@ impl Compensator {
 /// # Errors
 /// When the database cannot be reached or a job fails.
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
-    let storage = startup::open_storage(&settings)
+    // A one-off run answers at once; the scheduler waits for the database.
+    let at_start = match command {
+        Command::RunOnce { .. } => AtStart::Fail,
+        Command::Run => AtStart::Wait,
+    };
+    let storage = startup::open_storage(&settings, at_start)
         .await
         .context("opening the database")?;
     let port = settings
@@ -323,19 +391,19 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::RunOnce { job } => {
             let report = compensator.run_once(job).await?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", serde_json::to_string(&report)?);
-            }
+            order_core::output::json(&report)?;
         }
         Command::Run => {
             let stop = CancellationToken::new();
             let checks = HealthChecks::new().with_database(storage.clone());
-            observability::metrics_handle();
+            observability::install_metrics("order-compensator");
+            let host = compensator.settings.observability.host.clone();
             let (_, server) =
-                observability::serve(port, checks, Some(storage.clone()), stop.clone())
+                observability::serve(&host, port, checks, Some(storage.clone()), stop.clone())
                     .await
-                    .with_context(|| format!("binding observability.port {port}"))?;
+                    .with_context(|| {
+                        format!("binding observability.host {host} and observability.port {port}")
+                    })?;
             let mut jobs = tokio::spawn(compensator.clone().run(stop.clone()));
             tracing::info!("order-compensator started");
             let finished = tokio::select! {

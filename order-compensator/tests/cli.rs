@@ -72,6 +72,8 @@ async fn serves_health_and_metrics_runs_on_schedule_and_exits_0_on_sigterm() {
             ("ORDER__DATABASE__URL", db.settings.url.expose()),
             ("ORDER__OBSERVABILITY__PORT", &port.to_string()),
             ("ORDER__COMPENSATOR__RETRY_CRON", "* * * * * *"),
+            // An idle run logs at DEBUG only.
+            ("ORDER__LOG__LEVEL", "info,order_compensator=debug"),
         ],
     );
     child.wait_for("order-compensator started", Duration::from_secs(30));
@@ -89,8 +91,16 @@ async fn serves_health_and_metrics_runs_on_schedule_and_exits_0_on_sigterm() {
     assert_eq!(health["checks"]["database"], "up");
     assert_eq!(http::get(addr, "/health/live").await.0, 200);
 
-    // The every-second retry job runs by itself and reports through /metrics.
+    // The every-second retry job runs by itself and reports through /metrics;
+    // its report is logged as fields, not as a Rust structure.
     child.wait_for("run finished", Duration::from_secs(5));
+    let out = child.output();
+    let finished = out.lines().find(|l| l.contains("run finished")).unwrap();
+    assert!(
+        finished.contains("claimed=0") && finished.contains("backlog=0"),
+        "{finished}"
+    );
+    assert!(!finished.contains("RetryFailures {"), "{finished}");
     let (status, metrics) = http::get(addr, "/metrics").await;
     assert_eq!(status, 200);
     for name in [
@@ -104,4 +114,86 @@ async fn serves_health_and_metrics_runs_on_schedule_and_exits_0_on_sigterm() {
 
     let status = child.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}: {}", child.output());
+}
+
+#[tokio::test]
+async fn an_idle_compensator_is_quiet_at_info() {
+    let db = TestDatabase::empty(Driver::Postgres).await;
+    let mut child = process::spawn(
+        BIN,
+        &[],
+        &[
+            ("ORDER__DATABASE__URL", db.settings.url.expose()),
+            ("ORDER__OBSERVABILITY__PORT", &free_port().to_string()),
+            ("ORDER__COMPENSATOR__RETRY_CRON", "* * * * * *"),
+            ("ORDER__COMPENSATOR__EXPIRE_CRON", "* * * * * *"),
+            ("ORDER__LOG__LEVEL", "info"),
+        ],
+    );
+    child.wait_for("order-compensator started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = child.terminate(Duration::from_secs(10));
+    let out = child.output();
+    assert!(status.success(), "{status:?}: {out}");
+    for noise in [
+        "run finished",
+        "Uninited",
+        "Job creator created",
+        "already exists, skipping",
+    ] {
+        assert!(!out.contains(noise), "{noise:?} at INFO:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn run_once_fails_at_once_when_the_database_is_unreachable() {
+    let mut child = Command::new(BIN)
+        .args(["run-once", "expire-unpaid"])
+        .env(
+            "ORDER__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run-once still waiting for the database after 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no report for a run that did not happen"
+    );
+}
+
+#[tokio::test]
+async fn run_once_whose_reader_went_away_still_exits_0() {
+    // `order-compensator run-once … | head -c0`: the reader quits first.
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let mut child = Command::new(BIN)
+        .args(["run-once", "purge-resolved"])
+        .env("ORDER__DATABASE__URL", db.settings.url.expose())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Logs on stderr carry no colour codes when it is not a terminal.
+    assert!(!err.contains('\x1b'), "{err:?}");
 }

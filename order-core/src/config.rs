@@ -187,6 +187,10 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
+    /// The address order-api listens on: `0.0.0.0` (every IPv4 interface,
+    /// what a container needs), `::` (every interface), `127.0.0.1` (this
+    /// machine only).
+    pub host: String,
     /// order-api's port; 0 picks any free port (logged at start).
     pub port: u16,
     /// Longest time to read a request.
@@ -207,6 +211,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
+            host: ALL_INTERFACES.into(),
             port: 8082,
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
@@ -595,13 +600,28 @@ impl Default for AuthSettings {
 /// Shortest HS256 secret accepted (RFC 7518: at least the hash's size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// The default listening address of every server: every IPv4 interface.
+pub const ALL_INTERFACES: &str = "0.0.0.0";
+
 /// `observability.*`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilitySettings {
+    /// The address the probe and metrics server of worker and compensator
+    /// listens on (as `server.host`).
+    pub host: String,
     /// Port of `/health`, `/health/ready` and `/metrics` on worker and
-    /// compensator; unset: 9091 for the worker, 9092 for the compensator.
+    /// compensator; unset: 8084 for the worker, 8085 for the compensator.
     pub port: Option<u16>,
+}
+
+impl Default for ObservabilitySettings {
+    fn default() -> Self {
+        Self {
+            host: ALL_INTERFACES.into(),
+            port: None,
+        }
+    }
 }
 
 /// `log.*`
@@ -893,11 +913,20 @@ impl Settings {
             "api.auth.jwt_secret",
             &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"),
         )?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(ConfigError::invalid(
-                "log.level",
-                format!("not a valid filter ({e})"),
-            ));
+        for (key, host) in [
+            ("server.host", &self.server.host),
+            ("observability.host", &self.observability.host),
+        ] {
+            check(
+                host.parse::<std::net::IpAddr>().is_ok() || host == "localhost",
+                key,
+                &format!(
+                    "expected an IP address of this machine to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only), got {host:?}"
+                ),
+            )?;
+        }
+        if let Err(e) = crate::telemetry::parse_filter(&self.log.level) {
+            return Err(ConfigError::invalid("log.level", e));
         }
         Ok(())
     }
@@ -1071,6 +1100,8 @@ mod tests {
     fn defaults_match_the_design_key_table() {
         let s = Settings::load(&Sources::default()).unwrap();
         assert_eq!(s.server.port, 8082);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert_eq!(s.observability.host, "0.0.0.0");
         assert_eq!(s.database.driver, Driver::Postgres);
         assert_eq!(
             (s.database.host.as_str(), s.database.port),
@@ -1099,13 +1130,18 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_config_file_loads_and_equals_the_defaults() {
+    fn the_shipped_config_file_loads_and_equals_the_defaults_but_listens_on_loopback() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/config.yaml");
         let sources = Sources {
             file: Some((path, true)),
             ..Sources::default()
         };
-        assert_eq!(Settings::load(&sources).unwrap(), Settings::default());
+        let mut expected = Settings::default();
+        // A developer's machine: reachable from itself only. The image sets
+        // every interface back (Dockerfile ENV).
+        expected.server.host = "127.0.0.1".into();
+        expected.observability.host = "127.0.0.1".into();
+        assert_eq!(Settings::load(&sources).unwrap(), expected);
     }
 
     #[test]
@@ -1231,6 +1267,15 @@ mod tests {
             ("ORDER__DATABASE__URL", "sqlite://x", "database.url"),
             ("ORDER__REDIS__KEY_PREFIX", "", "redis.key_prefix"),
             ("ORDER__LOG__LEVEL", "info,[", "log.level"),
+            ("ORDER__LOG__LEVEL", "verbose", "log.level"),
+            ("ORDER__LOG__LEVEL", "info,order_core=loud", "log.level"),
+            ("ORDER__SERVER__HOST", "", "server.host"),
+            ("ORDER__SERVER__HOST", "my laptop", "server.host"),
+            (
+                "ORDER__OBSERVABILITY__HOST",
+                "0.0.0.0:80",
+                "observability.host",
+            ),
         ] {
             let err = Settings::load(&env(&[(var, value)]))
                 .unwrap_err()

@@ -7,7 +7,8 @@
 //!
 //! - [`cache`]: the Redis read-through cache of single orders.
 //! - [`config`]: the layered configuration (defaults → YAML → `ORDER__…` env → flags).
-//! - [`telemetry`]: tracing subscriber set-up (pretty or JSON).
+//! - [`telemetry`]: logging to stderr (pretty or JSON), filter checks.
+//! - [`output`]: a command's own output on stdout, one line each.
 //! - [`domain`]: validated value types, the seckill message codec, order and
 //!   failure records, the status machine and the retry policy.
 //! - [`observability`]: health checks and the Prometheus endpoint.
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod observability;
+pub mod output;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

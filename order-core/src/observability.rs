@@ -129,6 +129,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("histogram buckets")
                 .install_recorder()
                 .expect("install the Prometheus recorder");
+            describe_metrics();
             // Histogram samples are buffered until folded into their buckets,
             // which a scrape does; without scrapes the buffer grows with every
             // sample (about 19 bytes per cached read, measured). Fold them regularly.
@@ -145,6 +146,201 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// What a metric is, for its `# HELP` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution in buckets.
+    Histogram,
+}
+
+/// Every metric the service exports, with its `# HELP` text. A metric
+/// recorded anywhere in the workspace must be listed here (a test checks).
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "order_service_build_info",
+        Kind::Gauge,
+        "Always 1; the labels name the role and the version running",
+    ),
+    (
+        "log_lines_dropped_total",
+        Kind::Counter,
+        "Log lines lost because stderr was closed or failing",
+    ),
+    (
+        "http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered by order-api, by method, route template and status",
+    ),
+    (
+        "http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer an HTTP request of order-api, by method and route template",
+    ),
+    (
+        "http_connections_open",
+        Kind::Gauge,
+        "HTTP connections open on order-api",
+    ),
+    (
+        "http_connections_closed_idle_total",
+        Kind::Counter,
+        "HTTP connections order-api closed for doing nothing, by reason (first_request, headers, idle)",
+    ),
+    (
+        "cache_requests_total",
+        Kind::Counter,
+        "Order cache lookups, by result (hit, miss)",
+    ),
+    (
+        "cache_errors_total",
+        Kind::Counter,
+        "Redis calls of the order cache that failed, by operation",
+    ),
+    (
+        "cache_skipped_total",
+        Kind::Counter,
+        "Order cache calls skipped while Redis is known to be down, by operation",
+    ),
+    (
+        "cache_fills_refused_total",
+        Kind::Counter,
+        "Cache fills refused because the order changed since it was read",
+    ),
+    (
+        "db_pool_connections",
+        Kind::Gauge,
+        "Database pool connections, by state (open, idle)",
+    ),
+    (
+        "messages_received_total",
+        Kind::Counter,
+        "Seckill messages taken from a broker, by source",
+    ),
+    (
+        "messages_invalid_total",
+        Kind::Counter,
+        "Messages that can never become an order (poison), by source",
+    ),
+    (
+        "messages_dead_lettered_total",
+        Kind::Counter,
+        "Messages sent to the dead-letter queue or topic because not even their failure could be recorded, by source",
+    ),
+    (
+        "message_age_seconds",
+        Kind::Histogram,
+        "Time from a message's own timestamp to the commit of its order",
+    ),
+    (
+        "message_processing_seconds",
+        Kind::Histogram,
+        "Time from receiving a message to the commit of its order, by source",
+    ),
+    (
+        "worker_batch_size",
+        Kind::Histogram,
+        "Messages per batch handed to the database, by source",
+    ),
+    (
+        "worker_pauses_total",
+        Kind::Counter,
+        "Times a consumer paused because the database was unreachable, by source",
+    ),
+    (
+        "worker_consumer_connected",
+        Kind::Gauge,
+        "1 while the consumer of a source is connected and consuming",
+    ),
+    (
+        "orders_created_total",
+        Kind::Counter,
+        "Orders created, by source",
+    ),
+    (
+        "orders_duplicate_total",
+        Kind::Counter,
+        "Messages whose order already existed (idempotent duplicates), by source",
+    ),
+    (
+        "orders_expired_total",
+        Kind::Counter,
+        "Unpaid orders cancelled at the payment timeout",
+    ),
+    (
+        "order_failures_recorded_total",
+        Kind::Counter,
+        "Failure records written for messages that could not become orders, by source and kind",
+    ),
+    (
+        "order_failures_already_recorded_total",
+        Kind::Counter,
+        "Failures met again (a redelivery) whose record already existed, by source and kind: nothing new written",
+    ),
+    (
+        "order_failures_purged_total",
+        Kind::Counter,
+        "Resolved failure records deleted after compensator.failure_retention",
+    ),
+    (
+        "failures_resolved_by_hand_total",
+        Kind::Counter,
+        "Failures an operator resolved by hand, by the status they had",
+    ),
+    (
+        "compensator_runs_total",
+        Kind::Counter,
+        "Compensator job runs, by job and result (ok, error, skipped)",
+    ),
+    (
+        "compensator_run_duration_seconds",
+        Kind::Histogram,
+        "Time of one compensator job run, by job",
+    ),
+    (
+        "compensator_claimed_total",
+        Kind::Counter,
+        "Failures claimed for a retry by the compensator",
+    ),
+    (
+        "compensator_retries_total",
+        Kind::Counter,
+        "Retries of failures, by result (succeeded, rescheduled, failed, lost)",
+    ),
+    (
+        "compensator_backlog",
+        Kind::Gauge,
+        "Failures pending a retry after the last retry run",
+    ),
+];
+
+/// Gives every metric of [`METRICS`] its `# HELP` text.
+fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// Installs the recorder (see [`metrics_handle`]) and sets
+/// `order_service_build_info{role, version}` to 1.
+pub fn install_metrics(role: &'static str) -> PrometheusHandle {
+    let handle = metrics_handle();
+    metrics::gauge!(
+        "order_service_build_info",
+        "role" => role,
+        "version" => env!("CARGO_PKG_VERSION")
+    )
+    .set(1.0);
+    handle
 }
 
 /// How often buffered histogram samples are folded into their buckets.
@@ -165,11 +361,15 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone + Send + Sync + 'static
 {
     let handle = metrics_handle();
+    // Path first, then method: an unknown path is a 404 whatever the method.
+    let read = || warp::get().or(warp::head()).unify();
     let live = warp::path!("health" / "live")
+        .and(read())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
     let checked = warp::path!("health")
         .or(warp::path!("health" / "ready"))
         .unify()
+        .and(read())
         .and_then(move || {
             let checks = checks.clone();
             async move {
@@ -182,29 +382,96 @@ pub fn routes(
                 ))
             }
         });
-    let metrics = warp::path!("metrics").map(move || {
+    let metrics = warp::path!("metrics").and(read()).map(move || {
         if let Some(storage) = &storage {
             record_pool_usage(storage);
         }
         warp::reply::with_header(handle.render(), "content-type", "text/plain; version=0.0.4")
     });
-    warp::get().and(live.or(checked).or(metrics))
+    live.or(checked).or(metrics)
 }
 
-/// Serves [`routes`] on `port` (0 = any free port) until `stop` is
-/// cancelled; returns the bound address.
+/// The JSON error every server of the service answers with:
+/// `{"error":{"code":"…","message":"…"}}`, with `Allow` on a 405.
+#[must_use]
+pub fn error_response(
+    status: warp::http::StatusCode,
+    code: &str,
+    message: &str,
+    allow: &[&str],
+) -> warp::reply::Response {
+    use warp::Reply as _;
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    if !allow.is_empty() {
+        if let Ok(value) = warp::http::HeaderValue::from_str(&allow.join(", ")) {
+            response
+                .headers_mut()
+                .insert(warp::http::header::ALLOW, value);
+        }
+    }
+    response
+}
+
+/// The paths of [`routes`], all read-only.
+pub const PROBE_PATHS: [&str; 4] = ["/health", "/health/live", "/health/ready", "/metrics"];
+
+/// [`routes`] with warp's rejections answered as JSON: 404 for an unknown
+/// path, 405 with `Allow: GET, HEAD` for another method on a known one.
+pub fn routes_with_errors(
+    checks: HealthChecks,
+    storage: Option<Storage>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
++ Clone
++ Send
++ Sync
++ 'static {
+    use warp::Reply as _;
+    let wrong_method = warp::path::full().and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: warp::http::Method| async move {
+            if PROBE_PATHS.contains(&path.as_str()) {
+                Ok(error_response(
+                    warp::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("{method} is not allowed on {}; use GET", path.as_str()),
+                    &["GET", "HEAD"],
+                ))
+            } else {
+                Err(warp::reject::not_found())
+            }
+        },
+    );
+    routes(checks, storage)
+        .map(warp::Reply::into_response)
+        .or(wrong_method)
+        .unify()
+        .recover(|_: warp::Rejection| async {
+            Ok::<_, std::convert::Infallible>(error_response(
+                warp::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; this port serves /health, /health/live, /health/ready and /metrics",
+                &[],
+            ))
+        })
+        .unify()
+        .map(|r: warp::reply::Response| r.into_response())
+}
+
+/// Serves [`routes`] on `host:port` (port 0 = any free port) until `stop`
+/// is cancelled; returns the bound address.
 ///
 /// # Errors
-/// When the port cannot be bound.
+/// When the address cannot be bound.
 pub async fn serve(
+    host: &str,
     port: u16,
     checks: HealthChecks,
     storage: Option<Storage>,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
     let addr = listener.local_addr()?;
-    let server = warp::serve(routes(checks, storage))
+    let server = warp::serve(routes_with_errors(checks, storage))
         .incoming(listener)
         .graceful(async move { stop.cancelled().await });
     tracing::info!(observability.addr = %addr, "serving /health, /health/ready and /metrics");
@@ -245,6 +512,117 @@ mod tests {
             .run()
             .await;
         assert_eq!((report.status, report.http_status()), ("down", 503));
+    }
+
+    /// The names of the metrics recorded in the workspace's sources: the
+    /// string after each `counter!(`, `gauge!(` or `histogram!(`.
+    fn recorded_metric_names() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir()
+                    && !name.starts_with('.')
+                    && !["target", "node_modules", "fuzz"].contains(&name.as_str())
+                {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                for (at, _) in text.match_indices(macro_name) {
+                    let rest = text[at + macro_name.len()..].trim_start();
+                    if let Some(quoted) = rest.strip_prefix('"') {
+                        let name = &quoted[..quoted.find('"').unwrap()];
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn every_recorded_metric_has_help_text() {
+        let names = recorded_metric_names();
+        assert!(names.len() > 20, "the scan found {names:?}");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !METRICS.iter().any(|(m, _, _)| m == n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "add these to METRICS with a help text: {missing:?}"
+        );
+        for (name, _, help) in METRICS {
+            assert!(!help.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_rendered_metrics_carry_help_and_build_info() {
+        let handle = install_metrics("order-test");
+        metrics::counter!("orders_created_total", "source" => "test").increment(0);
+        let text = handle.render();
+        assert!(
+            text.contains("# HELP orders_created_total Orders created"),
+            "{text}"
+        );
+        assert!(
+            text.contains("order_service_build_info{role=\"order-test\",version=\""),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn probe_ports_answer_json_errors_and_allow_on_405() {
+        use crate::testing::http;
+        let stop = CancellationToken::new();
+        let (addr, server) = serve(
+            "127.0.0.1",
+            0,
+            HealthChecks::new().with("ok", true, || async { true }),
+            None,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let nowhere = http::request(addr, "GET", "/nowhere", &[], None).await;
+        assert_eq!(nowhere.status, 404);
+        assert_eq!(nowhere.header("content-type"), Some("application/json"));
+        assert_eq!(nowhere.json()["error"]["code"], "not_found");
+        for path in PROBE_PATHS {
+            let wrong = http::request(addr, "POST", path, &[], None).await;
+            assert_eq!(wrong.status, 405, "{path}");
+            assert_eq!(wrong.header("allow"), Some("GET, HEAD"), "{path}");
+            assert_eq!(wrong.json()["error"]["code"], "method_not_allowed");
+            let head = http::request(addr, "HEAD", path, &[], None).await;
+            assert_eq!(head.status, 200, "HEAD {path}");
+        }
+        let live = http::request(addr, "GET", "/health/live", &[], None).await;
+        assert_eq!(
+            (live.status, live.json()["status"].as_str()),
+            (200, Some("ok"))
+        );
+        stop.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

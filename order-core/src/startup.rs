@@ -40,39 +40,61 @@ impl ConfigArgs {
 /// Exit code for a configuration error (the process never started).
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Loads the settings and starts logging; on a bad setting prints the error
-/// (which names the key) to stderr and returns the exit code to leave with.
+/// Loads the settings and starts logging; on a bad setting (a bad
+/// `log.level` or `RUST_LOG` included) prints the error, which names the
+/// key, to stderr and returns the exit code to leave with.
 ///
 /// # Errors
 /// The exit code when the configuration cannot be used.
 pub fn settings_and_telemetry(args: &ConfigArgs) -> Result<Settings, ExitCode> {
-    match args.load() {
-        Ok(settings) => {
-            crate::telemetry::init(&settings.log);
-            Ok(settings)
-        }
-        Err(e) => {
-            eprintln!("configuration error: {e}");
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
+    let settings = args.load().map_err(|e| e.to_string()).and_then(|settings| {
+        crate::telemetry::init(&settings.log)?;
+        Ok(settings)
+    });
+    settings.map_err(|e| {
+        crate::output::error_line(&format!("configuration error: {e}"));
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// What a process does when the database cannot be reached at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtStart {
+    /// Wait for it (a role: it comes up when the database does).
+    Wait,
+    /// Fail at once, naming the address and the cause (a command such as
+    /// `migrate` or `run-once`, whose caller wants an answer).
+    Fail,
+}
+
+/// How long one attempt to reach the database at start may take
+/// (`database.acquire_timeout`, between 1 and 10 s).
+pub fn attempt_timeout(settings: &Settings) -> Duration {
+    settings
+        .database
+        .acquire_timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// Opens the database pool and, when `database.auto_migrate` is on, applies
 /// pending migrations.
 ///
-/// A database that cannot be reached yet is waited for: retried with a
-/// backoff from 1 s up to every 30 s, each attempt logged, until it answers
-/// or SIGTERM/SIGINT arrives. A process started during a database outage
-/// thus comes up when the database does, instead of exiting into a restart
-/// back-off (the Kubernetes manifests give it a startup probe of 5 minutes).
+/// With [`AtStart::Wait`], a database that cannot be reached yet is waited
+/// for while `auto_migrate` is on: tried again after 1 s, doubling up to
+/// 30 s, each attempt logged with the address and the cause, until it
+/// answers or SIGTERM/SIGINT arrives. A process started during a database
+/// outage thus comes up when the database does, instead of exiting into a
+/// restart back-off (the Kubernetes manifests give it a startup probe of 5
+/// minutes). With [`AtStart::Fail`], one attempt is made, whatever
+/// `auto_migrate` says.
 ///
 /// # Errors
-/// When the settings cannot be used, a migration fails, or a shutdown
-/// signal arrives while the database is still unreachable.
-pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> {
+/// When the settings cannot be used, a migration fails, the database cannot
+/// be reached with [`AtStart::Fail`], or a shutdown signal arrives while it
+/// is still unreachable.
+pub async fn open_storage(settings: &Settings, at_start: AtStart) -> Result<Storage, StorageError> {
     let storage = Storage::connect(&settings.database)?;
-    auto_migrate(settings, &storage).await?;
+    make_ready(settings, &storage, at_start).await?;
     Ok(storage)
 }
 
@@ -84,41 +106,53 @@ pub async fn open_storage(settings: &Settings) -> Result<Storage, StorageError> 
 pub async fn open_limited_storage(
     settings: &Settings,
     statement_timeout: Duration,
+    at_start: AtStart,
 ) -> Result<Storage, StorageError> {
-    if settings.database.auto_migrate {
-        let unlimited = Storage::connect(&settings.database)?;
-        let migrated = auto_migrate(settings, &unlimited).await;
-        unlimited.close().await;
-        migrated?;
-    }
+    let unlimited = Storage::connect(&settings.database)?;
+    let ready = make_ready(settings, &unlimited, at_start).await;
+    unlimited.close().await;
+    ready?;
     Storage::connect_with(&settings.database, Some(statement_timeout))
 }
 
-async fn auto_migrate(settings: &Settings, storage: &Storage) -> Result<(), StorageError> {
-    if settings.database.auto_migrate {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match migrate(storage).await {
-                Ok(_) => break,
-                Err(StorageError::Unavailable(e)) => {
-                    tracing::warn!(
-                        error = %e,
-                        retry_in_s = delay.as_secs(),
-                        "database unreachable at start; waiting for it"
-                    );
-                    tokio::select! {
-                        () = crate::shutdown::shutdown_signal() => {
-                            return Err(StorageError::Unavailable(e));
-                        }
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(MAX_START_RETRY);
-                }
-                Err(e) => return Err(e),
+/// Reaches the database (waiting or not, see [`open_storage`]) and migrates
+/// it when `database.auto_migrate` is on.
+async fn make_ready(
+    settings: &Settings,
+    storage: &Storage,
+    at_start: AtStart,
+) -> Result<(), StorageError> {
+    let migrating = settings.database.auto_migrate;
+    if at_start == AtStart::Wait && !migrating {
+        // Nothing to do before serving: the pool connects when first used.
+        return Ok(());
+    }
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            storage.probe(attempt_timeout(settings)).await?;
+            if migrating {
+                migrate(storage).await?;
             }
+            Ok::<(), StorageError>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_unavailable() && at_start == AtStart::Wait => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_s = delay.as_secs(),
+                    "database unreachable at start; waiting for it"
+                );
+                tokio::select! {
+                    () = crate::shutdown::shutdown_signal() => return Err(e),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_START_RETRY);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
 
 /// The longest wait between two attempts to reach the database at start.
@@ -139,13 +173,14 @@ pub async fn migrate(storage: &Storage) -> Result<Vec<i64>, StorageError> {
 }
 
 /// The body of every binary's `main`: settings and logging from `args`, then
-/// `run`; exits 0 when it returns `Ok`, 1 (logging the error chain) when it
-/// fails, 2 on bad configuration.
+/// `run`; exits 0 when it returns `Ok`, 1 when it fails (logging the error
+/// and its causes, each once, and printing them to stderr), 2 on bad
+/// configuration.
 pub async fn run_main<F, Fut, E>(role: &str, args: &ConfigArgs, run: F) -> ExitCode
 where
     F: FnOnce(Settings) -> Fut,
     Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
 {
     let settings = match settings_and_telemetry(args) {
         Ok(settings) => settings,
@@ -154,8 +189,8 @@ where
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "{role} failed");
-            eprintln!("error: {e:#}");
+            let chain = crate::telemetry::error_chain(e.as_ref());
+            tracing::error!(error = %chain, "{role} failed");
             ExitCode::FAILURE
         }
     }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use order_core::config::Driver;
 use order_core::domain::{
-    FailureStatus, NewFailure, NewOrder, OrderStatus, RetryPolicy, SeckillMessage, Source,
+    FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal, RetryPolicy,
+    SeckillMessage, Source,
 };
 use order_core::service::{Attempt, OrderCreator, Settlement};
 use order_core::storage::{
-    ClaimOne, CreateOutcome, OrderCursor, PageRequest, Storage, StorageError,
+    ClaimOne, CreateOutcome, OrderCursor, PageRequest, ResolvedByHand, Storage, StorageError,
 };
 use order_core::testing::TestDatabase;
 use order_core::testing::proxy::FaultProxy;
@@ -34,6 +35,7 @@ order_core::on_both_engines!(
     expired_leases_return_to_pending_and_can_be_claimed_again,
     claiming_one_failure_by_id_refuses_succeeded_processing_and_poison,
     purge_removes_only_resolved_failures_older_than_the_cutoff,
+    a_failure_resolved_by_hand_is_never_claimed_again_and_is_purged_when_old,
     unpaid_orders_older_than_the_cutoff_are_cancelled_in_batches,
     the_creator_records_poison_and_failed_writes_and_settles_the_batch,
     a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_no_restart,
@@ -72,7 +74,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
     assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 3);
+    assert_eq!(applied.len(), 4);
     let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
@@ -92,7 +94,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         "second run applies nothing"
     );
     assert_eq!(db.table_names().await, tables);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 3);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 4);
 }
 
 async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver: Driver) {
@@ -845,6 +847,155 @@ async fn purge_removes_only_resolved_failures_older_than_the_cutoff(driver: Driv
             .await
             .unwrap(),
         0
+    );
+}
+
+async fn a_failure_resolved_by_hand_is_never_claimed_again_and_is_purged_when_old(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    // All due now: a claim would take every one of them.
+    let ids = db
+        .storage
+        .record_failures(&[
+            retryable(b"resolved while pending", -1),
+            retryable(b"claimed", -1),
+            NewFailure::poison(b"poison", "bad", Source::Kafka, Utc::now()),
+        ])
+        .await
+        .unwrap();
+    let (pending, claimed, poison) = (ids[0], ids[1], ids[2]);
+    let note = ResolutionNote::parse("note", "  refunded by hand, OPS-1 ").unwrap();
+    match db
+        .storage
+        .resolve_failure_by_hand(pending, &note)
+        .await
+        .unwrap()
+    {
+        ResolvedByHand::Resolved { failure, previous } => {
+            assert_eq!(previous, FailureStatus::Pending);
+            assert_eq!(failure.status, FailureStatus::Resolved);
+            assert_eq!(
+                failure.resolution_note.as_deref(),
+                Some("refunded by hand, OPS-1")
+            );
+            assert_eq!(failure.locked_until, None);
+        }
+        other => panic!("a pending failure is resolved: {other:?}"),
+    }
+    assert!(matches!(
+        db.storage
+            .resolve_failure_by_hand(poison, &note)
+            .await
+            .unwrap(),
+        ResolvedByHand::Resolved {
+            previous: FailureStatus::Failed,
+            ..
+        }
+    ));
+
+    // Neither the compensator's claim nor a claim by id takes it.
+    let taken = db
+        .storage
+        .claim_failures(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|(f, _)| f.id).collect::<Vec<_>>(),
+        vec![claimed]
+    );
+    assert!(
+        matches!(db.storage.claim_failure(pending, Duration::from_secs(60)).await.unwrap(), ClaimOne::Refused(f) if f.status == FailureStatus::Resolved)
+    );
+    for status in [
+        FailureStatus::Pending,
+        FailureStatus::Failed,
+        FailureStatus::Resolved,
+    ] {
+        assert!(
+            db.storage
+                .retryable_failure_ids(status, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{status}"
+        );
+    }
+    assert_eq!(db.storage.count_pending_failures().await.unwrap(), 0);
+
+    // Being retried, or succeeded: refused, nothing written.
+    assert!(matches!(
+        db.storage.resolve_failure_by_hand(claimed, &note).await.unwrap(),
+        ResolvedByHand::Refused(f, ResolveRefusal::BeingRetried) if f.status == FailureStatus::Processing && f.resolution_note.is_none()
+    ));
+    assert!(
+        db.storage
+            .mark_failure_succeeded(claimed, &taken[0].1, Uuid::now_v7())
+            .await
+            .unwrap(),
+        "the claim still holds"
+    );
+    assert!(matches!(
+        db.storage.resolve_failure_by_hand(claimed, &note).await.unwrap(),
+        ResolvedByHand::Refused(f, ResolveRefusal::AlreadySucceeded) if f.status == FailureStatus::Success
+    ));
+
+    // Again: answered as it is, the first note kept.
+    let before = db.storage.get_failure(pending).await.unwrap().unwrap();
+    let other = ResolutionNote::parse("note", "another note").unwrap();
+    assert_eq!(
+        db.storage
+            .resolve_failure_by_hand(pending, &other)
+            .await
+            .unwrap(),
+        ResolvedByHand::AlreadyResolved(Box::new(before.clone()))
+    );
+    assert_eq!(
+        db.storage.get_failure(pending).await.unwrap().unwrap(),
+        before
+    );
+    assert_eq!(
+        db.storage
+            .resolve_failure_by_hand(i64::MAX, &note)
+            .await
+            .unwrap(),
+        ResolvedByHand::NotFound
+    );
+    let page = PageRequest {
+        page: 1,
+        page_size: 10,
+    };
+    let listed = db
+        .storage
+        .list_failures(Some(FailureStatus::Resolved), page)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.iter().map(|f| f.id).collect::<Vec<_>>(),
+        vec![poison, pending]
+    );
+
+    // Ended like success and failed: purged once older than the retention.
+    exec(
+        &db,
+        &format!(
+            "UPDATE order_failures SET updated_at = '2020-01-01 00:00:00+00' WHERE id = {pending}"
+        ),
+        &format!(
+            "UPDATE order_failures SET updated_at = '2020-01-01 00:00:00' WHERE id = {pending}"
+        ),
+    )
+    .await;
+    let cutoff = Utc::now() - chrono::Duration::days(7);
+    assert_eq!(
+        db.storage
+            .purge_resolved_failures(cutoff, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(db.storage.get_failure(pending).await.unwrap().is_none());
+    assert!(
+        db.storage.get_failure(poison).await.unwrap().is_some(),
+        "recent"
     );
 }
 

@@ -19,11 +19,11 @@ use clap::Parser;
 use order_core::config::Settings;
 use order_core::observability::{self, HealthChecks};
 use order_core::service::OrderCreator;
-use order_core::startup::{self, ConfigArgs};
+use order_core::startup::{self, AtStart, ConfigArgs};
 use tokio_util::sync::CancellationToken;
 
 /// Port of `/health` and `/metrics` when `observability.port` is unset.
-pub const DEFAULT_OBSERVABILITY_PORT: u16 = 9091;
+pub const DEFAULT_OBSERVABILITY_PORT: u16 = 8084;
 
 /// Command line of `order-worker`.
 #[derive(Debug, Parser)]
@@ -66,7 +66,7 @@ impl Connected {
 /// # Errors
 /// When the database cannot be reached at start, or no source is enabled.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let storage = startup::open_storage(&settings)
+    let storage = startup::open_storage(&settings, AtStart::Wait)
         .await
         .context("opening the database")?;
     let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy())
@@ -97,14 +97,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "no source is enabled: set rabbitmq.enabled or kafka.enabled"
     );
 
-    observability::metrics_handle();
+    observability::install_metrics("order-worker");
     let port = settings
         .observability
         .port
         .unwrap_or(DEFAULT_OBSERVABILITY_PORT);
-    let (_, server) = observability::serve(port, checks, Some(storage.clone()), stop.clone())
+    let host = settings.observability.host.as_str();
+    let (_, server) = observability::serve(host, port, checks, Some(storage.clone()), stop.clone())
         .await
-        .with_context(|| format!("binding observability.port {port}"))?;
+        .with_context(|| {
+            format!("binding observability.host {host} and observability.port {port}")
+        })?;
     tracing::info!(
         batch_size = settings.worker.batch_size,
         "order-worker started"

@@ -310,3 +310,121 @@ async fn ten_thousand_new_purchases_in_one_batch_on_mariadb_all_commit() {
     assert_eq!(names.ready().await, 0);
     assert_quiet(&output);
 }
+
+/// The value of the series `name{labels…}` in a Prometheus text page (0
+/// when it has not been emitted yet).
+fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with('{')
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            })
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Waits until `messages_received_total` of RabbitMQ reaches `n`; returns
+/// the metrics page then.
+async fn metrics_after_receiving(port: u16, n: f64) -> String {
+    let addr = ([127, 0, 0, 1], port).into();
+    let started = Instant::now();
+    loop {
+        let (_, page) = order_core::testing::http::get(addr, "/metrics").await;
+        let received = metric(&page, "messages_received_total", &[("source", "rabbitmq")]);
+        if received >= n {
+            // The batch is counted as received before it is settled.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return order_core::testing::http::get(addr, "/metrics").await.1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{received} messages received, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_failure_is_counted_and_logged_as_recorded_once() {
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let names = Names::new();
+    let settings = settings(&db, &names, 500);
+    let mut env = worker_env(&settings);
+    // Each publish below is one batch.
+    env.push(("ORDER__WORKER__BATCH_LINGER_MS", "1000".to_owned()));
+    let (mut worker, port) = spawn_process(&env);
+    worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
+    let poison = Message {
+        payload: b"{not json, sent again".to_vec(),
+        user_id: 1,
+        kind: Kind::Poison,
+    };
+    // Valid, but its amount overflows the column: a failed write, recorded
+    // for retry.
+    let failed = Message {
+        payload: br#"{"user_id":1,"product_id":2,"quantity":5,"unit_price":"9999999999.99","seckill_id":"sk","timestamp":"2024-01-01T00:00:00Z"}"#.to_vec(),
+        user_id: 1,
+        kind: Kind::New,
+    };
+
+    // The poison message twice in one batch, then each message again in a
+    // later batch (a redelivery): one failure row each, nothing more.
+    let first = [poison.clone(), poison.clone(), failed.clone()];
+    order_loadgen::rabbitmq::publish(&names.settings, &first, None, true)
+        .await
+        .unwrap();
+    metrics_after_receiving(port, 3.0).await;
+    order_loadgen::rabbitmq::publish(&names.settings, &[poison, failed], None, true)
+        .await
+        .unwrap();
+    let page = metrics_after_receiving(port, 5.0).await;
+
+    assert_eq!(db.count("SELECT COUNT(*) FROM order_failures").await, 2);
+    let recorded = |kind| {
+        metric(
+            &page,
+            "order_failures_recorded_total",
+            &[("source", "rabbitmq"), ("kind", kind)],
+        )
+    };
+    let already = |kind| {
+        metric(
+            &page,
+            "order_failures_already_recorded_total",
+            &[("source", "rabbitmq"), ("kind", kind)],
+        )
+    };
+    assert_eq!(
+        (recorded("poison"), recorded("retryable")),
+        (1.0, 1.0),
+        "one failure row written of each kind:\n{page}"
+    );
+    assert_eq!(
+        (already("poison"), already("retryable")),
+        (2.0, 1.0),
+        "the other deliveries found their row already written:\n{page}"
+    );
+    assert_eq!(
+        metric(&page, "messages_invalid_total", &[("source", "rabbitmq")]),
+        3.0,
+        "every delivery of the poison message was invalid"
+    );
+    let status = worker.terminate(Duration::from_secs(30));
+    let output = worker.output();
+    assert!(status.success(), "{status:?}: {output}");
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("recorded as failures"))
+        .collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("poison=1") && lines[0].contains("failed=1"),
+        "one line, saying what was written: {lines:#?}"
+    );
+    assert_eq!(names.ready().await, 0);
+}

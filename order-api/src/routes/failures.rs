@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use order_core::domain::{Failure, FailureStatus};
+use order_core::domain::{Failure, FailureStatus, ResolutionNote};
 use order_core::service::{Attempt, RetryOne};
+use order_core::storage::ResolvedByHand;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -80,6 +81,10 @@ fn retried(failure: Box<Failure>, attempt: &Attempt) -> Retried {
 /// Why a failure cannot be retried now.
 fn refusal(failure: &Failure) -> String {
     match (failure.status, failure.retryable) {
+        (FailureStatus::Resolved, _) => format!(
+            "failure {} was resolved by hand and is not retried again",
+            failure.id
+        ),
         (FailureStatus::Success, _) => format!(
             "failure {} already succeeded{}",
             failure.id,
@@ -111,6 +116,57 @@ pub async fn retry_one(
         RetryOne::Retried(failure, attempt) => Ok(json(&retried(failure, &attempt))),
         RetryOne::NotFound => Err(ApiError::NotFound(format!("failure {id} not found"))),
         RetryOne::Refused(failure) => Err(ApiError::Conflict(refusal(&failure))),
+    }
+}
+
+/// `POST /api/v1/failures/{failureId}/resolve` with `{"note":"…"}`: marks a
+/// `pending` or `failed` failure resolved by hand, never retried again and
+/// kept with the note. Resolving a resolved one answers it as it is (its
+/// note unchanged); `processing` and `success` are 409.
+pub async fn resolve_one(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    id: String,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    st.auth.operator(authorization.as_deref())?;
+    let id = params::positive_id("failureId", &id)?;
+    let note = resolution_note(&body)?;
+    match st.storage.resolve_failure_by_hand(id, &note).await? {
+        ResolvedByHand::Resolved { failure, previous } => {
+            tracing::info!(
+                failure.id = id,
+                failure.previous_status = %previous,
+                "failure resolved by hand"
+            );
+            metrics::counter!("failures_resolved_by_hand_total", "previous_status" => previous.as_str())
+                .increment(1);
+            Ok(json(&failure))
+        }
+        ResolvedByHand::AlreadyResolved(failure) => Ok(json(&failure)),
+        ResolvedByHand::Refused(_, why) => Err(ApiError::Conflict(format!(
+            "failure {id} cannot be resolved by hand: {why}"
+        ))),
+        ResolvedByHand::NotFound => Err(ApiError::NotFound(format!("failure {id} not found"))),
+    }
+}
+
+/// The note of a resolve request: a JSON object with `note` alone.
+fn resolution_note(body: &[u8]) -> Result<ResolutionNote, ApiError> {
+    let fields: serde_json::Map<String, serde_json::Value> = super::body(body)?;
+    if let Some(other) = fields.keys().find(|k| *k != "note") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field {other:?}, expected note"
+        )));
+    }
+    match fields.get("note") {
+        None | Some(serde_json::Value::Null) => Err(ApiError::BadRequest(
+            "note: is required (a non-empty string)".into(),
+        )),
+        Some(serde_json::Value::String(note)) => {
+            ResolutionNote::parse("note", note).map_err(|e| ApiError::BadRequest(e.to_string()))
+        }
+        Some(_) => Err(ApiError::BadRequest("note: must be a string".into())),
     }
 }
 

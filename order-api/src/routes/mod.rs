@@ -1,11 +1,11 @@
 //! The routes, one module per resource, mirroring the URLs.
 
+pub mod docs;
 pub mod failures;
 pub mod orders;
 pub mod stats;
 pub mod users;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/failures/retry"),
     ("GET", "/api/v1/failures/{failureId}"),
     ("POST", "/api/v1/failures/{failureId}/retry"),
+    ("POST", "/api/v1/failures/{failureId}/resolve"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/health"),
     ("GET", "/health/live"),
@@ -67,6 +68,7 @@ pub fn template_of(method: &str, path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     ROUTES
         .iter()
+        .chain(docs::ROUTES) // the docs page: served, not an API operation
         .filter(|(m, _)| *m == method)
         .map(|(_, t)| *t)
         .find(|t| {
@@ -105,6 +107,11 @@ pub fn json<T: serde::Serialize>(value: &T) -> Response {
 /// # Errors
 /// 400 naming what is wrong.
 pub fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "the request has no body; this operation takes a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
@@ -120,8 +127,26 @@ pub fn router(
         warp::any().map(move || state.clone())
     };
     let auth = warp::header::optional::<String>("authorization");
-    let query = warp::query::<HashMap<String, String>>();
-    let json_body = warp::body::content_length_limit(max_body_bytes).and(warp::body::bytes());
+    // Every pair, so that a repeated parameter is refused, not half-read.
+    let query = warp::query::<Vec<(String, String)>>().and_then(|pairs| async move {
+        crate::params::unique(pairs).map_err(warp::reject::custom)
+    });
+    // A request without a body (no Content-Length, not chunked) has an
+    // empty one, as HTTP says, instead of a 411.
+    let no_body = warp::header::optional::<String>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(
+            |length: Option<String>, chunked: Option<String>| async move {
+                if length.is_none() && chunked.is_none() {
+                    Ok(bytes::Bytes::new())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        );
+    let json_body = no_body
+        .or(warp::body::content_length_limit(max_body_bytes).and(warp::body::bytes()))
+        .unify();
     let timeout = state.request_timeout;
 
     let get_order = warp::path!("api" / "v1" / "orders" / String)
@@ -190,6 +215,14 @@ pub fn router(
         .then(move |id, st, auth| async move {
             respond(timeout, failures::retry_one(st, auth, id)).await
         });
+    let resolve_one = warp::path!("api" / "v1" / "failures" / String / "resolve")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth)
+        .and(json_body)
+        .then(move |id, st, auth, body| async move {
+            respond(timeout, failures::resolve_one(st, auth, id, body)).await
+        });
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
         .map(|| {
@@ -215,11 +248,16 @@ pub fn router(
         .unify()
         .or(retry_one)
         .unify()
+        .or(resolve_one)
+        .unify()
         .or(openapi)
+        .unify()
+        .or(docs::routes())
         .unify()
         .or(probes)
         .unify();
-    api.recover(move |r| recover(r, max_body_bytes))
+    api.or(wrong_method()).unify()
+        .recover(move |r| recover(r, max_body_bytes))
         .unify()
         .with(warp::log::custom(|info| {
             let method = method_label(info.method());
@@ -230,6 +268,42 @@ pub fn router(
             metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
                 .record(info.elapsed().as_secs_f64());
         }))
+}
+
+/// The methods [`ROUTES`] serve on a concrete path.
+#[must_use]
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut methods = Vec::new();
+    for (method, _) in ROUTES {
+        if !methods.contains(method) && template_of(method, path) != "unmatched" {
+            methods.push(*method);
+        }
+    }
+    methods
+}
+
+/// A known path asked with a method it does not serve: 405, naming the
+/// methods it does in `Allow`. Any other request falls through.
+fn wrong_method()
+-> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::path::full().and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: warp::http::Method| async move {
+            let allowed = allowed_methods(path.as_str());
+            if allowed.is_empty() || allowed.contains(&method.as_str()) {
+                return Err(warp::reject::not_found());
+            }
+            Ok(observability::error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!(
+                    "{method} is not allowed on {}; allowed: {}",
+                    path.as_str(),
+                    allowed.join(", ")
+                ),
+                &allowed,
+            ))
+        },
+    )
 }
 
 /// Turns warp's rejections into the API's JSON errors.
@@ -262,6 +336,8 @@ async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, 
             "method_not_allowed",
             "method not allowed on this endpoint".to_owned(),
         )
+    } else if let Some(repeated) = rejection.find::<crate::params::RepeatedParameter>() {
+        (StatusCode::BAD_REQUEST, "bad_request", repeated.to_string())
     } else if rejection.find::<InvalidQuery>().is_some() {
         (
             StatusCode::BAD_REQUEST,

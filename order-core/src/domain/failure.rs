@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::FieldError;
+
 /// Where a failed creation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +34,9 @@ pub enum FailureStatus {
     Success,
     /// Given up: poison, or out of retries.
     Failed,
+    /// Resolved by hand by an operator, with a note: never retried again,
+    /// kept for the record.
+    Resolved,
 }
 
 macro_rules! string_enum {
@@ -70,7 +75,109 @@ macro_rules! string_enum {
 }
 
 string_enum!(Source, "source", Rabbitmq => "rabbitmq", Kafka => "kafka", Api => "api", Compensator => "compensator");
-string_enum!(FailureStatus, "failure status", Pending => "pending", Processing => "processing", Success => "success", Failed => "failed");
+string_enum!(FailureStatus, "failure status", Pending => "pending", Processing => "processing", Success => "success", Failed => "failed", Resolved => "resolved");
+
+/// What resolving a failure by hand does, by its status
+/// ([`FailureStatus::resolve_by_hand`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByHand {
+    /// `pending` or `failed`: it becomes `resolved`, with the note.
+    Resolve,
+    /// Already `resolved`: nothing changes (its note stays as it is), so a
+    /// repeated request answers the record as it is.
+    AlreadyResolved,
+    /// It may not be resolved by hand.
+    Refused(ResolveRefusal),
+}
+
+/// Why a failure may not be resolved by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveRefusal {
+    /// `processing`: a retry holds it right now.
+    #[error("it is being retried right now; resolve it once the retry has ended")]
+    BeingRetried,
+    /// `success`: its order exists.
+    #[error("it already succeeded: its order exists")]
+    AlreadySucceeded,
+}
+
+impl FailureStatus {
+    /// The statuses an operator may resolve by hand: waiting for a retry, or
+    /// given up. The storage's conditional update names the same ones.
+    pub const RESOLVABLE_BY_HAND: &'static [FailureStatus] =
+        &[FailureStatus::Pending, FailureStatus::Failed];
+
+    /// What resolving a failure in this status by hand does.
+    #[must_use]
+    pub fn resolve_by_hand(self) -> ByHand {
+        match self {
+            Self::Pending | Self::Failed => ByHand::Resolve,
+            Self::Resolved => ByHand::AlreadyResolved,
+            Self::Processing => ByHand::Refused(ResolveRefusal::BeingRetried),
+            Self::Success => ByHand::Refused(ResolveRefusal::AlreadySucceeded),
+        }
+    }
+
+    /// True for the statuses a failure never leaves by itself (`success`,
+    /// `failed`, `resolved`): what the purge deletes once old enough.
+    #[must_use]
+    pub fn is_ended(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Resolved)
+    }
+}
+
+/// An operator's note on a failure resolved by hand: trimmed, not empty, at
+/// most [`ResolutionNote::MAX_CHARS`] characters, no control characters but
+/// line breaks and tabs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolutionNote(String);
+
+impl ResolutionNote {
+    /// The longest note, in characters (after trimming).
+    pub const MAX_CHARS: usize = 1000;
+
+    /// Validates a note given as `field`.
+    ///
+    /// # Errors
+    /// [`FieldError`] naming `field` when the note is empty or blank, longer
+    /// than [`ResolutionNote::MAX_CHARS`] characters, or holds a control
+    /// character other than a line break or a tab.
+    pub fn parse(field: &'static str, note: &str) -> Result<Self, FieldError> {
+        let note = note.trim();
+        if note.is_empty() {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        let chars = note.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must be at most {} characters, got {chars}",
+                    Self::MAX_CHARS
+                ),
+            ));
+        }
+        if let Some(c) = note
+            .chars()
+            .find(|&c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must not contain control characters, found U+{:04X}",
+                    u32::from(c)
+                ),
+            ));
+        }
+        Ok(Self(note.to_owned()))
+    }
+
+    /// The note as stored.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// A failed order creation, kept for retry or for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,6 +204,8 @@ pub struct Failure {
     pub locked_until: Option<DateTime<Utc>>,
     /// The order, once the retry succeeded.
     pub order_id: Option<Uuid>,
+    /// The operator's note, once resolved by hand.
+    pub resolution_note: Option<String>,
     /// When it was first recorded.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -434,6 +543,52 @@ mod tests {
             f.error_message.chars().count(),
             NewFailure::MAX_ERROR_CHARS + 1
         );
+    }
+
+    #[test]
+    fn only_pending_and_failed_failures_may_be_resolved_by_hand() {
+        for status in FailureStatus::ALL {
+            let expected = match status {
+                FailureStatus::Pending | FailureStatus::Failed => ByHand::Resolve,
+                FailureStatus::Resolved => ByHand::AlreadyResolved,
+                FailureStatus::Processing => ByHand::Refused(ResolveRefusal::BeingRetried),
+                FailureStatus::Success => ByHand::Refused(ResolveRefusal::AlreadySucceeded),
+            };
+            assert_eq!(status.resolve_by_hand(), expected, "{status}");
+            assert_eq!(
+                FailureStatus::RESOLVABLE_BY_HAND.contains(status),
+                expected == ByHand::Resolve,
+                "{status}"
+            );
+        }
+        assert!(FailureStatus::Resolved.is_ended());
+        assert!(!FailureStatus::Pending.is_ended() && !FailureStatus::Processing.is_ended());
+    }
+
+    #[test]
+    fn a_resolution_note_is_trimmed_non_empty_bounded_and_printable() {
+        assert_eq!(
+            ResolutionNote::parse("note", "  refunded by hand\n ")
+                .unwrap()
+                .as_str(),
+            "refunded by hand"
+        );
+        let longest = "\u{e9}".repeat(ResolutionNote::MAX_CHARS);
+        assert_eq!(
+            ResolutionNote::parse("note", &longest).unwrap().as_str(),
+            longest
+        );
+        assert!(ResolutionNote::parse("note", "line 1\nline 2\ttab").is_ok());
+        for bad in [
+            String::new(),
+            " \n\t ".into(),
+            "x".repeat(ResolutionNote::MAX_CHARS + 1),
+            "a\u{0}b".into(),
+            "a\u{1b}[31mb".into(),
+        ] {
+            let err = ResolutionNote::parse("note", &bad).unwrap_err();
+            assert_eq!(err.field, "note", "{bad:?}");
+        }
     }
 
     #[test]

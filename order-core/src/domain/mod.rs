@@ -14,7 +14,8 @@ mod retry;
 mod seckill_id;
 
 pub use failure::{
-    Encoding, Failure, FailureStatus, KeptMessage, Lease, NewFailure, Source, printable_error,
+    ByHand, Encoding, Failure, FailureStatus, KeptMessage, Lease, NewFailure, ResolutionNote,
+    ResolveRefusal, Source, printable_error,
 };
 pub use ids::{ProductId, UserId};
 pub use message::{

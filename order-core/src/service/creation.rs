@@ -8,7 +8,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::{NewFailure, NewOrder, RetryPolicy, SeckillMessage, Source};
-use crate::storage::{CreateOutcome, Storage, StorageError};
+use crate::storage::{CreateOutcome, Recorded, Storage, StorageError};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,45 @@ impl Settlement {
             }),
         }
     }
+}
+
+/// The failure rows a broker batch wrote, by kind, and the messages that
+/// found theirs written already: failures are kept once per message (its
+/// digest), so a redelivery, a copy of a message already recorded, or a
+/// batch settled again writes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureRecords {
+    /// Poison messages recorded now (new rows).
+    pub poison: u64,
+    /// Poison messages whose row was there already: nothing written.
+    pub poison_already_recorded: u64,
+    /// Failed writes recorded now for retry (new pending rows).
+    pub retryable: u64,
+    /// Failed writes whose row was there already: nothing written.
+    pub retryable_already_recorded: u64,
+}
+
+impl FailureRecords {
+    /// New failure rows, of both kinds.
+    #[must_use]
+    pub fn recorded(&self) -> u64 {
+        self.poison + self.retryable
+    }
+
+    /// Messages whose failure row was there already, of both kinds.
+    #[must_use]
+    pub fn already_recorded(&self) -> u64 {
+        self.poison_already_recorded + self.retryable_already_recorded
+    }
+}
+
+/// What one broker batch became ([`OrderCreator::process_batch_report`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// What became of each message, in the order of the batch.
+    pub settled: Vec<Settlement>,
+    /// The failure rows written, and those found written already.
+    pub failures: FailureRecords,
 }
 
 /// Turns seckill messages into orders.
@@ -172,6 +211,21 @@ impl OrderCreator {
         source: Source,
         payloads: &[P],
     ) -> Result<Vec<Settlement>, StorageError> {
+        Ok(self.process_batch_report(source, payloads).await?.settled)
+    }
+
+    /// [`OrderCreator::process_batch`], saying also how many failure rows
+    /// the batch wrote and how many of its failed messages found theirs
+    /// written already (a redelivery): the metrics and the log count only
+    /// the rows written.
+    ///
+    /// # Errors
+    /// As [`OrderCreator::process_batch`].
+    pub async fn process_batch_report<P: AsRef<[u8]>>(
+        &self,
+        source: Source,
+        payloads: &[P],
+    ) -> Result<BatchReport, StorageError> {
         let attempts = self.attempt(payloads).await?;
         let now = Utc::now();
         let mut failed_at = Vec::new();
@@ -202,8 +256,16 @@ impl OrderCreator {
             .collect();
         let recorded = self.storage.record_each(&failures).await?;
         let mut refused = vec![None; attempts.len()];
+        let mut records = FailureRecords::default();
         for (i, result) in failed_at.into_iter().zip(recorded) {
-            refused[i] = result.err();
+            let poison = matches!(attempts[i], Attempt::Poison(_));
+            match result {
+                Ok(Recorded::New) if poison => records.poison += 1,
+                Ok(Recorded::New) => records.retryable += 1,
+                Ok(Recorded::AlreadyRecorded) if poison => records.poison_already_recorded += 1,
+                Ok(Recorded::AlreadyRecorded) => records.retryable_already_recorded += 1,
+                Err(reason) => refused[i] = Some(reason),
+            }
         }
         let settled: Vec<Settlement> = attempts
             .into_iter()
@@ -213,26 +275,26 @@ impl OrderCreator {
                 Some(reason) => Settlement::DeadLetter { attempt, reason },
             })
             .collect();
-        record_metrics(source, &settled);
-        Ok(settled)
+        record_metrics(source, &settled, &records);
+        Ok(BatchReport {
+            settled,
+            failures: records,
+        })
     }
 }
 
-/// Counts what became of a batch's messages (a dead letter is invalid or
-/// failed, but not recorded: the worker counts it when it sends it).
-fn record_metrics(source: Source, settled: &[Settlement]) {
-    let (mut created, mut duplicate, mut invalid, mut poison, mut failed) =
-        (0_u64, 0_u64, 0_u64, 0_u64, 0_u64);
+/// Counts what became of a batch's messages: failure rows only when written
+/// now (a message whose row was there already is counted apart, and logged
+/// at DEBUG); a dead letter is invalid or failed, but not recorded: the
+/// worker counts it when it sends it.
+fn record_metrics(source: Source, settled: &[Settlement], records: &FailureRecords) {
+    let (mut created, mut duplicate, mut invalid) = (0_u64, 0_u64, 0_u64);
     for settlement in settled {
-        let recorded = matches!(settlement, Settlement::Settled(_));
         match settlement.attempt() {
             Attempt::Created(_) => created += 1,
             Attempt::Duplicate(_) => duplicate += 1,
-            Attempt::Poison(_) => {
-                invalid += 1;
-                poison += u64::from(recorded);
-            }
-            Attempt::Failed(_) => failed += u64::from(recorded),
+            Attempt::Poison(_) => invalid += 1,
+            Attempt::Failed(_) => {}
         }
     }
     let source = source.as_str();
@@ -240,20 +302,32 @@ fn record_metrics(source: Source, settled: &[Settlement]) {
     metrics::counter!("orders_duplicate_total", "source" => source).increment(duplicate);
     metrics::counter!("messages_invalid_total", "source" => source).increment(invalid);
     metrics::counter!("order_failures_recorded_total", "source" => source, "kind" => "poison")
-        .increment(poison);
+        .increment(records.poison);
     metrics::counter!("order_failures_recorded_total", "source" => source, "kind" => "retryable")
-        .increment(failed);
-    if poison > 0 || failed > 0 {
-        quiet_warning(source, poison, failed);
+        .increment(records.retryable);
+    metrics::counter!("order_failures_already_recorded_total", "source" => source, "kind" => "poison")
+        .increment(records.poison_already_recorded);
+    metrics::counter!("order_failures_already_recorded_total", "source" => source, "kind" => "retryable")
+        .increment(records.retryable_already_recorded);
+    if records.recorded() > 0 {
+        quiet_warning(source, records.poison, records.retryable);
+    }
+    if records.already_recorded() > 0 {
+        tracing::debug!(
+            message.source = source,
+            poison = records.poison_already_recorded,
+            failed = records.retryable_already_recorded,
+            "failed messages already on record (a redelivery or a copy): nothing written"
+        );
     }
 }
 
 /// How often at most the warning about recorded failures is logged per source.
 const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Logs recorded failures at most once per [`WARN_EVERY`] and source, with
-/// the counts since the last line: a stream of poison is one line every few
-/// seconds, not one per batch (the metrics count every message).
+/// Logs failure rows written at most once per [`WARN_EVERY`] and source,
+/// with the counts since the last line: a stream of poison is one line every
+/// few seconds, not one per batch (the metrics count every row).
 fn quiet_warning(source: &'static str, poison: u64, failed: u64) {
     use std::collections::HashMap;
     use std::sync::{Mutex, PoisonError};
@@ -277,7 +351,7 @@ fn quiet_warning(source: &'static str, poison: u64, failed: u64) {
             message.source = source,
             poison,
             failed,
-            "messages recorded as failures (at most one such line every 10 s; order_failures and the failure metrics have each one)"
+            "messages recorded as failures (new rows only: a redelivered one is not counted again; at most one such line every 10 s; order_failures and order_failures_recorded_total have each one)"
         );
     }
 }

@@ -5,6 +5,6 @@ pub mod maintenance;
 mod orders;
 mod retry;
 
-pub use creation::{Attempt, OrderCreator, Settlement};
+pub use creation::{Attempt, BatchReport, FailureRecords, OrderCreator, Settlement};
 pub use orders::{Caller, OrderError, Orders};
 pub use retry::{Retrier, RetryOne, RetryReport};

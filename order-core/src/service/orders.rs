@@ -163,7 +163,9 @@ impl Orders {
         }
     }
 
-    /// Moves an order to `to` (operator only), if the status machine allows it.
+    /// Moves an order to `to` (operator only), if the status machine allows
+    /// it; an order already in `to` is a success that changes nothing, so a
+    /// retried request gets the answer of the first.
     ///
     /// # Errors
     /// [`OrderError::Forbidden`], [`OrderError::NotFound`],
@@ -176,12 +178,7 @@ impl Orders {
         to: OrderStatus,
     ) -> Result<Order, OrderError> {
         caller.operator()?;
-        let current = self.visible(caller, order_id).await?;
-        current
-            .status
-            .transition_to(to)
-            .map_err(OrderError::Transition)?;
-        self.transition(current, to).await
+        self.move_to(caller, order_id, to).await
     }
 
     /// Cancels a pending order of the caller's; cancelling a cancelled
@@ -191,19 +188,28 @@ impl Orders {
     /// [`OrderError::NotFound`], [`OrderError::Transition`] for a completed
     /// or failed order, or the database's error.
     pub async fn cancel(&self, caller: Caller, order_id: Uuid) -> Result<Order, OrderError> {
+        self.move_to(caller, order_id, OrderStatus::Cancelled).await
+    }
+
+    /// The one way a caller changes an order: to `to` if the machine allows
+    /// it; already there (before, or by someone else in between) is the
+    /// outcome asked for, answered with the order as it is.
+    async fn move_to(
+        &self,
+        caller: Caller,
+        order_id: Uuid,
+        to: OrderStatus,
+    ) -> Result<Order, OrderError> {
         let current = self.visible(caller, order_id).await?;
-        if current.status == OrderStatus::Cancelled {
+        if current.status == to {
             return Ok(current);
         }
         current
             .status
-            .transition_to(OrderStatus::Cancelled)
+            .transition_to(to)
             .map_err(OrderError::Transition)?;
-        match self.transition(current, OrderStatus::Cancelled).await {
-            // Cancelled by someone else in between: the outcome asked for.
-            Err(OrderError::Transition(t)) if t.from == OrderStatus::Cancelled => {
-                self.visible(caller, order_id).await
-            }
+        match self.transition(current, to).await {
+            Err(OrderError::Transition(t)) if t.from == to => self.visible(caller, order_id).await,
             other => other,
         }
     }

@@ -8,6 +8,16 @@ pub enum StorageError {
     /// worth waiting for, never a reason to drop a message.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A connection to the database could not be opened: names where it was
+    /// tried and why it failed (refused, no answer, no such host, refused
+    /// login); worth waiting for, like [`StorageError::Unavailable`].
+    #[error("cannot reach {target}: {cause}")]
+    Unreachable {
+        /// The engine and its address, e.g. `PostgreSQL at db:5432`.
+        target: String,
+        /// The underlying cause, its chain printed once.
+        cause: String,
+    },
     /// A statement ran past the session's statement timeout and was
     /// cancelled by the server.
     #[error("the statement ran past its time limit: {0}")]
@@ -47,7 +57,7 @@ impl StorageError {
     /// other one is narrowed to the message(s) that cause it.
     #[must_use]
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Unreachable { .. })
     }
 }
 

@@ -27,7 +27,8 @@ pub use error::{ErrorClass, StorageError};
 
 use crate::config::{DatabaseSettings, Driver};
 use crate::domain::{
-    Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus, TransitionError,
+    ByHand, Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus,
+    ResolutionNote, ResolveRefusal, TransitionError,
 };
 
 /// What became of one purchase handed to [`Storage::create_orders`].
@@ -40,6 +41,18 @@ pub enum CreateOutcome {
     /// This purchase could not be written (its own data broke a database
     /// rule); its neighbours were not affected.
     Failed(String),
+}
+
+/// What recording one failure did ([`Storage::record_each`]): failures are
+/// kept once per message (its digest), so a redelivery, or a copy of a
+/// message already recorded, writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new failure row was written.
+    New,
+    /// The message had a failure row already (an earlier delivery, or an
+    /// earlier copy in the same call): nothing was written.
+    AlreadyRecorded,
 }
 
 impl CreateOutcome {
@@ -131,9 +144,34 @@ pub enum ClaimOne {
     Claimed(Box<Failure>, Lease),
     /// No failure has this id.
     NotFound,
-    /// It cannot be claimed now (already succeeded, being processed, or not retryable).
+    /// It cannot be claimed now (already succeeded, being processed, not
+    /// retryable, or resolved by hand).
     Refused(Box<Failure>),
 }
+
+/// The result of resolving one failure by hand
+/// ([`Storage::resolve_failure_by_hand`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolvedByHand {
+    /// It is `resolved` now, with the note.
+    Resolved {
+        /// The failure as it is afterwards.
+        failure: Box<Failure>,
+        /// Its status before (`pending` or `failed`).
+        previous: FailureStatus,
+    },
+    /// It was already resolved: nothing changed (its note neither).
+    AlreadyResolved(Box<Failure>),
+    /// It may not be resolved by hand, and why.
+    Refused(Box<Failure>, ResolveRefusal),
+    /// No failure has this id.
+    NotFound,
+}
+
+/// How many conditional updates [`Storage::resolve_failure_by_hand`] tries,
+/// each after reading the failure again, before it answers that the failure
+/// is being retried (it kept changing under the update).
+const RESOLVE_ATTEMPTS: u32 = 3;
 
 /// How many times a transaction that hit a deadlock or a serialization
 /// failure is tried before the batch is narrowed.
@@ -257,6 +295,33 @@ pub enum Storage {
     Mysql(mysql::MySqlStore),
 }
 
+/// How long [`Storage::ping`] gives a connection of its own to find out why
+/// the pool could not get one.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs `connect` under `within`; a failure becomes
+/// [`StorageError::Unreachable`] naming `target` and the cause once.
+pub(crate) async fn probe_with(
+    target: String,
+    within: Duration,
+    connect: impl Future<Output = Result<(), sqlx::Error>>,
+) -> Result<(), StorageError> {
+    match tokio::time::timeout(within, connect).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StorageError::Unreachable {
+            target,
+            cause: crate::telemetry::error_chain(&e),
+        }),
+        Err(_) => Err(StorageError::Unreachable {
+            target,
+            cause: format!(
+                "no answer within {} (a firewall, a wrong host, or an overloaded server)",
+                humantime::format_duration(within)
+            ),
+        }),
+    }
+}
+
 /// Calls the same method on whichever engine this is.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
@@ -317,9 +382,40 @@ impl Storage {
     /// One round trip to the database.
     ///
     /// # Errors
-    /// [`StorageError::Unavailable`] when it does not answer.
+    /// [`StorageError::Unreachable`] naming the address and the cause when
+    /// no connection can be opened, [`StorageError::Unavailable`] when the
+    /// database does not answer otherwise.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        dispatch!(self.ping())
+        match dispatch!(self.ping()) {
+            // The pool says only that it timed out: find out why.
+            Err(StorageError::Unavailable(sqlx::Error::PoolTimedOut)) => {
+                match self.probe(PROBE_TIMEOUT).await {
+                    Ok(()) => Err(StorageError::Unavailable(sqlx::Error::PoolTimedOut)),
+                    Err(why) => Err(why),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Opens one connection outside the pool and closes it: tells within
+    /// `within` whether the database can be reached, and if not, where it
+    /// was tried and why (connection refused, no answer, unknown host,
+    /// refused login, no such database).
+    ///
+    /// # Errors
+    /// [`StorageError::Unreachable`].
+    pub async fn probe(&self, within: Duration) -> Result<(), StorageError> {
+        dispatch!(self.probe(within))
+    }
+
+    /// The engine and its address, e.g. `PostgreSQL at localhost:5432`.
+    #[must_use]
+    pub fn target(&self) -> String {
+        match self {
+            Self::Postgres(s) => s.target(),
+            Self::Mysql(s) => s.target(),
+        }
     }
 
     /// Closes the pool, waiting for connections in use to come back.
@@ -569,15 +665,17 @@ impl Storage {
     /// below the engine's limits, and a failure the database refuses (for
     /// any reason but an outage) is narrowed down and answered `Err` with
     /// the database's words, while the others are recorded. A message
-    /// already recorded (same digest) is not recorded again. Answers are in
-    /// the order of `failures`.
+    /// already recorded (same digest) is not recorded again: it is answered
+    /// [`Recorded::AlreadyRecorded`], and only a row written now
+    /// [`Recorded::New`] (of several copies in one call, the first). Answers
+    /// are in the order of `failures`.
     ///
     /// # Errors
     /// Only [`StorageError::Unavailable`].
     pub async fn record_each(
         &self,
         failures: &[NewFailure],
-    ) -> Result<Vec<Result<(), String>>, StorageError> {
+    ) -> Result<Vec<Result<Recorded, String>>, StorageError> {
         let now = now();
         let (rows, bytes) = match self {
             Self::Postgres(_) => (MAX_BATCH_ROWS, DEFAULT_STATEMENT_BYTES),
@@ -621,6 +719,7 @@ impl Storage {
                 .await?,
             );
         }
+        first_copy_only(failures, &mut out);
         Ok(out)
     }
 
@@ -655,7 +754,57 @@ impl Storage {
         status: FailureStatus,
         limit: u32,
     ) -> Result<Vec<i64>, StorageError> {
+        if status == FailureStatus::Resolved {
+            // Resolved by hand: never retried again.
+            return Ok(Vec::new());
+        }
         dispatch!(self.retryable_failure_ids(status, limit))
+    }
+
+    /// Resolves a failure by hand with an operator's note, as the domain
+    /// says ([`FailureStatus::resolve_by_hand`]): a `pending` or `failed`
+    /// one becomes `resolved` and is never claimed again; a `resolved` one is
+    /// answered as it is (its note unchanged); `processing` and `success`
+    /// are refused. The change is a conditional update on the status read
+    /// (and only ever from `pending` or `failed`), so a failure claimed in
+    /// the meantime is not resolved: it is read again and judged again.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn resolve_failure_by_hand(
+        &self,
+        id: i64,
+        note: &ResolutionNote,
+    ) -> Result<ResolvedByHand, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(current) = self.get_failure(id).await? else {
+                return Ok(ResolvedByHand::NotFound);
+            };
+            match current.status.resolve_by_hand() {
+                ByHand::AlreadyResolved => {
+                    return Ok(ResolvedByHand::AlreadyResolved(Box::new(current)));
+                }
+                ByHand::Refused(why) => return Ok(ResolvedByHand::Refused(Box::new(current), why)),
+                // Changed under us each time: retries are running on it.
+                ByHand::Resolve if attempt > RESOLVE_ATTEMPTS => {
+                    return Ok(ResolvedByHand::Refused(
+                        Box::new(current),
+                        ResolveRefusal::BeingRetried,
+                    ));
+                }
+                ByHand::Resolve => {}
+            }
+            let previous = current.status;
+            if dispatch!(self.resolve_by_hand(id, previous, note.as_str(), now()))? {
+                let failure = self.get_failure(id).await?.ok_or(StorageError::NotFound)?;
+                return Ok(ResolvedByHand::Resolved {
+                    failure: Box::new(failure),
+                    previous,
+                });
+            }
+        }
     }
 
     /// Claims up to `limit` due, retryable, pending failures (oldest due
@@ -748,8 +897,8 @@ impl Storage {
         dispatch!(self.release_expired_leases(now()))
     }
 
-    /// Deletes up to `limit` resolved (`success`, `failed`) failures last
-    /// changed before `cutoff`; returns how many.
+    /// Deletes up to `limit` ended (`success`, `failed`, `resolved`)
+    /// failures last changed before `cutoff`; returns how many.
     ///
     /// # Errors
     /// When the database is unreachable.
@@ -816,6 +965,18 @@ fn new_lease(now: DateTime<Utc>, length: Duration) -> Lease {
     }
 }
 
+/// A digest written by one [`Storage::record_each`] call is new once: its
+/// other copies (in a later chunk, or on an engine that cannot tell copies
+/// apart within a statement) found it written.
+fn first_copy_only(failures: &[NewFailure], answers: &mut [Result<Recorded, String>]) {
+    let mut written = std::collections::HashSet::new();
+    for (failure, answer) in failures.iter().zip(answers) {
+        if *answer == Ok(Recorded::New) && !written.insert(failure.message_digest.as_str()) {
+            *answer = Ok(Recorded::AlreadyRecorded);
+        }
+    }
+}
+
 /// Maps each recorded failure to its row id by digest.
 fn ids_by_digest(
     failures: &[NewFailure],
@@ -862,5 +1023,31 @@ mod tests {
             assert!(mysql_rows(per_row, 1) * per_row < MYSQL_MAX_PLACEHOLDERS);
         }
         const { assert!(mysql::FAILURE_ROWS * 10 <= MYSQL_MAX_PLACEHOLDERS) };
+    }
+
+    #[test]
+    fn of_copies_written_by_one_call_only_the_first_is_new() {
+        let failure = |bytes: &[u8]| {
+            NewFailure::poison(bytes, "not JSON", crate::domain::Source::Kafka, Utc::now())
+        };
+        let failures = [failure(b"a"), failure(b"b"), failure(b"a"), failure(b"a")];
+        // What two chunks answer when "a" is in both (the engine sees the
+        // second chunk's copy as written: its row has this call's time).
+        let mut answers = vec![
+            Ok(Recorded::New),
+            Ok(Recorded::New),
+            Ok(Recorded::New),
+            Err("refused".to_owned()),
+        ];
+        first_copy_only(&failures, &mut answers);
+        assert_eq!(
+            answers,
+            [
+                Ok(Recorded::New),
+                Ok(Recorded::New),
+                Ok(Recorded::AlreadyRecorded),
+                Err("refused".to_owned()),
+            ]
+        );
     }
 }

@@ -22,7 +22,9 @@ use super::rows::{
     FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
     into_orders,
 };
-use super::{Changed, CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
+use super::{
+    Changed, CreateOutcome, OrderCursor, Page, PageRequest, Recorded, Resolution, StorageError,
+};
 use crate::config::DatabaseSettings;
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
 
@@ -212,6 +214,27 @@ impl MySqlStore {
     pub(crate) async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The engine and where it is, for messages.
+    pub(crate) fn target(&self) -> String {
+        let options = self.pool.connect_options();
+        match options.get_socket() {
+            Some(socket) => format!("MySQL at {}", socket.display()),
+            None => format!("MySQL at {}:{}", options.get_host(), options.get_port()),
+        }
+    }
+
+    /// Opens one connection outside the pool (whose timeout hides the
+    /// cause) and closes it.
+    pub(crate) async fn probe(&self, within: std::time::Duration) -> Result<(), StorageError> {
+        let options = self.pool.connect_options();
+        super::probe_with(self.target(), within, async move {
+            let conn = sqlx::ConnectOptions::connect(&*options).await?;
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        })
+        .await
     }
 
     pub(crate) async fn close(&self) {
@@ -493,12 +516,20 @@ impl MySqlStore {
             .collect())
     }
 
-    /// Inserts failures in one statement, skipping digests already recorded.
+    /// Inserts failures in one statement, skipping digests already recorded;
+    /// says of each whether it wrote its row or found it there.
+    ///
+    /// MySQL returns no rows from an INSERT, and its affected-row count
+    /// cannot tell (sqlx sets `CLIENT_FOUND_ROWS`, so a row found counts as
+    /// one written): the rows are looked up after, and those created at
+    /// `now` — this call's own time, to the microsecond — are the ones it
+    /// wrote (every copy of a digest reads so; [`super::Storage::record_each`]
+    /// keeps the first).
     pub(crate) async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Result<(), String>>, sqlx::Error> {
+    ) -> Result<Vec<Result<Recorded, String>>, sqlx::Error> {
         let mut qb = QueryBuilder::<MySql>::new(
             "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) ",
         );
@@ -516,7 +547,38 @@ impl MySqlStore {
         });
         qb.push(" ON DUPLICATE KEY UPDATE id = id");
         qb.build().execute(&self.pool).await?;
-        Ok(vec![Ok(()); failures.len()])
+        let digests: Vec<&str> = failures
+            .iter()
+            .map(|f| f.message_digest.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut written = HashSet::with_capacity(digests.len());
+        for part in digests.chunks(KEY_LOOKUP_ROWS) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "SELECT message_digest, created_at FROM order_failures WHERE message_digest IN (",
+            );
+            push_list(&mut qb, part.iter().copied());
+            qb.push(")");
+            written.extend(
+                qb.build_query_as::<(String, DateTime<Utc>)>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, created_at)| *created_at == now)
+                    .map(|(digest, _)| digest),
+            );
+        }
+        Ok(failures
+            .iter()
+            .map(|f| {
+                Ok(if written.contains(&f.message_digest) {
+                    Recorded::New
+                } else {
+                    Recorded::AlreadyRecorded
+                })
+            })
+            .collect())
     }
 
     /// The ids of the failures with these digests.
@@ -664,6 +726,30 @@ impl MySqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// `expected` → `resolved` with the note, only from `pending` or
+    /// `failed` whatever `expected` is. False when the status was no longer
+    /// `expected`.
+    pub(crate) async fn resolve_by_hand(
+        &self,
+        id: i64,
+        expected: FailureStatus,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE order_failures SET status = 'resolved', resolution_note = ?, \
+             locked_until = NULL, lease_token = NULL, updated_at = ? \
+             WHERE id = ? AND status = ? AND status IN ('pending', 'failed')",
+        )
+        .bind(note)
+        .bind(now)
+        .bind(id)
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(crate) async fn resolve(
         &self,
         id: i64,
@@ -712,7 +798,7 @@ impl MySqlStore {
         limit: u32,
     ) -> Result<u64, StorageError> {
         let done = sqlx::query(
-            "DELETE FROM order_failures WHERE status IN ('success', 'failed') AND updated_at < ? ORDER BY id LIMIT ?",
+            "DELETE FROM order_failures WHERE status IN ('success', 'failed', 'resolved') AND updated_at < ? ORDER BY id LIMIT ?",
         )
         .bind(cutoff)
         .bind(i64::from(limit))

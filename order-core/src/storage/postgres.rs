@@ -14,7 +14,9 @@ use super::rows::{
     FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
     into_orders, qualified,
 };
-use super::{Changed, CreateOutcome, OrderCursor, Page, PageRequest, Resolution, StorageError};
+use super::{
+    Changed, CreateOutcome, OrderCursor, Page, PageRequest, Recorded, Resolution, StorageError,
+};
 use crate::config::DatabaseSettings;
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
 
@@ -88,6 +90,31 @@ impl PgStore {
     pub(crate) async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The engine and where it is, for messages.
+    pub(crate) fn target(&self) -> String {
+        let options = self.pool.connect_options();
+        match options.get_socket() {
+            Some(socket) => format!("PostgreSQL at {}", socket.display()),
+            None => format!(
+                "PostgreSQL at {}:{}",
+                options.get_host(),
+                options.get_port()
+            ),
+        }
+    }
+
+    /// Opens one connection outside the pool (whose timeout hides the
+    /// cause) and closes it.
+    pub(crate) async fn probe(&self, within: std::time::Duration) -> Result<(), StorageError> {
+        let options = self.pool.connect_options();
+        super::probe_with(self.target(), within, async move {
+            let conn = sqlx::ConnectOptions::connect(&*options).await?;
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        })
+        .await
     }
 
     pub(crate) async fn close(&self) {
@@ -333,17 +360,20 @@ impl PgStore {
             .collect())
     }
 
-    /// Inserts failures in one statement, skipping digests already recorded.
+    /// Inserts failures in one statement, skipping digests already recorded;
+    /// says of each whether it wrote its row (the first of several copies
+    /// does) or found it there.
     pub(crate) async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Result<(), String>>, sqlx::Error> {
-        sqlx::query(
+    ) -> Result<Vec<Result<Recorded, String>>, sqlx::Error> {
+        let mut written: HashSet<String> = sqlx::query_scalar(
             "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) \
              SELECT d, z, g, e, s, r, src, n, $9, $9 \
              FROM UNNEST($1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[]) AS t(d, z, g, e, s, r, src, n) \
-             ON CONFLICT (message_digest) DO NOTHING",
+             ON CONFLICT (message_digest) DO NOTHING \
+             RETURNING message_digest",
         )
         .bind(failures.iter().map(|f| f.message.bytes.as_slice()).collect::<Vec<_>>())
         .bind(failures.iter().map(|f| i64::try_from(f.message.size).unwrap_or(i64::MAX)).collect::<Vec<_>>())
@@ -354,9 +384,20 @@ impl PgStore {
         .bind(failures.iter().map(|f| f.source.as_str()).collect::<Vec<_>>())
         .bind(failures.iter().map(|f| f.next_retry_at).collect::<Vec<_>>())
         .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(vec![Ok(()); failures.len()])
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(failures
+            .iter()
+            .map(|f| {
+                Ok(if written.remove(&f.message_digest) {
+                    Recorded::New
+                } else {
+                    Recorded::AlreadyRecorded
+                })
+            })
+            .collect())
     }
 
     /// The ids of the failures with these digests.
@@ -472,6 +513,30 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// `expected` → `resolved` with the note, only from `pending` or
+    /// `failed` whatever `expected` is. False when the status was no longer
+    /// `expected`.
+    pub(crate) async fn resolve_by_hand(
+        &self,
+        id: i64,
+        expected: FailureStatus,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE order_failures SET status = 'resolved', resolution_note = $3, \
+             locked_until = NULL, lease_token = NULL, updated_at = $4 \
+             WHERE id = $1 AND status = $2 AND status IN ('pending', 'failed')",
+        )
+        .bind(id)
+        .bind(expected.as_str())
+        .bind(note)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(crate) async fn resolve(
         &self,
         id: i64,
@@ -520,7 +585,7 @@ impl PgStore {
     ) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "WITH old AS MATERIALIZED (SELECT id FROM order_failures \
-                                       WHERE status IN ('success', 'failed') AND updated_at < $1 ORDER BY id LIMIT $2) \
+                                       WHERE status IN ('success', 'failed', 'resolved') AND updated_at < $1 ORDER BY id LIMIT $2) \
              DELETE FROM order_failures f USING old WHERE f.id = old.id",
         )
         .bind(cutoff)

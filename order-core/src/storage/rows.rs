@@ -15,7 +15,7 @@ pub(crate) const ITEM_COLUMNS: &str =
     "id, product_id, product_name, quantity, unit_price, total_price";
 
 /// The columns of [`FailureRow`], in order.
-pub(crate) const FAILURE_COLUMNS: &str = "id, message_data, message_size, error_message, retry_count, status, retryable, source, next_retry_at, locked_until, order_id, created_at, updated_at";
+pub(crate) const FAILURE_COLUMNS: &str = "id, message_data, message_size, error_message, retry_count, status, retryable, source, next_retry_at, locked_until, order_id, resolution_note, created_at, updated_at";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrderRow {
@@ -96,6 +96,7 @@ pub(crate) struct FailureRow {
     next_retry_at: DateTime<Utc>,
     locked_until: Option<DateTime<Utc>>,
     order_id: Option<Uuid>,
+    resolution_note: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -114,6 +115,7 @@ impl TryFrom<FailureRow> for Failure {
             next_retry_at: r.next_retry_at,
             locked_until: r.locked_until,
             order_id: r.order_id,
+            resolution_note: r.resolution_note,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
