@@ -118,7 +118,7 @@ os.execvp(sys.argv[1], sys.argv[1:])' "${script_dir}/start.sh" --no-demo >"$log"
     tmux_cleanup() { tmux -L "$socket" kill-server 2>/dev/null || true; rm -f "$exit_file" "$go_file"; }
     trap 'tmux_cleanup; cleanup' EXIT
     tmux -L "$socket" -f /dev/null new-session -d -s start -x 200 -y 50 \
-        "while [ ! -e '${go_file}' ]; do sleep 0.1; done; '${script_dir}/start.sh' --no-demo; echo \$? >'${exit_file}'; sleep 600"
+        "exec bash -c \"while [ ! -e '${go_file}' ]; do sleep 0.1; done; '${script_dir}/start.sh' --no-demo; echo \\\$? >'${exit_file}'; sleep 600\""
     tmux -L "$socket" pipe-pane -t start "cat >>'${log}'"
     touch "$go_file"
     if ! wait_ready 8082 8084 8085; then

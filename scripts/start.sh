@@ -81,6 +81,7 @@ holder() {
     printf '%s' "${who:-another process}"
 }
 taken=false
+command -v ss >/dev/null 2>&1 || say "ss (iproute2) is not installed: the ports are not checked before starting" >&2
 for entry in "${port}:order-api (ORDER__SERVER__PORT)" \
     "${worker_port}:order-worker probes (START_WORKER_PORT)" \
     "${compensator_port}:order-compensator probes (START_COMPENSATOR_PORT)"; do
@@ -117,11 +118,12 @@ run() {
     local role=$1
     shift
     : >"${log_dir}/${role}.log"
-    # The prefixer ignores SIGINT: Ctrl-C reaches the whole process group,
-    # and the roles' last lines (their clean stop) must still be read.
+    # The prefixer ignores SIGINT, SIGTERM and SIGHUP: Ctrl-C (or a signal
+    # to the whole process group) reaches it too, and the roles' last lines
+    # (their clean stop) must still be read; it ends when they close the pipe.
     # The process substitution keeps $! the binary's pid, not the prefixer's.
     "$bin/order-$role" "$@" > >(
-        trap '' INT
+        trap '' INT TERM HUP
         tee -a "${log_dir}/${role}.log" | sed -u "s/^/[$role] /"
     ) 2>&1 &
     pids+=($!)
@@ -234,5 +236,6 @@ if [[ "$stopping" == false ]]; then
     say "a role stopped on its own"
     status=1
 fi
+sleep 0.3 # the prefixers' last lines
 say "stopped"
 exit "$status"

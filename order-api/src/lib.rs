@@ -194,7 +194,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { user, ttl } => {
-            output::line(&auth::mint(&settings.api, user, ttl)?);
+            output::line(&auth::mint(&settings.api, user, ttl)?)?;
             Ok(())
         }
         Command::Serve => {

@@ -373,7 +373,7 @@ async fn cancelling_is_idempotent_on_cancelled_and_409_on_completed_or_failed() 
 }
 
 #[tokio::test]
-async fn fifty_concurrent_transitions_on_one_order_give_one_200_and_forty_nine_409() {
+async fn fifty_concurrent_transitions_on_one_order_make_one_change() {
     let app = spawn_app().await;
     let id = app.order(1, 1, "1", 1).await;
     let path = format!("/api/v1/orders/{id}/status");
@@ -384,7 +384,7 @@ async fn fifty_concurrent_transitions_on_one_order_give_one_200_and_forty_nine_4
         calls.push(tokio::spawn(async move {
             let auth = format!("Bearer {TOKEN}");
             let body = json!({"status": status}).to_string();
-            http::request(
+            let status_code = http::request(
                 addr,
                 "PUT",
                 &path,
@@ -392,23 +392,23 @@ async fn fifty_concurrent_transitions_on_one_order_give_one_200_and_forty_nine_4
                 Some(body.as_bytes()),
             )
             .await
-            .status
+            .status;
+            (status, status_code)
         }));
     }
-    let mut statuses = Vec::new();
+    let mut answers = Vec::new();
     for call in calls {
-        statuses.push(call.await.unwrap());
+        answers.push(call.await.unwrap());
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        49,
-        "{statuses:?}"
-    );
+    // One change wins; asking for the status it set is answered 200 (the
+    // order is there already), asking for another is 409.
+    let order = app.get(&format!("/api/v1/orders/{id}")).await.json();
+    assert_eq!(order["version"], 1, "exactly one change: {order}");
+    let won = order["status"].as_str().unwrap();
+    for (asked, code) in &answers {
+        let expected = if *asked == won { 200 } else { 409 };
+        assert_eq!(*code, expected, "asked {asked}, {won} won: {answers:?}");
+    }
 }
 
 // ---- cache --------------------------------------------------------------
@@ -2120,4 +2120,39 @@ async fn a_request_without_a_body_is_read_as_an_empty_one_not_411() {
         .operator("PUT", &format!("/api/v1/orders/{id}/cancel"), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Sends `body` chunked (no Content-Length) and returns the status line.
+async fn post_chunked(app: &TestApp, path: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in body.chunks(1000) {
+        request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        request.extend_from_slice(part);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_read_up_to_the_limit_and_refused_past_it() {
+    let app = spawn_app_with(Driver::Postgres, |s| s.api.max_body_bytes = 2000).await;
+    let fits = post_chunked(&app, "/api/v1/failures/retry", br#"{"limit": 5}"#).await;
+    assert!(fits.contains(" 200 "), "{fits}");
+    let padding = " ".repeat(3000);
+    let big = format!(r#"{{"limit": 5{padding}}}"#);
+    let refused = post_chunked(&app, "/api/v1/failures/retry", big.as_bytes()).await;
+    assert!(refused.contains(" 413 "), "{refused}");
 }

@@ -542,7 +542,12 @@ mod tests {
                     let rest = text[at + macro_name.len()..].trim_start();
                     if let Some(quoted) = rest.strip_prefix('"') {
                         let name = &quoted[..quoted.find('"').unwrap()];
-                        names.push(name.to_owned());
+                        // A metric name, not this scanner's own strings.
+                        if !name.is_empty()
+                            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        {
+                            names.push(name.to_owned());
+                        }
                     }
                 }
             }

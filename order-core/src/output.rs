@@ -7,19 +7,25 @@
 
 use std::io::{self, Write};
 
-/// Prints `line` and a newline to stdout; a closed stdout is ignored.
-pub fn line(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-}
-
-/// Prints `value` as one line of JSON to stdout; a closed stdout is ignored.
+/// Prints `line` and a newline to stdout; a closed stdout (the reader went
+/// away) is not an error.
 ///
 /// # Errors
-/// When `value` cannot be serialised.
-pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Result<()> {
-    line(&serde_json::to_string(value)?);
-    Ok(())
+/// Any other failure to write (a full disk behind `> file`).
+pub fn line(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Prints `value` as one line of JSON to stdout, as [`line`].
+///
+/// # Errors
+/// When `value` cannot be serialised or stdout cannot be written.
+pub fn json<T: serde::Serialize>(value: &T) -> io::Result<()> {
+    line(&serde_json::to_string(value).map_err(io::Error::other)?)
 }
 
 /// Prints `line` and a newline to stderr, for the few messages written

@@ -190,7 +190,12 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain = crate::telemetry::error_chain(e.as_ref());
-            tracing::error!(error = %chain, "{role} failed");
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %chain, "{role} failed");
+            } else {
+                // A filter that silences errors must not make the exit mute.
+                crate::output::error_line(&format!("error: {role} failed: {chain}"));
+            }
             ExitCode::FAILURE
         }
     }

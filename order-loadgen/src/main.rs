@@ -89,12 +89,12 @@ async fn main() -> ExitCode {
         seed,
     };
     if !cli.quiet {
-        eprintln!(
+        order_core::output::error_line(&format!(
             "order-loadgen: {} messages to {} with seed {seed}{} (--seed {seed} sends the same stream again)",
             cli.count,
             cli.broker.name(),
             if cli.seed.is_some() { "" } else { ", random" }
-        );
+        ));
     }
     let result = async {
         let (messages, summary) = order_loadgen::generate(&plan)?;
@@ -133,15 +133,18 @@ async fn main() -> ExitCode {
             }
             #[allow(clippy::print_stdout)]
             {
-                println!("{report}");
+                let _ = order_core::output::line(&report.to_string());
             }
             if !cli.quiet {
-                eprintln!("order-loadgen: {summary}");
+                order_core::output::error_line(&format!("order-loadgen: {summary}"));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#} (seed {seed})");
+            order_core::output::error_line(&format!(
+                "error: {} (seed {seed})",
+                order_core::telemetry::error_chain(e.as_ref())
+            ));
             ExitCode::FAILURE
         }
     }

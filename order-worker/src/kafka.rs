@@ -254,13 +254,13 @@ impl KafkaConsumer {
                                 let delay = retry.next_delay();
                                 if std::mem::replace(warned, true) {
                                     tracing::debug!(
-                                        error = format!("{e:#}"),
+                                        error = %order_core::telemetry::error_chain(e.as_ref()),
                                         retry_in_ms = delay.as_millis(),
                                         "dead-letter topic still unreachable"
                                     );
                                 } else {
                                     tracing::warn!(
-                                        error = format!("{e:#}"),
+                                        error = %order_core::telemetry::error_chain(e.as_ref()),
                                         "dead-letter topic unreachable; the batch is held until it takes the message"
                                     );
                                 }

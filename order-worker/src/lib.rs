@@ -123,7 +123,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let drained = tokio::time::timeout(grace, async {
         while let Some(ended) = consumers.join_next().await {
             if let Ok(Err(e)) = ended {
-                tracing::error!(error = format!("{e:#}"), "consumer ended with an error");
+                tracing::error!(error = %order_core::telemetry::error_chain(e.as_ref()), "consumer ended with an error");
             }
         }
     })

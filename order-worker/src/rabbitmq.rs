@@ -164,7 +164,7 @@ impl RabbitConsumer {
                     self.connected.set(SOURCE, false);
                     let delay = backoff.next_delay();
                     tracing::warn!(
-                        error = format!("{e:#}"),
+                        error = %order_core::telemetry::error_chain(e.as_ref()),
                         retry_in_ms = delay.as_millis(),
                         "RabbitMQ connection lost or refused; reconnecting"
                     );

@@ -188,7 +188,7 @@ pub async fn retry_many(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     st.auth.operator(authorization.as_deref())?;
-    let BulkRetry { status, limit } = if body.is_empty() {
+    let BulkRetry { status, limit } = if body.iter().all(u8::is_ascii_whitespace) {
         BulkRetry {
             status: None,
             limit: None,

@@ -131,22 +131,7 @@ pub fn router(
     let query = warp::query::<Vec<(String, String)>>().and_then(|pairs| async move {
         crate::params::unique(pairs).map_err(warp::reject::custom)
     });
-    // A request without a body (no Content-Length, not chunked) has an
-    // empty one, as HTTP says, instead of a 411.
-    let no_body = warp::header::optional::<String>("content-length")
-        .and(warp::header::optional::<String>("transfer-encoding"))
-        .and_then(
-            |length: Option<String>, chunked: Option<String>| async move {
-                if length.is_none() && chunked.is_none() {
-                    Ok(bytes::Bytes::new())
-                } else {
-                    Err(warp::reject::not_found())
-                }
-            },
-        );
-    let json_body = no_body
-        .or(warp::body::content_length_limit(max_body_bytes).and(warp::body::bytes()))
-        .unify();
+    let json_body = bounded_body(max_body_bytes);
     let timeout = state.request_timeout;
 
     let get_order = warp::path!("api" / "v1" / "orders" / String)
@@ -160,7 +145,7 @@ pub fn router(
         .and(warp::put())
         .and(with_state.clone())
         .and(auth)
-        .and(json_body)
+        .and(json_body.clone())
         .then(move |id, st, auth, body| async move {
             respond(timeout, orders::set_status(st, id, auth, body)).await
         });
@@ -197,7 +182,7 @@ pub fn router(
         .and(warp::post())
         .and(with_state.clone())
         .and(auth)
-        .and(json_body)
+        .and(json_body.clone())
         .then(move |st, auth, body| async move {
             respond(timeout, failures::retry_many(st, auth, body)).await
         });
@@ -219,7 +204,7 @@ pub fn router(
         .and(warp::post())
         .and(with_state.clone())
         .and(auth)
-        .and(json_body)
+        .and(json_body.clone())
         .then(move |id, st, auth, body| async move {
             respond(timeout, failures::resolve_one(st, auth, id, body)).await
         });
@@ -270,6 +255,64 @@ pub fn router(
         }))
 }
 
+/// A body larger than `api.max_body_bytes`.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The request body, at most `max` bytes: a declared `Content-Length` over
+/// it is refused before reading, a chunked or HTTP/2 body of unknown length
+/// as soon as it passes it. A request without a body has an empty one, as
+/// HTTP says (no 411).
+fn bounded_body(
+    max: u64,
+) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared, stream| collect_body(declared, stream, max))
+}
+
+async fn collect_body<S, B>(
+    declared: Option<u64>,
+    stream: S,
+    max: u64,
+) -> Result<bytes::Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures_util::TryStreamExt as _;
+    if declared.is_some_and(|n| n > max) {
+        return Err(warp::reject::custom(BodyTooLarge));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(mut chunk) = stream
+        .try_next()
+        .await
+        .map_err(|_| warp::reject::custom(BodyUnreadable))?
+    {
+        if body.len() + chunk.remaining() > limit {
+            return Err(warp::reject::custom(BodyTooLarge));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// A body the client stopped sending midway.
+#[derive(Debug)]
+pub struct BodyUnreadable;
+
+impl warp::reject::Reject for BodyUnreadable {}
+
 /// The methods [`ROUTES`] serve on a concrete path.
 #[must_use]
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
@@ -309,8 +352,7 @@ fn wrong_method()
 /// Turns warp's rejections into the API's JSON errors.
 async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, Infallible> {
     use warp::reject::{
-        InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, PayloadTooLarge,
-        UnsupportedMediaType,
+        InvalidHeader, InvalidQuery, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType,
     };
     let (status, code, message) = if rejection.is_not_found() {
         (
@@ -318,23 +360,25 @@ async fn recover(rejection: Rejection, max_body_bytes: u64) -> Result<Response, 
             "not_found",
             "no such endpoint".to_owned(),
         )
-    } else if rejection.find::<PayloadTooLarge>().is_some() {
+    } else if rejection.find::<PayloadTooLarge>().is_some()
+        || rejection.find::<BodyTooLarge>().is_some()
+    {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body is larger than {max_body_bytes} bytes"),
-        )
-    } else if rejection.find::<LengthRequired>().is_some() {
-        (
-            StatusCode::LENGTH_REQUIRED,
-            "length_required",
-            "a Content-Length header is required".to_owned(),
         )
     } else if rejection.find::<MethodNotAllowed>().is_some() {
         (
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed on this endpoint".to_owned(),
+        )
+    } else if rejection.find::<BodyUnreadable>().is_some() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read to its end".to_owned(),
         )
     } else if let Some(repeated) = rejection.find::<crate::params::RepeatedParameter>() {
         (StatusCode::BAD_REQUEST, "bad_request", repeated.to_string())

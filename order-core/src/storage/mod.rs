@@ -295,10 +295,6 @@ pub enum Storage {
     Mysql(mysql::MySqlStore),
 }
 
-/// How long [`Storage::ping`] gives a connection of its own to find out why
-/// the pool could not get one.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// Runs `connect` under `within`; a failure becomes
 /// [`StorageError::Unreachable`] naming `target` and the cause once.
 pub(crate) async fn probe_with(
@@ -382,20 +378,12 @@ impl Storage {
     /// One round trip to the database.
     ///
     /// # Errors
-    /// [`StorageError::Unreachable`] naming the address and the cause when
-    /// no connection can be opened, [`StorageError::Unavailable`] when the
-    /// database does not answer otherwise.
+    /// [`StorageError::Unavailable`] when it does not answer.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        match dispatch!(self.ping()) {
-            // The pool says only that it timed out: find out why.
-            Err(StorageError::Unavailable(sqlx::Error::PoolTimedOut)) => {
-                match self.probe(PROBE_TIMEOUT).await {
-                    Ok(()) => Err(StorageError::Unavailable(sqlx::Error::PoolTimedOut)),
-                    Err(why) => Err(why),
-                }
-            }
-            other => other,
-        }
+        // No probe of its own here: readiness checks call this, and a
+        // connection outside the pool is the last thing a saturated
+        // database needs. Start-up uses [`Storage::probe`] for the cause.
+        dispatch!(self.ping())
     }
 
     /// Opens one connection outside the pool and closes it: tells within

@@ -54,12 +54,15 @@ async fn main() -> ExitCode {
         Ok(report) => {
             #[allow(clippy::print_stdout)]
             {
-                println!("{report}");
+                let _ = order_core::output::line(&report.to_string());
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            order_core::output::error_line(&format!(
+                "error: {}",
+                order_core::telemetry::error_chain(e.as_ref())
+            ));
             ExitCode::FAILURE
         }
     }
