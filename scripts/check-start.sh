@@ -81,6 +81,40 @@ wait_ready() {
 }
 
 if [[ "${1:-}" == --stops ]]; then
+    # A taken port stops the start before anything runs, naming its holder.
+    say "a taken port is named with its holder"
+    python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", int(__import__("sys").argv[1]))); s.listen(); time.sleep(60)' \
+        "$START_WORKER_PORT" &
+    holder_pid=$!
+    for _ in $(seq 1 50); do
+        [[ -n "$(ss -Hltn "sport = :${START_WORKER_PORT}" 2>/dev/null)" ]] && break
+        sleep 0.1
+    done
+    code=0
+    "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
+    kill "$holder_pid" 2>/dev/null || true
+    wait "$holder_pid" 2>/dev/null || true
+    if [[ $code -ne 1 ]] || ! grep -q "port ${START_WORKER_PORT}, for order-worker probes (START_WORKER_PORT), is taken by python3" "$log"; then
+        cat "$log"
+        say "start.sh with a taken port: exit ${code}, holder not named"
+        exit 1
+    fi
+    say "a taken port: start.sh exits 1 naming python3"
+
+    # A role that dies during start-up stops the script with its last lines.
+    say "a role that dies at start stops the script"
+    code=0
+    # Without a source the worker ends at once (the others start fine).
+    ORDER__RABBITMQ__ENABLED=false "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
+    if [[ $code -ne 1 ]] || ! grep -q "order-worker exited with 1 during start-up; its last lines" "$log" ||
+        ! grep -q "no source is enabled" "$log"; then
+        cat "$log"
+        say "a role dying at start: start.sh exited ${code} without naming it"
+        exit 1
+    fi
+    say "a role dying at start: start.sh exits 1 with its last lines"
+
     # SIGINT to the process group, as a supervisor or a terminal sends it.
     # Started with SIGINT at its default (a background job of a script
     # would inherit it ignored), in a session and process group of its own.
