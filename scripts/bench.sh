@@ -30,7 +30,7 @@ if ! command -v wrk >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
 fi
 # Figures come from release binaries. A quick run (which judges no figures)
-# may use the debug ones the test suite built: ORDER_CARGO_PROFILE=dev.
+# may use debug ones: ORDER_CARGO_PROFILE=dev.
 profile=release
 if [[ "$quick" == true && "${ORDER_CARGO_PROFILE:-release}" == dev ]]; then
     profile=dev

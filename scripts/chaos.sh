@@ -43,8 +43,8 @@ done
 "${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
 tansu=$("${script_dir}/kafka.sh" path)
 
-# ORDER_CARGO_PROFILE=dev runs the suite on debug binaries (what the test
-# suite has built already); the default is release.
+# ORDER_CARGO_PROFILE=dev runs the suite on debug binaries (sooner to build);
+# the default is release.
 profile=${ORDER_CARGO_PROFILE:-release}
 case "$profile" in
     release) bin_dir=target/release ;;

@@ -216,15 +216,17 @@ pub fn router(
     let probes =
         observability::routes(checks, Some(state.storage.clone())).map(Reply::into_response);
 
-    let api = get_order
+    // Grouped by resource, each group boxed: one chain of every route nests
+    // a type so deep that the optimised build's trait solver overflows.
+    let orders = get_order
         .or(set_status)
         .unify()
         .or(cancel)
         .unify()
         .or(user_orders)
         .unify()
-        .or(stats)
-        .unify()
+        .boxed();
+    let operator = stats
         .or(list_failures)
         .unify()
         .or(retry_many)
@@ -235,12 +237,14 @@ pub fn router(
         .unify()
         .or(resolve_one)
         .unify()
-        .or(openapi)
-        .unify()
+        .boxed();
+    let documents_and_probes = openapi
         .or(docs::routes())
         .unify()
         .or(probes)
-        .unify();
+        .unify()
+        .boxed();
+    let api = orders.or(operator).unify().or(documents_and_probes).unify();
     api.or(wrong_method()).unify()
         .recover(move |r| recover(r, max_body_bytes))
         .unify()
