@@ -8,6 +8,15 @@
 #   docker run --rm order-service:latest --help
 #   docker run --rm --entrypoint order-worker order-service:latest --help
 #
+# Two final stages on one runtime base, which differ only in where the
+# binaries come from:
+#   runtime (the default, last)  compiled in the builder stage;
+#   runtime-prebuilt             from target/image-bin/ in the build context,
+#                                binaries built on a Debian bookworm host:
+#     docker build --target runtime-prebuilt -t order-service:latest .
+#   (scripts/container-smoke.sh builds it so; a builder that skips unused
+#   stages, BuildKit or buildah, does not touch the builder stage then).
+#
 # Configuration comes from /app/config/config.yaml (the local defaults) and the
 # ORDER__SECTION__KEY environment variables (see README.md); secrets belong in
 # the environment.
@@ -68,8 +77,8 @@ RUN set -eux; \
     done; \
     /out/order-api --version
 
-# -------------------------------------------------------------- runtime ---
-FROM ${RUNTIME_IMAGE} AS runtime
+# --------------------------------------------------------- runtime base ---
+FROM ${RUNTIME_IMAGE} AS runtime-base
 
 # ca-certificates for outbound TLS should it ever be enabled; curl only for
 # the container health checks (docker-compose.yml) of /health/ready.
@@ -80,7 +89,6 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin order
 
-COPY --from=builder /out/order-api /out/order-worker /out/order-compensator /out/order-loadgen /usr/local/bin/
 COPY --chown=root:root --chmod=0644 config/config.yaml /app/config/config.yaml
 
 WORKDIR /app
@@ -97,3 +105,12 @@ EXPOSE 8082 8084 8085
 # Every binary stops gracefully on SIGTERM and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["order-api"]
+
+# ------------------------------------------------------ the final stages ---
+# The binaries from the host (docker build --target runtime-prebuilt).
+FROM runtime-base AS runtime-prebuilt
+COPY target/image-bin/order-api target/image-bin/order-worker target/image-bin/order-compensator target/image-bin/order-loadgen /usr/local/bin/
+
+# The default: the binaries compiled above.
+FROM runtime-base AS runtime
+COPY --from=builder /out/order-api /out/order-worker /out/order-compensator /out/order-loadgen /usr/local/bin/

@@ -10,10 +10,11 @@
 # and a Kafka-protocol broker (scripts/kafka.sh),
 # drop leftover ordertest_* databases, build every target, run every test,
 # then the API contract test (scripts/api-contract.sh), the deployment files
-# (scripts/validate-deploy.sh), the start script (scripts/check-start.sh), a
-# short fuzzing run (scripts/fuzz.sh 30), a quick run of the fault suite
-# (scripts/chaos.sh --quick), another on MariaDB with a flood of large poison
-# messages, and a quick benchmark run (scripts/bench.sh --quick).
+# (scripts/validate-deploy.sh), the start script (scripts/check-start.sh), the
+# image run for real in podman (scripts/container-smoke.sh), a short fuzzing
+# run (scripts/fuzz.sh 30), a quick run of the fault suite (scripts/chaos.sh
+# --quick), another on MariaDB with a flood of large poison messages, and a
+# quick benchmark run (scripts/bench.sh --quick).
 set -euo pipefail
 
 say() { printf '==> %s\n' "$*"; }
@@ -161,6 +162,8 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
     check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka
     check "scripts/start.sh stopped by SIGINT to its process group and by Ctrl-C in a terminal (tmux, default ports)" \
         "${script_dir}/check-start.sh" --stops
+    check "the image in podman: runtime stage, run as k8s/ and docker-compose.yml run it, traffic, clean stops; broken images refused" \
+        "${script_dir}/container-smoke.sh"
     check "fuzzing, short run (message codec and failure records, cargo fuzz)" "${script_dir}/fuzz.sh" 30
     check "fault suite, quick run (RabbitMQ and Kafka: kills, cuts, bad input; invariants)" \
         "${script_dir}/chaos.sh" --quick
