@@ -25,7 +25,7 @@
 #      by default), or with --full its default target, builder stage included;
 #   4. checks the image's USER against the manifests' runAsUser:runAsGroup;
 #   5. runs k8s/job-migrate.yaml's container, then the three Deployments',
-#      each exactly as its manifest asks (scripts/k8s-spec.py): command, args,
+#      each exactly as its manifest asks (scripts/k8s_spec.py): command, args,
 #      ConfigMap and env, user, read-only root with tmpfs only where the
 #      manifest mounts an emptyDir, no capabilities, no-new-privileges,
 #      memory and CPU limits; host network, on the manifests' own ports;
@@ -280,7 +280,7 @@ spec_dir="${state}/spec-$$"
 rm -rf "$spec_dir"
 mkdir -p "$spec_dir"
 for workload in job-migrate deployment-api deployment-worker deployment-compensator; do
-    python3 "${script_dir}/k8s-spec.py" "k8s/${workload}.yaml" >"${spec_dir}/${workload}.json" ||
+    python3 "${script_dir}/k8s_spec.py" "k8s/${workload}.yaml" >"${spec_dir}/${workload}.json" ||
         fail "k8s/${workload}.yaml: no container spec"
 done
 

@@ -156,7 +156,7 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
         cargo build --profile "$ORDER_CARGO_PROFILE" --locked --workspace --bins
     check "API contract (schemathesis against the OpenAPI document)" "${script_dir}/api-contract.sh"
     check "browser: the API page /api/docs in headless Chromium (Playwright)" "${script_dir}/browser-test.sh"
-    check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys)" \
+    check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys; the checker's lint and unit tests)" \
         "${script_dir}/validate-deploy.sh"
     check "scripts/start.sh end to end (demo burst, clean stop on SIGTERM)" "${script_dir}/check-start.sh"
     check "scripts/start.sh --kafka end to end" "${script_dir}/check-start.sh" --kafka

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a Kubernetes workload of k8s/ asks of its container, as one JSON object.
 
-Usage: scripts/k8s-spec.py MANIFEST [--configmap k8s/configmap.yaml]
+Usage: scripts/k8s_spec.py MANIFEST [--configmap k8s/configmap.yaml]
 
 For the single container of a Deployment or Job manifest it prints:
   command, args        the container's command (the image's ENTRYPOINT is
@@ -35,8 +35,7 @@ def quantity_mib(value):
     m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|K|M|G)?", str(value))
     if not m:
         raise ValueError(f"unsupported quantity {value!r}")
-    factor = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3,
-              "K": 1000, "M": 1000**2, "G": 1000**3}[m.group(2)]
+    factor = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}[m.group(2)]
     return -(-int(m.group(1)) * factor // 1024**2)
 
 
@@ -81,8 +80,7 @@ def spec(manifest, configmap):
         if "emptyDir" not in volume:
             raise SystemExit(f"{manifest}: volume {mount['name']} is not an emptyDir")
         limit = (volume["emptyDir"] or {}).get("sizeLimit")
-        tmpfs.append({"path": mount["mountPath"],
-                      "size_mib": quantity_mib(limit) if limit else None})
+        tmpfs.append({"path": mount["mountPath"], "size_mib": quantity_mib(limit) if limit else None})
 
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", []) if "name" in p}
     probes = []
@@ -103,8 +101,10 @@ def spec(manifest, configmap):
     annotations = template.get("metadata", {}).get("annotations", {})
     scrape = None
     if annotations.get("prometheus.io/scrape") == "true":
-        scrape = {"path": annotations.get("prometheus.io/path", "/metrics"),
-                  "port": int(annotations["prometheus.io/port"])}
+        scrape = {
+            "path": annotations.get("prometheus.io/path", "/metrics"),
+            "port": int(annotations["prometheus.io/port"]),
+        }
 
     limits = c.get("resources", {}).get("limits", {})
     return {
