@@ -8,14 +8,11 @@
 #   docker run --rm order-service:latest --help
 #   docker run --rm --entrypoint order-worker order-service:latest --help
 #
-# Two final stages on one runtime base, which differ only in where the
-# binaries come from:
-#   runtime (the default, last)  compiled in the builder stage;
-#   runtime-prebuilt             from target/image-bin/ in the build context,
-#                                binaries built on a Debian bookworm host:
-#     docker build --target runtime-prebuilt -t order-service:latest .
-#   (scripts/container-smoke.sh builds it so; a builder that skips unused
-#   stages, BuildKit or buildah, does not touch the builder stage then).
+# The runtime stage is runtime-base (user, config, ports, entrypoint) plus
+# the binaries compiled in the builder stage. `--target runtime-base` is that
+# stage without the binaries: scripts/container-smoke.sh adds binaries built
+# on a Debian bookworm host to it, so it tests the same runtime stage without
+# the builder's minutes.
 #
 # Configuration comes from /app/config/config.yaml (the local defaults) and the
 # ORDER__SECTION__KEY environment variables (see README.md); secrets belong in
@@ -106,11 +103,7 @@ EXPOSE 8082 8084 8085
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["order-api"]
 
-# ------------------------------------------------------ the final stages ---
-# The binaries from the host (docker build --target runtime-prebuilt).
-FROM runtime-base AS runtime-prebuilt
-COPY target/image-bin/order-api target/image-bin/order-worker target/image-bin/order-compensator target/image-bin/order-loadgen /usr/local/bin/
-
-# The default: the binaries compiled above.
+# -------------------------------------------------------------- runtime ---
+# The default target: the runtime base with the binaries compiled above.
 FROM runtime-base AS runtime
 COPY --from=builder /out/order-api /out/order-worker /out/order-compensator /out/order-loadgen /usr/local/bin/

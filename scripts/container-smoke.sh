@@ -19,24 +19,28 @@
 #      localhost/order-service-base:bookworm stands for debian:bookworm-slim,
 #      and with --full localhost/order-service-rust:1.95-bookworm (the base
 #      plus this host's Rust toolchain and CA certificates) for rust:1.95-bookworm;
-#   3. builds the image: the Dockerfile's target runtime-prebuilt (its runtime
-#      base plus target/image-bin/: this host's binaries with their debug
-#      sections stripped; ORDER_CARGO_PROFILE=release|dev picks which, release
-#      by default), or with --full its default target, builder stage included;
+#   3. builds the image: the Dockerfile's target runtime-base plus this host's
+#      binaries, their debug sections stripped, copied as the runtime stage
+#      copies the builder's (ORDER_CARGO_PROFILE=release|dev picks which,
+#      release by default); or with --full the default target, builder stage
+#      included;
 #   4. checks the image's USER against the manifests' runAsUser:runAsGroup;
 #   5. runs k8s/job-migrate.yaml's container, then the three Deployments',
-#      each exactly as its manifest asks (scripts/k8s_spec.py): command, args,
-#      ConfigMap and env, user, read-only root with tmpfs only where the
-#      manifest mounts an emptyDir, no capabilities, no-new-privileges,
-#      memory and CPU limits; host network, on the manifests' own ports;
-#   6. checks every probe and scrape path of each manifest answers 200, each
-#      process runs as that user, and the root filesystem refuses a write;
+#      each as its manifest asks (scripts/k8s_spec.py): command, args,
+#      ConfigMap and env, user, fsGroup, read-only root with tmpfs only where
+#      the manifest mounts an emptyDir, no capabilities, no-new-privileges,
+#      memory (no swap) and CPU limits; host network, on the manifests' own
+#      ports;
+#   6. checks every probe and scrape path of each manifest answers 200 within
+#      the probe's timeout, from the container's own process, which runs as
+#      that user, and that its root filesystem refuses a write even by root;
 #   7. sends traffic: order-loadgen from the image publishes a burst
 #      (duplicates and poison included), and the orders, the operator's stats
 #      and the failures are checked through the API with a token that
 #      `order-api token` from the image made;
-#   8. stops each container (SIGTERM, the manifest's grace period) and
-#      requires exit 0;
+#   8. runs the manifests' preStop commands, then stops each container
+#      (SIGTERM, the manifest's grace period) and requires exit 0 and no
+#      restart;
 #   9. the same through docker-compose.yml with podman-compose (PyPI, pinned,
 #      in .venv) and a host-network override: migrate, the three roles, the
 #      Compose health checks (`podman healthcheck run`), traffic (through the
@@ -45,14 +49,16 @@
 #      (the base images and the build's cached layers stay, for the next run).
 #
 # When podman cannot run on this machine, one line says why and the script
-# exits 0: the rest of the test suite goes on.
+# exits 77 (skipped): scripts/test.sh reports the skip and goes on. Runs are
+# serialised by a lock in target/container-smoke/.
 set -Eeuo pipefail
 # A command that fails unexpectedly is named, not just the exit.
 trap 'printf "==> container-smoke: FAILED: line %d: %s\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 PODMAN_COMPOSE_VERSION=1.6.0
 BASE_IMAGE=localhost/order-service-base:bookworm
-RUST_BASE_IMAGE=localhost/order-service-rust:1.95-bookworm
+# The builder stage's stand-in is tagged with the host's Rust version.
+RUST_BASE_IMAGE=localhost/order-service-rust
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 say() { printf '==> container-smoke: %s\n' "$*"; }
@@ -62,7 +68,7 @@ fail() {
 }
 skip() {
     say "skipped: $*"
-    exit 0
+    exit 77
 }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,6 +114,15 @@ fi
 
 state=target/container-smoke
 mkdir -p "$state"
+# One run at a time on a machine: they share ports and logs. A broken-image
+# run inside a run holds its parent's lock.
+if [[ -z "${CONTAINER_SMOKE_NESTED:-}" ]]; then
+    exec 9>"${state}/lock"
+    if ! flock -n 9; then
+        say "another run holds ${state}/lock; waiting for it"
+        flock 9
+    fi
+fi
 # crun refuses hybrid cgroups, and setting the default RLIMIT_NOFILE and
 # RLIMIT_NPROC is not permitted here: runc and explicit ulimits.
 cat >"${state}/containers.conf" <<'CONF'
@@ -137,7 +152,10 @@ make_base() {
         fail "debootstrap failed: $(tail -1 "${state}/debootstrap.log")"
     fi
     rm -rf "${rootfs}"/var/cache/apt/archives/*.deb "${rootfs}"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+    if ! tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null; then
+        rm -rf "$rootfs"
+        fail "podman import of the base image failed"
+    fi
     rm -rf "$rootfs"
 }
 podman image exists "$BASE_IMAGE" || make_base
@@ -167,8 +185,10 @@ COPY ca/local/ /usr/local/share/ca-certificates/
 ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN rustc --version && cargo --version
 CONTAINERFILE
-    podman build --pull=never --network host -t "$RUST_BASE_IMAGE" "$ctx" >"${state}/rust-base.log" 2>&1 ||
+    if ! podman build --pull=never --network host -t "$RUST_BASE_IMAGE" "$ctx" >"${state}/rust-base.log" 2>&1; then
+        rm -rf "$ctx"
         fail "building ${RUST_BASE_IMAGE} failed: $(tail -3 "${state}/rust-base.log")"
+    fi
     rm -rf "$ctx"
 }
 
@@ -183,15 +203,15 @@ fi
 
 # ------------------------------------------------------------------ image ---
 id="smoke_$$"
-built_image=
+built_images=()
 if [[ "$mode" != given ]]; then
     image="localhost/order-service:${id}"
-    built_image=$image
+    built_images=("$image" "${image}-base")
 fi
+context="${state}/context-$$"
 
 # Everything below is removed on exit.
 project="ordersmoke-$$"
-containers=()
 databases=()
 rmq_names=()
 redis_prefixes=()
@@ -199,7 +219,7 @@ cleanup() {
     local rc=$? c
     set +e
     trap - ERR
-    for c in "${containers[@]}"; do podman rm -f -t 5 "$c" >/dev/null 2>&1; done
+    podman ps -a --format '{{.Names}}' | grep -E "^${project}[-_]" | xargs -r podman rm -f -t 5 >/dev/null 2>&1
     if [[ -x .venv/bin/podman-compose ]]; then
         compose down -v -t 5 >/dev/null 2>&1
     fi
@@ -213,17 +233,17 @@ cleanup() {
     for c in "${redis_prefixes[@]}"; do
         redis-cli -h 127.0.0.1 --scan --pattern "${c}*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null 2>&1
     done
-    if [[ -n "$built_image" ]]; then
-        # (Its build's intermediate layers stay: the next build's cache.)
-        podman rmi -f "$built_image" >/dev/null 2>&1
-    fi
-    [[ "$mode" != prebuilt ]] || rm -rf target/image-bin
-    rm -rf "${state}/override-$$.json" "${state}/spec-$$"
+    # (The builds' intermediate layers stay: the next build's cache.)
+    for c in "${built_images[@]}"; do podman rmi -f "$c" >/dev/null 2>&1; done
+    rm -rf "$context" "${state}/override-$$.json" "${state}/spec-$$"
+    # A base image's folder left by a failed step (runs hold the lock, so it is this run's).
+    [[ -n "${CONTAINER_SMOKE_NESTED:-}" ]] || rm -rf "${state}"/rootfs.* "${state}"/rust-base.*
     if [[ $rc -eq 0 ]]; then say "cleaned up"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # Leftovers of a run that was killed (its pid is gone): containers and images.
 for stale in $(podman ps -a --format '{{.Names}}' | grep -E '^ordersmoke-[0-9]+[-_]' || true); do
@@ -249,21 +269,28 @@ case "$mode" in
         esac
         say "building the binaries (${profile})"
         cargo build --profile "$profile" --locked --workspace --bins --quiet
-        rm -rf target/image-bin
-        mkdir -p target/image-bin
+        say "building ${image}: the Dockerfile's target runtime-base, plus this host's binaries"
+        timeout 1800 podman build --pull=never --network host -f Dockerfile \
+            --target runtime-base --build-arg RUNTIME_IMAGE="$BASE_IMAGE" \
+            -t "${image}-base" . >"$build_log" 2>&1 || { tail -20 "$build_log"; fail "podman build failed (${build_log})"; }
+        # The runtime stage's own step, on binaries from here instead of the builder's.
+        mkdir -p "$context"
         for bin in order-api order-worker order-compensator order-loadgen; do
-            objcopy --strip-debug "${bin_dir}/${bin}" "target/image-bin/${bin}" 2>/dev/null ||
-                cp "${bin_dir}/${bin}" "target/image-bin/${bin}"
+            objcopy --strip-debug "${bin_dir}/${bin}" "${context}/${bin}" 2>/dev/null ||
+                cp "${bin_dir}/${bin}" "${context}/${bin}"
         done
-        say "building ${image}: the Dockerfile's runtime base with this host's binaries (--target runtime-prebuilt)"
-        podman build --pull=never --network host -f Dockerfile \
-            --target runtime-prebuilt --build-arg RUNTIME_IMAGE="$BASE_IMAGE" \
-            -t "$image" . >"$build_log" 2>&1 || { tail -20 "$build_log"; fail "podman build failed (${build_log})"; }
+        printf 'FROM %s\nCOPY order-api order-worker order-compensator order-loadgen /usr/local/bin/\n' \
+            "${image}-base" >"${context}/Containerfile"
+        timeout 600 podman build --pull=never -t "$image" "$context" >>"$build_log" 2>&1 ||
+            { tail -20 "$build_log"; fail "podman build failed (${build_log})"; }
         ;;
     full)
+        rust_version=$(rustc --version | awk '{print $2}')
+        RUST_BASE_IMAGE="${RUST_BASE_IMAGE}:${rust_version}-bookworm"
+        [[ "$rust_version" == 1.95.* ]] || say "note: the Dockerfile names rust:1.95; this host has ${rust_version}"
         podman image exists "$RUST_BASE_IMAGE" || make_rust_base
         say "building ${image}: the whole Dockerfile, builder stage included (about 8 minutes on two cores)"
-        podman build --pull=never --network host -f Dockerfile \
+        timeout 3600 podman build --pull=never --network host -f Dockerfile \
             --build-arg RUST_IMAGE="$RUST_BASE_IMAGE" --build-arg RUNTIME_IMAGE="$BASE_IMAGE" \
             -t "$image" . >"$build_log" 2>&1 || { tail -20 "$build_log"; fail "podman build failed (${build_log})"; }
         ;;
@@ -292,16 +319,26 @@ for workload in job-migrate deployment-api deployment-worker deployment-compensa
 done
 say "the image's user ${image_user} is the manifests' runAsUser:runAsGroup"
 
-# Every port the manifests probe must be free: the roles listen on them.
-for workload in deployment-api deployment-worker deployment-compensator; do
-    for port in $(jq -r '[.probes[].port, (.scrape // {}).port] | map(select(. != null)) | unique | .[]' "${spec_dir}/${workload}.json"); do
-        if [[ -n "$(ss -Hltn "sport = :${port}" 2>/dev/null)" ]]; then
-            holder=$(ss -Hltnp "sport = :${port}" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1 |
-                sed 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1 (pid \2)/' || true)
-            fail "port ${port}, which k8s/${workload}.yaml probes, is taken${holder:+ by ${holder}}"
-        fi
+# The pids listening on a TCP port.
+listeners() {
+    ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
+}
+# Every port the manifests probe must be free: the roles listen on them, on
+# the host network.
+ports_free() {
+    local workload port holder
+    for workload in deployment-api deployment-worker deployment-compensator; do
+        for port in $(jq -r '[.probes[].port, (.scrape // {}).port] | map(select(. != null)) | unique | .[]' \
+            "${spec_dir}/${workload}.json"); do
+            if [[ -n "$(ss -Hltn "sport = :${port}" 2>/dev/null)" ]]; then
+                holder=$(ss -Hltnp "sport = :${port}" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1 |
+                    sed 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1 (pid \2)/' || true)
+                fail "port ${port}, which k8s/${workload}.yaml probes, is taken${holder:+ by ${holder}}"
+            fi
+        done
     done
-done
+}
+ports_free
 
 # ------------------------------------------------------- running a role ---
 # The settings that point a manifest's container at this machine's services,
@@ -355,15 +392,16 @@ run_options() {
     while IFS=$'\t' read -r path size; do
         out+=(--tmpfs "${path}:rw,size=${size}m,mode=1777")
     done < <(jq -r '.tmpfs[] | [.path, (.size_mib // 64)] | @tsv' "$spec")
-    local cap
+    local cap group
     for cap in $(jq -r '.cap_drop[]' "$spec"); do out+=(--cap-drop "$cap"); done
+    for group in $(jq -r '.extra_groups[]' "$spec"); do out+=(--group-add "$group"); done
     if [[ "$(jq -r .no_new_privileges "$spec")" == true ]]; then
         out+=(--security-opt no-new-privileges)
     fi
     local memory cpus
     memory=$(jq -r '.memory_mib // empty' "$spec")
     cpus=$(jq -r '.cpus // empty' "$spec")
-    [[ -z "$memory" ]] || out+=(--memory "${memory}m")
+    [[ -z "$memory" ]] || out+=(--memory "${memory}m" --memory-swap "${memory}m")
     [[ -z "$cpus" ]] || out+=(--cpus "$cpus")
     local line
     while IFS= read -r line; do out+=(--env "$line"); done < <(jq -r '.env | to_entries[] | "\(.key)=\(.value)"' "$spec")
@@ -381,17 +419,17 @@ start_role() {
     local workload=$1 tag=$2 name=$3 spec="${spec_dir}/$1.json" opts=() args=() err
     run_options "$spec" "$tag" opts
     mapfile -t args < <(jq -r '.args[]' "$spec")
-    containers+=("$name")
     if ! err=$(podman run -d --name "$name" "${opts[@]}" \
         --entrypoint "$(jq -c .command "$spec")" "$image" "${args[@]}" 2>&1 >/dev/null); then
         fail "podman run ${workload} failed: $(tail -1 <<<"$err")"
     fi
 }
 
-# http_status URL [TOKEN]: the status code (000 when nothing answers).
+# http_status URL [TOKEN [SECONDS]]: the status code (000 when nothing
+# answers within SECONDS, 3 by default).
 http_status() {
-    local url=$1 token=${2:-}
-    curl -sS -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 3 \
+    local url=$1 token=${2:-} seconds=${3:-3}
+    curl -sS -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time "$seconds" \
         ${token:+-H "Authorization: Bearer ${token}"} "$url" 2>/dev/null || true
 }
 
@@ -412,15 +450,30 @@ wait_ready() {
     fail "${name}: ${url} answered ${status:-nothing} for 60 s"
 }
 
-# check_role WORKLOAD NAME: every probe and scrape path answers 200, the
-# process runs as the manifest's user, and / refuses writes.
+# root_read_only NAME: a write to / fails inside the container with EROFS,
+# even by root (who owns /, so nothing but a read-only root refuses it).
+root_read_only() {
+    local name=$1 out
+    if out=$(podman exec --user 0 "$name" sh -c ': > /.write-probe' 2>&1); then
+        fail "${name}: the root filesystem accepted a write"
+    fi
+    grep -q "Read-only file system" <<<"$out" ||
+        fail "${name}: a write to / failed, but not for a read-only root: ${out}"
+}
+
+# check_role WORKLOAD NAME: every probe and scrape path answers 200 within
+# the probe's timeout, from the container's own process, which runs as the
+# manifest's user; and / refuses writes when the manifest says so.
 check_role() {
-    local workload=$1 name=$2 spec="${spec_dir}/$1.json" kind path port status pid uids gids want
-    while IFS=$'\t' read -r kind path port; do
-        status=$(http_status "http://127.0.0.1:${port}${path}")
-        [[ "$status" == 200 ]] || { show_logs "$name"; fail "${name}: ${kind} ${path} on ${port} answered ${status}"; }
-    done < <(jq -r '(.probes[] | [.kind, .path, .port]), (.scrape // empty | ["scrape", .path, .port]) | @tsv' "$spec")
+    local workload=$1 name=$2 spec="${spec_dir}/$1.json" kind path port seconds status pid uids gids want note=
     pid=$(podman inspect -f '{{.State.Pid}}' "$name")
+    while IFS=$'\t' read -r kind path port seconds; do
+        status=$(http_status "http://127.0.0.1:${port}${path}" "" "$seconds")
+        [[ "$status" == 200 ]] || { show_logs "$name"; fail "${name}: ${kind} ${path} on ${port} answered ${status}"; }
+        listeners "$port" | grep -qx "$pid" ||
+            fail "${name}: port ${port} is served by pid $(listeners "$port" | xargs), not by the container's ${pid}"
+    done < <(jq -r '(.probes[] | [.kind, .path, .port, .timeout]),
+        (.scrape // empty | ["scrape", .path, .port, 3]) | @tsv' "$spec")
     uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/${pid}/status")
     gids=$(awk '/^Gid:/ {print $2, $3, $4, $5}' "/proc/${pid}/status")
     want=$(jq -r .user "$spec")
@@ -428,11 +481,10 @@ check_role() {
     want=$(jq -r .group "$spec")
     [[ "$gids" == "$want $want $want $want" ]] || fail "${name}: the process runs with gids ${gids}, not ${want}"
     if [[ "$(jq -r .read_only_root "$spec")" == true ]]; then
-        if podman exec "$name" sh -c ': > /app/.write-probe' >/dev/null 2>&1; then
-            fail "${name}: the root filesystem accepted a write"
-        fi
+        root_read_only "$name"
+        note="; / read-only"
     fi
-    say "${name}: $(jq -r '[.probes[].path] + [(.scrape // {}).path // empty] | unique | join(", ")' "$spec") answer 200 on $(jq -r '.probes[0].port' "$spec"); uid/gid $(jq -r '"\(.user)/\(.group)"' "$spec"); / read-only"
+    say "${name}: $(jq -r '[.probes[].path] + [(.scrape // {}).path // empty] | unique | join(", ")' "$spec") answer 200 from its process on $(jq -r '.probes[0].port' "$spec"); uid/gid $(jq -r '"\(.user)/\(.group)"' "$spec")${note}"
 }
 
 # stop_role NAME GRACE: SIGTERM, and exit 0 within the grace period.
@@ -449,17 +501,22 @@ stop_role() {
         show_logs "$name"
         fail "${name} panicked"
     fi
+    # A role that crashed and was restarted (Compose's restart policy) hides nothing.
+    code=$(podman inspect -f '{{.RestartCount}}' "$name")
+    [[ "$code" == 0 ]] || { show_logs "$name"; fail "${name} was restarted ${code} times"; }
     say "${name}: SIGTERM, exit 0 in $((SECONDS - t0)) s"
 }
 
 # one_shot SPEC TAG ENTRYPOINT ARGS...: runs a manifest-hardened container to
 # completion; its stdout is printed, its stderr kept for a failure.
 one_shot() {
-    local spec=$1 tag=$2 entry=$3 opts=() err
+    local spec=$1 tag=$2 entry=$3 opts=() err name
     shift 3
     run_options "$spec" "$tag" opts
+    # (Often run in a command substitution: cleanup finds it by its name.)
+    name="${project}-once-${RANDOM}${RANDOM}"
     err=$(mktemp)
-    if ! podman run --rm "${opts[@]}" --entrypoint "[\"${entry}\"]" "$image" "$@" 2>"$err"; then
+    if ! timeout 180 podman run --rm --name "$name" "${opts[@]}" --entrypoint "[\"${entry}\"]" "$image" "$@" 2>"$err"; then
         sed 's/^/    /' "$err" >&2
         rm -f "$err"
         fail "${entry} $* failed in a container"
@@ -483,11 +540,14 @@ poll() {
 # in the image through BROKER, then the orders, stats and failures through the API.
 traffic() {
     local tag=$1 api=$2 worker_spec=$3 api_spec=$4 broker=$5 summary distinct poison token total order count failed status
+    # A fixed seed: the same stream every run, with duplicates and poison in it.
     summary=$(one_shot "$worker_spec" "$tag" order-loadgen --broker "$broker" --count 80 --users 1 \
-        --products 1000 --duplicate-ratio 0.2 --poison-ratio 0.05 --quiet)
+        --products 1000 --duplicate-ratio 0.2 --poison-ratio 0.05 --seed 15 --quiet)
     distinct=$(jq -r .distinct_pairs <<<"$summary")
     poison=$(jq -r .poison <<<"$summary")
     [[ "$distinct" =~ ^[0-9]+$ && "$poison" =~ ^[0-9]+$ ]] || fail "order-loadgen printed no summary: ${summary}"
+    ((poison > 0 && distinct + poison < $(jq -r .sent <<<"$summary"))) ||
+        fail "the burst lacks poison or duplicates, so it proves little: ${summary}"
     token=$(one_shot "$api_spec" "$tag" order-api token --user 1 --ttl 10m)
     total=$(poll "$token" "http://127.0.0.1:${api}/api/v1/users/1/orders?page=1&pageSize=100" .total "$distinct")
     [[ "$total" == "$distinct" ]] || fail "user 1 has ${total} orders through the API, the burst made ${distinct}"
@@ -495,8 +555,10 @@ traffic() {
         "http://127.0.0.1:${api}/api/v1/users/1/orders?page=1&pageSize=1" | jq -r '.items[0].order_id // .items[0].id')
     status=$(http_status "http://127.0.0.1:${api}/api/v1/orders/${order}" "$token")
     [[ "$status" == 200 ]] || fail "GET /api/v1/orders/${order} with its user's token answered ${status}"
+    # Yesterday too: a run across midnight (UTC) still counts every order.
     count=$(curl -fsS -H "Authorization: Bearer operator-${id}" \
-        "http://127.0.0.1:${api}/api/v1/stats/orders?date=$(date -u +%F)" | jq -r .order_count)
+        "http://127.0.0.1:${api}/api/v1/stats/orders?from=$(date -u -d yesterday +%F)&to=$(date -u +%F)" |
+        jq -r .order_count)
     [[ "$count" == "$distinct" ]] || fail "the operator's stats count ${count} orders, the burst made ${distinct}"
     failed=$(poll "operator-${id}" "http://127.0.0.1:${api}/api/v1/failures?status=failed" .total "$poison")
     [[ "$failed" == "$poison" ]] || fail "the API lists ${failed} failures, the burst had ${poison} poison messages"
@@ -523,6 +585,18 @@ for workload in deployment-api deployment-worker deployment-compensator; do
 done
 api_port=$(jq -r '.probes[0].port' "${spec_dir}/deployment-api.json")
 traffic k8s "$api_port" "${spec_dir}/deployment-worker.json" "${spec_dir}/deployment-api.json" rabbitmq
+# As the kubelet does: each preStop hook, then SIGTERM.
+pre_stops=()
+for workload in deployment-worker deployment-compensator deployment-api; do
+    mapfile -t hook < <(jq -r '.pre_stop // [] | .[]' "${spec_dir}/${workload}.json")
+    [[ ${#hook[@]} -gt 0 ]] || continue
+    podman exec "${running[$workload]}" "${hook[@]}" &
+    pre_stops+=("$!:${running[$workload]}:${hook[*]}")
+done
+for hook in "${pre_stops[@]}"; do
+    wait "${hook%%:*}" || fail "${hook#*:}: the preStop hook failed"
+    say "preStop ${hook#*:} exited 0"
+done
 for workload in deployment-worker deployment-compensator deployment-api; do
     stop_role "${running[$workload]}" "$(jq -r .grace_seconds "${spec_dir}/${workload}.json")"
 done
@@ -534,8 +608,11 @@ if ! .venv/bin/podman-compose --version 2>/dev/null | grep -q "$PODMAN_COMPOSE_V
     [[ -x .venv/bin/pip ]] || python3 -m venv .venv
     .venv/bin/pip install -q "podman-compose==${PODMAN_COMPOSE_VERSION}"
 fi
+# --read-only-tmpfs=false: read_only means what it means under Docker, with
+# only the file's own tmpfs (/tmp) writable, not podman's /run and /var/tmp.
 compose() {
-    .venv/bin/podman-compose --project-name "$project" -f docker-compose.yml -f "${state}/override-$$.json" "$@"
+    .venv/bin/podman-compose --project-name "$project" --podman-run-args=--read-only-tmpfs=false \
+        -f docker-compose.yml -f "${state}/override-$$.json" "$@"
 }
 throwaway compose
 # The Compose file consumes Kafka too: from the test suite's broker when one
@@ -557,6 +634,8 @@ jq -n --arg image "$image" --argjson env "$overrides" '
     {services: (["migrate", "api", "worker", "compensator"]
         | map({key: ., value: {image: $image, network_mode: "host", environment: $env}})
         | from_entries)}' >"${state}/override-$$.json"
+
+ports_free
 
 compose_container() {
     podman ps -a --filter "label=io.podman.compose.project=${project}" \
@@ -583,9 +662,17 @@ for service in api worker compensator; do
         sleep 1
     done
     [[ "$healthy" == true ]] || { show_logs "$name"; fail "${name}: the Compose health check does not pass"; }
-    [[ "$(podman inspect -f '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$name")" == "10001:10001 true" ]] ||
-        fail "${name}: Compose did not run it as 10001:10001 on a read-only root"
-    say "${name}: ready, Compose health check passes, 10001:10001 on a read-only root"
+    hardening=$(podman inspect -f '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}' "$name")
+    [[ "$hardening" == "10001:10001 true "*"CAP_"*" "*"no-new-privileges"* ]] ||
+        fail "${name}: Compose did not run it as 10001:10001, read-only, without capabilities and new privileges: ${hardening}"
+    [[ "$(podman inspect -f '{{len .HostConfig.CapAdd}}' "$name")" == 0 ]] || fail "${name}: capabilities added"
+    pid=$(podman inspect -f '{{.State.Pid}}' "$name")
+    [[ "$(awk '/^CapEff:/ {print $2}' "/proc/${pid}/status")" == 0000000000000000 ]] ||
+        fail "${name}: the process has capabilities"
+    listeners "${compose_port[$service]}" | grep -qx "$pid" ||
+        fail "${name}: port ${compose_port[$service]} is not served by the container's process"
+    root_read_only "$name"
+    say "${name}: ready from its own process, Compose health check passes, 10001:10001, no capabilities, / read-only"
 done
 traffic compose 8082 "${spec_dir}/deployment-worker.json" "${spec_dir}/deployment-api.json" "$compose_broker"
 for service in worker compensator api; do
@@ -603,14 +690,14 @@ broken() {
     { printf 'FROM %s\n' "$image"; cat; } >"${state}/Containerfile.broken"
     podman build --pull=never --network host -t "$ref" -f "${state}/Containerfile.broken" "$state" \
         >"${state}/broken.log" 2>&1 || { tail -5 "${state}/broken.log"; fail "building the broken image (${what}) failed"; }
-    out=$("${BASH_SOURCE[0]}" --image "$ref" 2>&1) || code=$?
+    out=$(CONTAINER_SMOKE_NESTED=1 "${script_dir}/container-smoke.sh" --image "$ref" 2>&1) || code=$?
     podman rmi -f "$ref" >/dev/null 2>&1 || true
     rm -f "${state}/Containerfile.broken"
     if [[ $code -eq 0 ]] || ! grep -qE "$expect" <<<"$out"; then
         printf '%s\n' "$out" | tail -15 | sed 's/^/    /' >&2
         fail "an image with ${what} was not refused for it (exit ${code})"
     fi
-    say "refused, as it must be: an image with ${what}: $(grep -E "$expect" <<<"$out" | head -1 | sed 's/^==> container-smoke: FAILED: //')"
+    say "refused, as it must be: an image with ${what}: $(grep -E "$expect" <<<"$out" | head -1 | sed 's/^==> container-smoke: FAILED: //; s/^ *//')"
 }
 if [[ "$mode" == prebuilt ]]; then
     broken "a role's binary missing" "podman run deployment-worker failed" <<'LINES'
@@ -619,7 +706,7 @@ RUN rm /usr/local/bin/order-worker
 USER 10001:10001
 LINES
     # Writable by the role's user but for the read-only root: only that refuses it.
-    broken "a role that writes to its root filesystem" "compensator exited with [0-9]+ before it was ready" <<'LINES'
+    broken "a role that writes to its root filesystem" "cannot create /app/state/started: Read-only file system" <<'LINES'
 USER 0:0
 RUN mkdir /app/state && chown 10001:10001 /app/state \
  && mv /usr/local/bin/order-compensator /usr/local/bin/order-compensator.real \

@@ -11,11 +11,13 @@ For the single container of a Deployment or Job manifest it prints:
                        are left to the caller
   user, group          securityContext runAsUser / runAsGroup (the
                        container's, else the Pod's)
+  extra_groups         the Pod's fsGroup and supplementalGroups
   run_as_non_root, read_only_root, no_new_privileges, cap_drop
   tmpfs                [{path, size_mib}] for every emptyDir volume mounted
   memory_mib, cpus     resources.limits
   grace_seconds        terminationGracePeriodSeconds
-  probes               [{kind, path, port}] with named ports resolved
+  probes               [{kind, path, port, timeout}] with named ports resolved
+  pre_stop             the preStop exec command, or null
   scrape               {path, port} from the prometheus.io annotations, or null
 
 scripts/container-smoke.sh runs the image with exactly these settings, so a
@@ -46,7 +48,8 @@ def cpus(value):
 
 
 def spec(manifest, configmap):
-    doc = yaml.safe_load(open(manifest, encoding="utf-8"))
+    with open(manifest, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
     template = doc["spec"]["template"]
     pod = template["spec"]
     containers = pod["containers"]
@@ -58,7 +61,8 @@ def spec(manifest, configmap):
     for source in c.get("envFrom", []):
         ref = source.get("configMapRef")
         if ref:
-            cm = yaml.safe_load(open(configmap, encoding="utf-8"))
+            with open(configmap, encoding="utf-8") as f:
+                cm = yaml.safe_load(f)
             if cm["metadata"]["name"] != ref["name"]:
                 raise SystemExit(f"{manifest}: ConfigMap {ref['name']} is not {configmap}")
             env.update({k: str(v) for k, v in cm.get("data", {}).items()})
@@ -96,7 +100,7 @@ def spec(manifest, configmap):
             if port not in ports:
                 raise SystemExit(f"{manifest}: {kind} names port {port!r}, which the container lacks")
             port = ports[port]
-        probes.append({"kind": kind, "path": get["path"], "port": port})
+        probes.append({"kind": kind, "path": get["path"], "port": port, "timeout": probe.get("timeoutSeconds", 1)})
 
     annotations = template.get("metadata", {}).get("annotations", {})
     scrape = None
@@ -121,7 +125,9 @@ def spec(manifest, configmap):
         "tmpfs": tmpfs,
         "memory_mib": quantity_mib(limits["memory"]) if "memory" in limits else None,
         "cpus": cpus(limits["cpu"]) if "cpu" in limits else None,
+        "extra_groups": ([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []) + pod_sc.get("supplementalGroups", []),
         "grace_seconds": pod.get("terminationGracePeriodSeconds", 30),
+        "pre_stop": ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command"),
         "probes": probes,
         "scrape": scrape,
     }

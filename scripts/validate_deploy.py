@@ -3,6 +3,7 @@
 
 Usage: scripts/validate-deploy.sh (installs the pinned tools into .venv, then
 runs this with .venv's Python). Directly: .venv/bin/python scripts/validate_deploy.py
+(from any directory; --venv and --binary, when given, are relative to the current one).
 
 In order:
   - the scripts' own Python (scripts/): ruff check and ruff format --check, and
@@ -22,6 +23,7 @@ Ends with "N passed, N failed" and exits 1 when any check failed.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -57,10 +59,15 @@ def guarded(name, check, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", default=".venv", help="where kubernetes-validate, check-jsonschema and ruff are")
-    parser.add_argument("--binary", default="target/debug/order-api", help="the order-api whose loader checks keys")
+    parser.add_argument("--venv", help="where kubernetes-validate, check-jsonschema and ruff are (default .venv)")
+    parser.add_argument("--binary", help="the order-api whose loader checks keys (default target/debug/order-api)")
     opts = parser.parse_args()
-    tools = Path(opts.venv) / "bin"
+    venv = Path(opts.venv).resolve() if opts.venv else None
+    binary = Path(opts.binary).resolve() if opts.binary else None
+    # Every other path is the repository's, wherever this is started from.
+    os.chdir(Path(__file__).resolve().parent.parent)
+    tools = (venv or Path(".venv")) / "bin"
+    binary = str(binary or Path("target/debug/order-api"))
 
     say(f"the checker's own code (ruff {version('ruff')}, unit tests)")
     tool_check("scripts/: ruff check", [tools / "ruff", "check", "scripts/"])
@@ -98,11 +105,11 @@ def main():
     say("Dockerfile")
     guarded("dockerfile", dockerfile.check_dockerfile)
 
-    say(f"ORDER__ variables against the configuration loader ({opts.binary} migrate)")
-    if not Path(opts.binary).is_file():
-        say(f"building {opts.binary} (debug)")
+    say(f"ORDER__ variables against the configuration loader ({binary} migrate)")
+    if not Path(binary).is_file():
+        say(f"building {binary} (debug)")
         subprocess.run(["cargo", "build", "-p", "order-api"], check=True)
-    guarded("config-keys", config_keys.check_config_keys, opts.binary)
+    guarded("config-keys", config_keys.check_config_keys, binary)
 
     print(f"{common.TALLY['passed']} passed, {common.TALLY['failed']} failed")
     return 0 if common.TALLY["failed"] == 0 else 1

@@ -81,10 +81,14 @@ def check_dockerfile(path="Dockerfile"):
     stages = []
     stage_image = {}
     stage_names = []
+    stage_from = []  # each stage's FROM, as written
+    stage_lines = []  # each stage's instructions after its FROM
     patterns = dockerignore_patterns()
     copied = []
     runs = []
     for word, rest in instr:
+        if stage_lines and word != "FROM":
+            stage_lines[-1].append((word, rest))
         if word == "ARG":
             name, _, default = rest.partition("=")
             args[name.strip()] = default.strip()
@@ -99,6 +103,9 @@ def check_dockerfile(path="Dockerfile"):
                 stage_names.append(tokens[2])
             else:
                 stage_names.append(None)
+            stage_from.append(tokens[0])
+            stage_lines.append([])
+            continue
         elif word in ("COPY", "ADD"):
             tokens = rest.split()
             flags = [t for t in tokens if t.startswith("--")]
@@ -109,12 +116,6 @@ def check_dockerfile(path="Dockerfile"):
                 continue
             for src in paths[:-1]:
                 copied.append(src)
-                if src.startswith("target/image-bin/"):
-                    # runtime-prebuilt's binaries: made by container-smoke.sh,
-                    # absent from a clean tree, but they must reach the context.
-                    if ignored(src, patterns):
-                        problems.append(f"{word} source {src} is excluded by .dockerignore")
-                    continue
                 matches = list(Path(".").glob(src)) if any(ch in src for ch in "*?[") else [Path(src)]
                 if not matches or not all(m.exists() for m in matches):
                     problems.append(f"{word} source {src} does not exist")
@@ -152,8 +153,10 @@ def check_dockerfile(path="Dockerfile"):
     for bin_name in ("order-api", "order-worker", "order-compensator", "order-loadgen"):
         if not Path(bin_name, "src", "main.rs").is_file():
             problems.append(f"{bin_name}/src/main.rs missing: no such binary")
-        if not any(w == "COPY" and "--from=" in r and bin_name in r and "/usr/local/bin" in r for w, r in instr):
-            problems.append(f"{bin_name} is not copied into /usr/local/bin")
+        # The default target's binaries are the builder's, not anything else.
+        final = stage_lines[-1] if stage_lines else []
+        if not any(w == "COPY" and "--from=builder" in r and bin_name in r and "/usr/local/bin" in r for w, r in final):
+            problems.append(f"{bin_name} is not copied from the builder stage into /usr/local/bin of the last stage")
     words = {w: r for w, r in instr}
     if words.get("USER", "").split(":")[0] not in ("10001",):
         problems.append("USER 10001 expected (last USER)")
@@ -174,8 +177,10 @@ def check_dockerfile(path="Dockerfile"):
         problems.append("ENTRYPOINT order-api expected")
     if stage_names[-1:] != ["runtime"]:
         problems.append("the last stage (the default target) must be runtime")
-    if "runtime-prebuilt" not in stage_names:
-        problems.append("a runtime-prebuilt stage expected (scripts/container-smoke.sh builds it)")
+    if stage_from[-1:] != ["runtime-base"] or "runtime-base" not in stage_names:
+        problems.append("the last stage must be FROM runtime-base (scripts/container-smoke.sh builds that target)")
+    elif any(w not in ("COPY", "LABEL") for w, _ in stage_lines[-1]):
+        problems.append("the last stage may only add the binaries: the rest belongs to runtime-base")
     # The runtime stages' RUN lines: every stage on the runtime image.
     runtime_runs = []
     seen_from = 0

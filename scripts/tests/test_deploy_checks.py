@@ -3,6 +3,7 @@ python -m unittest discover -s scripts/tests -t scripts (scripts/validate-deploy
 
 import contextlib
 import io
+import os
 import tempfile
 import textwrap
 import unittest
@@ -35,6 +36,18 @@ def dockerfile_with(replacements):
     return f.name
 
 
+class TempFiles(unittest.TestCase):
+    def temporary(self, path):
+        """PATH, removed when the test ends."""
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def write_temporary(self, text, suffix):
+        with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as f:
+            f.write(text)
+        return self.temporary(f.name)
+
+
 class DockerignoreMatching(unittest.TestCase):
     PATTERNS = ["target/", "!target/image-bin/", "**/tests/", "**/*.log", ".git/"]
 
@@ -53,21 +66,21 @@ class DockerignoreMatching(unittest.TestCase):
         self.assertFalse(dockerfile.ignored("order-core/src/lib.rs", self.PATTERNS))
 
 
-class DockerfileInstructions(unittest.TestCase):
+class DockerfileInstructions(TempFiles):
     def test_continuations_are_joined_and_comments_dropped(self):
-        with tempfile.NamedTemporaryFile("w", suffix=".Dockerfile", delete=False) as f:
-            f.write(
-                textwrap.dedent("""\
-                # a comment
-                FROM debian AS base
-                RUN apt-get update \\
-                    # a comment inside the continuation
-                    && apt-get install -y curl
-                user 10001
-                """)
-            )
+        path = self.write_temporary(
+            textwrap.dedent("""\
+            # a comment
+            FROM debian AS base
+            RUN apt-get update \\
+                # a comment inside the continuation
+                && apt-get install -y curl
+            user 10001
+            """),
+            ".Dockerfile",
+        )
         self.assertEqual(
-            dockerfile.dockerfile_instructions(f.name),
+            dockerfile.dockerfile_instructions(path),
             [
                 ("FROM", "debian AS base"),
                 ("RUN", "apt-get update && apt-get install -y curl"),
@@ -76,36 +89,45 @@ class DockerfileInstructions(unittest.TestCase):
         )
 
 
-class DockerfileCheck(unittest.TestCase):
+class DockerfileCheck(TempFiles):
     def test_the_repository_dockerfile_passes(self):
         ok, lines = quietly(dockerfile.check_dockerfile)
         self.assertTrue(ok, lines)
 
     def test_a_root_user_fails(self):
-        ok, lines = quietly(dockerfile.check_dockerfile, dockerfile_with([("USER 10001:10001", "USER 0:0")]))
+        path = self.temporary(dockerfile_with([("USER 10001:10001", "USER 0:0")]))
+        ok, lines = quietly(dockerfile.check_dockerfile, path)
         self.assertFalse(ok)
         self.assertIn("USER 10001 expected", "\n".join(lines))
 
-    def test_the_prebuilt_target_is_required(self):
-        path = dockerfile_with([("AS runtime-prebuilt", "AS from-host")])
+    def test_the_runtime_base_target_is_required(self):
+        path = self.temporary(dockerfile_with([("AS runtime-base", "AS base"), ("FROM runtime-base", "FROM base")]))
         ok, lines = quietly(dockerfile.check_dockerfile, path)
         self.assertFalse(ok)
-        self.assertIn("runtime-prebuilt stage expected", "\n".join(lines))
+        self.assertIn("the last stage must be FROM runtime-base", "\n".join(lines))
 
-    def test_the_default_target_must_be_the_built_runtime(self):
-        text = Path("Dockerfile").read_text(encoding="utf-8")
-        prebuilt = text.index("FROM runtime-base AS runtime-prebuilt")
-        default = text.index("FROM runtime-base AS runtime\n")
-        # The default target's lines moved above the prebuilt one: the last stage is no longer `runtime`.
-        swapped = text[:prebuilt] + text[default:] + "\n" + text[prebuilt:default]
-        with tempfile.NamedTemporaryFile("w", suffix=".Dockerfile", delete=False) as f:
-            f.write(swapped)
-        ok, lines = quietly(dockerfile.check_dockerfile, f.name)
+    def test_the_default_target_takes_its_binaries_from_the_builder(self):
+        path = self.temporary(
+            dockerfile_with([("COPY --from=builder /out/order-api", "COPY --from=elsewhere /out/order-api")])
+        )
+        ok, lines = quietly(dockerfile.check_dockerfile, path)
+        self.assertFalse(ok)
+        self.assertIn("not copied from the builder stage", "\n".join(lines))
+
+    def test_the_default_target_is_the_last_stage(self):
+        path = self.temporary(dockerfile_with([("AS runtime\n", "AS release\n")]))
+        ok, lines = quietly(dockerfile.check_dockerfile, path)
         self.assertFalse(ok)
         self.assertIn("the last stage (the default target) must be runtime", "\n".join(lines))
 
+    def test_the_last_stage_only_adds_binaries(self):
+        path = self.temporary(dockerfile_with([("AS runtime\n", "AS runtime\nUSER 0:0\n")]))
+        ok, lines = quietly(dockerfile.check_dockerfile, path)
+        self.assertFalse(ok)
+        self.assertIn("the last stage may only add the binaries", "\n".join(lines))
+
     def test_a_copy_source_missing_from_the_context_fails(self):
-        path = dockerfile_with([("COPY migrations migrations", "COPY migration migrations")])
+        path = self.temporary(dockerfile_with([("COPY migrations migrations", "COPY migration migrations")]))
         ok, lines = quietly(dockerfile.check_dockerfile, path)
         self.assertFalse(ok)
         self.assertIn("COPY source migration does not exist", "\n".join(lines))
@@ -130,7 +152,7 @@ class Values(unittest.TestCase):
         self.assertEqual((env["ORDER__DATABASE__HOST"], env["ORDER__DATABASE__PORT"]), ("127.0.0.1", "1"))
 
 
-class K8sSpec(unittest.TestCase):
+class K8sSpec(TempFiles):
     def test_quantities(self):
         self.assertEqual(k8s_spec.quantity_mib("64Mi"), 64)
         self.assertEqual(k8s_spec.quantity_mib("1Gi"), 1024)
@@ -158,10 +180,9 @@ class K8sSpec(unittest.TestCase):
 
     def test_a_probe_on_a_port_the_container_lacks_is_refused(self):
         text = Path("k8s/deployment-worker.yaml").read_text(encoding="utf-8")
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(text.replace("port: http", "port: metrics", 1))
+        path = self.write_temporary(text.replace("port: http", "port: metrics", 1), ".yaml")
         with self.assertRaises(SystemExit) as raised:
-            k8s_spec.spec(f.name, "k8s/configmap.yaml")
+            k8s_spec.spec(path, "k8s/configmap.yaml")
         self.assertIn("names port 'metrics'", str(raised.exception))
 
 
