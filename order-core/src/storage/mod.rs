@@ -953,6 +953,25 @@ fn new_lease(now: DateTime<Utc>, length: Duration) -> Lease {
     }
 }
 
+/// Each failure's answer from the digests an engine's statement wrote: a
+/// written digest is new, any other was recorded before. Copies of a digest
+/// all read new here; [`first_copy_only`] keeps the first.
+fn recorded_from(
+    failures: &[NewFailure],
+    written: &std::collections::HashSet<String>,
+) -> Vec<Result<Recorded, String>> {
+    failures
+        .iter()
+        .map(|f| {
+            Ok(if written.contains(&f.message_digest) {
+                Recorded::New
+            } else {
+                Recorded::AlreadyRecorded
+            })
+        })
+        .collect()
+}
+
 /// A digest written by one [`Storage::record_each`] call is new once: its
 /// other copies (in a later chunk, or on an engine that cannot tell copies
 /// apart within a statement) found it written.

@@ -569,16 +569,7 @@ impl MySqlStore {
                     .map(|(digest, _)| digest),
             );
         }
-        Ok(failures
-            .iter()
-            .map(|f| {
-                Ok(if written.contains(&f.message_digest) {
-                    Recorded::New
-                } else {
-                    Recorded::AlreadyRecorded
-                })
-            })
-            .collect())
+        Ok(super::recorded_from(failures, &written))
     }
 
     /// The ids of the failures with these digests.

@@ -361,14 +361,15 @@ impl PgStore {
     }
 
     /// Inserts failures in one statement, skipping digests already recorded;
-    /// says of each whether it wrote its row (the first of several copies
-    /// does) or found it there.
+    /// says of each whether it wrote its row or found it there (every copy
+    /// of a digest written reads so; [`super::Storage::record_each`] keeps
+    /// the first).
     pub(crate) async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Recorded, String>>, sqlx::Error> {
-        let mut written: HashSet<String> = sqlx::query_scalar(
+        let written: HashSet<String> = sqlx::query_scalar(
             "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, status, retryable, source, next_retry_at, created_at, updated_at) \
              SELECT d, z, g, e, s, r, src, n, $9, $9 \
              FROM UNNEST($1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[]) AS t(d, z, g, e, s, r, src, n) \
@@ -388,16 +389,7 @@ impl PgStore {
         .await?
         .into_iter()
         .collect();
-        Ok(failures
-            .iter()
-            .map(|f| {
-                Ok(if written.remove(&f.message_digest) {
-                    Recorded::New
-                } else {
-                    Recorded::AlreadyRecorded
-                })
-            })
-            .collect())
+        Ok(super::recorded_from(failures, &written))
     }
 
     /// The ids of the failures with these digests.
