@@ -12,6 +12,7 @@
 
 use std::sync::LazyLock;
 
+use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 use warp::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, LOCATION, REFERRER_POLICY,
@@ -82,14 +83,14 @@ const PAGE_TEMPLATE: &str = include_str!("../../assets/docs/index.html");
 static PAGE: LazyLock<String> =
     LazyLock::new(|| PAGE_TEMPLATE.replace("{{version}}", &assets_digest()));
 
-/// FNV-1a of every asset: changes whenever one of them does.
+/// The start of a SHA-256 of every asset: changes whenever one of them does.
 fn assets_digest() -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in ASSETS.iter().flat_map(|a| a.body) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hasher = Sha256::new();
+    for asset in ASSETS {
+        hasher.update(asset.body);
     }
-    format!("{hash:016x}")
+    let digest = format!("{:x}", hasher.finalize());
+    digest[..16].to_owned()
 }
 
 /// `GET /api/docs/`, the page (`/api/docs` redirects there), and
