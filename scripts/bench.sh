@@ -36,9 +36,7 @@ if [[ "$quick" == true && "${ORDER_CARGO_PROFILE:-release}" == dev ]]; then
     profile=dev
 fi
 say "building (${profile})"
-cargo build --profile "$profile" --workspace --bins -q
-bin=target/release
-[[ "$profile" == dev ]] && bin=target/debug
+bin=$("${script_dir}/cargo-bins.sh" "$profile" -q)
 mysql_client=$(command -v mariadb || command -v mysql)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -46,13 +46,8 @@ tansu=$("${script_dir}/kafka.sh" path)
 # ORDER_CARGO_PROFILE=dev runs the suite on debug binaries (sooner to build);
 # the default is release.
 profile=${ORDER_CARGO_PROFILE:-release}
-case "$profile" in
-    release) bin_dir=target/release ;;
-    dev) bin_dir=target/debug ;;
-    *) echo "ORDER_CARGO_PROFILE must be release or dev, got '${profile}'" >&2; exit 2 ;;
-esac
 say "building the binaries (${profile}) and the harness"
-cargo build --profile "$profile" --workspace --bins -q
+bin_dir=$("${script_dir}/cargo-bins.sh" "$profile" -q)
 cargo build -p order-loadgen --example chaos -q
 
 failed=()

@@ -262,13 +262,8 @@ started=$SECONDS
 case "$mode" in
     prebuilt)
         profile=${ORDER_CARGO_PROFILE:-release}
-        case "$profile" in
-            release) bin_dir=target/release ;;
-            dev) bin_dir=target/debug ;;
-            *) fail "ORDER_CARGO_PROFILE must be release or dev, got '${profile}'" ;;
-        esac
         say "building the binaries (${profile})"
-        cargo build --profile "$profile" --locked --workspace --bins --quiet
+        bin_dir=$("${script_dir}/cargo-bins.sh" "$profile" --locked --quiet)
         say "building ${image}: the Dockerfile's target runtime-base, plus this host's binaries"
         timeout 1800 podman build --pull=never --network host -f Dockerfile \
             --target runtime-base --build-arg RUNTIME_IMAGE="$BASE_IMAGE" \

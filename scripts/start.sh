@@ -94,13 +94,8 @@ done
 [[ "$taken" == false ]] || exit 1
 
 profile=${ORDER_CARGO_PROFILE:-release}
-case "$profile" in
-    release) bin=target/release ;;
-    dev) bin=target/debug ;;
-    *) echo "ORDER_CARGO_PROFILE must be release or dev, got '${profile}'" >&2; exit 2 ;;
-esac
 say "building (${profile})"
-cargo build --profile "$profile" --workspace --bins
+bin=$("${script_dir}/cargo-bins.sh" "$profile")
 
 say "migrating"
 "$bin/order-api" migrate >/dev/null
