@@ -38,12 +38,14 @@ ENV CARGO_TERM_COLOR=never \
 #    (slow) dependency build is cached until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 COPY order-core/Cargo.toml order-core/Cargo.toml
+COPY order-runtime/Cargo.toml order-runtime/Cargo.toml
+COPY order-testkit/Cargo.toml order-testkit/Cargo.toml
 COPY order-api/Cargo.toml order-api/Cargo.toml
 COPY order-worker/Cargo.toml order-worker/Cargo.toml
 COPY order-compensator/Cargo.toml order-compensator/Cargo.toml
 COPY order-loadgen/Cargo.toml order-loadgen/Cargo.toml
 RUN set -eux; \
-    for member in order-core order-api order-worker order-compensator order-loadgen; do \
+    for member in order-core order-runtime order-testkit order-api order-worker order-compensator order-loadgen; do \
         mkdir -p "${member}/src"; \
         echo '// dependency-layer stub' > "${member}/src/lib.rs"; \
     done; \
@@ -60,6 +62,8 @@ RUN set -eux; \
 #    order-api/openapi.json through include_str!.
 COPY migrations migrations
 COPY order-core/src order-core/src
+COPY order-runtime/src order-runtime/src
+COPY order-testkit/src order-testkit/src
 COPY order-api/src order-api/src
 COPY order-api/openapi.json order-api/openapi.json
 COPY order-api/assets order-api/assets

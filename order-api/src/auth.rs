@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use order_core::config::{ApiSettings, AuthMode, Secret};
 use order_core::service::Caller;
+use order_runtime::config::{ApiSettings, AuthMode, Secret};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 

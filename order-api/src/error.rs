@@ -1,7 +1,7 @@
 //! The API's one error type: each variant is an HTTP outcome, rendered as
 //! `{"error":{"code":"…","message":"…"}}`. Internal detail is logged, never sent.
 
-use order_core::service::OrderError;
+use order_core::service::{FailureError, OrderError};
 use order_core::storage::StorageError;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -77,10 +77,10 @@ impl ApiError {
 
 /// A JSON error response with any status (also used for warp's rejections);
 /// the shape is the one of every server of the service
-/// ([`order_core::observability::error_response`]).
+/// ([`order_runtime::probes::error_response`]).
 #[must_use]
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let mut response = order_core::observability::error_response(status, code, &message, &[]);
+    let mut response = order_runtime::probes::error_response(status, code, &message, &[]);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             "www-authenticate",
@@ -97,6 +97,17 @@ impl From<OrderError> for ApiError {
             OrderError::Forbidden(why) => Self::Forbidden(why),
             OrderError::Transition(t) => Self::Conflict(t.to_string()),
             OrderError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<FailureError> for ApiError {
+    fn from(e: FailureError) -> Self {
+        match e {
+            FailureError::NotFound(_) => Self::NotFound(e.to_string()),
+            FailureError::Refused(why) => Self::Conflict(why),
+            FailureError::Invalid(why) => Self::BadRequest(why),
+            FailureError::Storage(e) => e.into(),
         }
     }
 }

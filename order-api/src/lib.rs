@@ -20,12 +20,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_core::cache::OrderCache;
-use order_core::config::{AuthMode, Settings};
-use order_core::observability::{self, HealthChecks};
-use order_core::output;
-use order_core::service::{OrderCreator, Orders, Retrier};
-use order_core::startup::{self, AtStart, ConfigArgs};
+use order_core::service::{Failures, OrderCreator, Orders};
 use order_core::storage::Storage;
+use order_runtime::config::{AuthMode, Settings};
+use order_runtime::output;
+use order_runtime::probes::{self, HealthChecks};
+use order_runtime::shutdown::CancellationToken;
+use order_runtime::startup::{self, AtStart, ConfigArgs};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -70,7 +71,7 @@ pub struct Application {
     state: Arc<AppState>,
     checks: HealthChecks,
     max_body_bytes: u64,
-    server: order_core::config::ServerSettings,
+    server: order_runtime::config::ServerSettings,
 }
 
 impl Application {
@@ -89,7 +90,7 @@ impl Application {
         }
         let cache = OrderCache::connect(&settings.redis)?;
         let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
-        let retrier = Retrier::new(creator, &settings.compensator);
+        let retrier = settings.compensator.retrier(creator);
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .await
             .with_context(|| {
@@ -111,13 +112,13 @@ impl Application {
         } else {
             tracing::info!("redis.enabled is false: every order read goes to the database");
         }
-        observability::install_metrics("order-api");
+        probes::install_metrics("order-api");
         Ok(Self {
             listener,
             state: Arc::new(AppState {
                 orders: Orders::new(storage.clone(), cache),
                 storage,
-                retrier,
+                failures: Failures::new(retrier),
                 auth,
                 request_timeout: settings.server.write_timeout,
                 stats_slots: Semaphore::new(
@@ -176,7 +177,11 @@ impl Application {
 ///
 /// # Errors
 /// When the database cannot be reached or migrated, or the port is taken.
-pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     match command {
         Command::Migrate => {
             let storage = Storage::connect(&settings.database)?;
@@ -201,12 +206,13 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             // Refuse unusable auth settings before waiting for the database.
             Authenticator::new(&settings.api)?;
             let storage = if settings.api.statement_timeout.is_zero() {
-                startup::open_storage(&settings, AtStart::Wait).await
+                startup::open_storage(&settings, AtStart::Wait, &shutdown).await
             } else {
                 startup::open_limited_storage(
                     &settings,
                     settings.api.statement_timeout,
                     AtStart::Wait,
+                    &shutdown,
                 )
                 .await
             }
@@ -214,8 +220,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let app = Application::build(&settings, storage.clone()).await?;
             tracing::info!(server.addr = %app.addr(), server.port = app.port(), "order-api started");
             let orders = app.orders();
-            app.run_until_stopped(order_core::shutdown::shutdown_signal())
-                .await;
+            app.run_until_stopped(shutdown.cancelled_owned()).await;
             // Changes whose requests were dropped still commit and invalidate.
             orders.close(settings.server.write_timeout).await;
             storage.close().await;

@@ -7,8 +7,8 @@ use order_api::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    order_core::startup::run_main("order-api", &cli.config, |settings| {
-        order_api::run(command, settings)
+    order_runtime::startup::run_main("order-api", &cli.config, |settings, shutdown| {
+        order_api::run(command, settings, shutdown)
     })
     .await
 }

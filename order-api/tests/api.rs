@@ -7,14 +7,14 @@ use std::time::Duration;
 use chrono::Utc;
 use order_api::Application;
 use order_core::cache::{Cached, OrderCache};
-use order_core::config::{Driver, Settings};
 use order_core::domain::{
     Encoding, FailureStatus, KeptMessage, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
 };
 use order_core::storage::Storage;
-use order_core::testing::http::{self, Response};
-use order_core::testing::proxy::FaultProxy;
-use order_core::testing::{TestDatabase, redis_settings};
+use order_runtime::config::{Driver, Settings};
+use order_testkit::http::{self, Response};
+use order_testkit::proxy::FaultProxy;
+use order_testkit::{TestDatabase, redis_settings};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -51,8 +51,8 @@ async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -
         ..Settings::default()
     };
     settings.server.port = 0;
-    settings.api.admin_token = order_core::config::Secret::new(TOKEN);
-    settings.api.auth.jwt_secret = order_core::config::Secret::new(JWT_SECRET);
+    settings.api.admin_token = order_runtime::config::Secret::new(TOKEN);
+    settings.api.auth.jwt_secret = order_runtime::config::Secret::new(JWT_SECRET);
     configure(&mut settings);
     let storage =
         Storage::connect_with(&settings.database, Some(settings.api.statement_timeout)).unwrap();
@@ -65,7 +65,7 @@ async fn spawn_app_with(driver: Driver, configure: impl FnOnce(&mut Settings)) -
         let _ = stopped.await;
     }));
     // The test's own handle on the same keys, enabled even when the app's cache is not.
-    let cache = OrderCache::connect(&order_core::config::RedisSettings {
+    let cache = OrderCache::connect(&order_runtime::config::RedisSettings {
         enabled: true,
         ..settings.redis.clone()
     })
@@ -247,7 +247,7 @@ async fn status_changes_need_the_operator_token() {
 #[tokio::test]
 async fn without_a_configured_token_operator_endpoints_are_403() {
     let app = spawn_app_with(Driver::Postgres, |s| {
-        s.api.admin_token = order_core::config::Secret::default()
+        s.api.admin_token = order_runtime::config::Secret::default()
     })
     .await;
     let id = app.order(1, 1, "1", 1).await;
@@ -470,7 +470,7 @@ async fn counter(app: &TestApp, series: &str) -> f64 {
 #[tokio::test]
 async fn with_redis_down_every_order_endpoint_still_answers_and_health_is_degraded() {
     let app = spawn_app_with(Driver::Postgres, |s| {
-        s.redis.port = order_core::testing::free_port()
+        s.redis.port = order_testkit::free_port()
     })
     .await;
     let id = app.order(1, 1, "1", 1).await;
@@ -915,7 +915,7 @@ async fn bulk_retry_retries_pending_failures_up_to_the_limit() {
     }
 }
 
-order_core::on_both_engines!(
+order_testkit::on_both_engines!(
     failures_show_their_exact_bytes_size_and_truncation,
     a_retry_through_the_api_uses_the_failures_exact_bytes,
 );
@@ -1766,8 +1766,8 @@ async fn the_operator_does_everything_and_users_none_of_the_operator_endpoints_m
 async fn with_auth_mode_none_anyone_reads_and_cancels_but_operator_endpoints_still_need_the_token()
 {
     let app = spawn_app_with(Driver::Postgres, |s| {
-        s.api.auth.mode = order_core::config::AuthMode::None;
-        s.api.auth.jwt_secret = order_core::config::Secret::default();
+        s.api.auth.mode = order_runtime::config::AuthMode::None;
+        s.api.auth.jwt_secret = order_runtime::config::Secret::default();
     })
     .await;
     let id = app.order(1, 10, "1.00", 1).await;

@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use order_core::config::Driver;
-use order_core::testing::{ENGINES, TestDatabase, process};
+use order_runtime::config::Driver;
+use order_testkit::{ENGINES, TestDatabase, process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-api");
 const SECRET: &str = "cli-test-secret-of-at-least-32-bytes";
@@ -61,7 +61,7 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
 
 #[test]
 fn help_and_version_answer() {
-    order_core::testing::assert_help_and_version(BIN, "order-api", &["migrate", "serve"]);
+    order_testkit::assert_help_and_version(BIN, "order-api", &["migrate", "serve"]);
 }
 
 #[test]
@@ -247,7 +247,7 @@ async fn serve_migrates_on_start_and_exits_0_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_started_while_the_database_is_down_waits_for_it_then_starts() {
     let db = TestDatabase::empty(Driver::Postgres).await;
-    let proxy = order_core::testing::proxy::FaultProxy::start(db.server_addr()).await;
+    let proxy = order_testkit::proxy::FaultProxy::start(db.server_addr()).await;
     proxy.cut();
     let url = db.settings_via(proxy.addr()).url.expose().to_owned();
     let mut api = process::spawn(
@@ -339,8 +339,8 @@ fn token_mints_a_token_the_api_accepts_for_that_user_only() {
     let token = String::from_utf8(out.stdout).unwrap();
     let token = token.trim();
     assert_eq!(token.matches('.').count(), 2, "{token}");
-    let mut api = order_core::config::ApiSettings::default();
-    api.auth.jwt_secret = order_core::config::Secret::new(SECRET);
+    let mut api = order_runtime::config::ApiSettings::default();
+    api.auth.jwt_secret = order_runtime::config::Secret::new(SECRET);
     api.auth.audience = "orders".into();
     let auth = order_api::auth::Authenticator::new(&api).unwrap();
     assert_eq!(

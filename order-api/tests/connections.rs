@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use order_api::Application;
-use order_core::config::{AuthMode, Driver, Settings};
 use order_core::storage::Storage;
-use order_core::testing::{TestDatabase, redis_settings};
+use order_runtime::config::{AuthMode, Driver, Settings};
+use order_testkit::{TestDatabase, redis_settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

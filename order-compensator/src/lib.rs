@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use order_core::cache::OrderCache;
-use order_core::config::Settings;
-use order_core::observability::{self, HealthChecks};
 use order_core::service::{OrderCreator, Orders, Retrier, RetryReport, maintenance};
-use order_core::startup::{self, AtStart, ConfigArgs};
 use order_core::storage::Storage;
+use order_runtime::config::Settings;
+use order_runtime::probes::{self, HealthChecks};
+use order_runtime::startup::{self, AtStart, ConfigArgs};
 use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
@@ -205,7 +205,7 @@ impl Compensator {
     pub fn new(settings: Settings, storage: Storage) -> anyhow::Result<Self> {
         let cache = OrderCache::connect(&settings.redis)?;
         let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
-        let retrier = Retrier::new(creator, &settings.compensator);
+        let retrier = settings.compensator.retrier(creator);
         Ok(Self {
             settings,
             orders: Orders::new(storage.clone(), cache),
@@ -315,14 +315,14 @@ impl Compensator {
             Ok(report) => report.log(),
             Err(e) => tracing::error!(
                 job = job.name(),
-                error = %order_core::telemetry::error_chain(e.as_ref()),
+                error = %order_runtime::telemetry::error_chain(e.as_ref()),
                 "run failed"
             ),
         }
     }
 
     /// Runs every job on its schedule until `stop` is cancelled, then waits
-    /// (up to `worker.shutdown_timeout`) for runs in progress to finish.
+    /// (up to `compensator.shutdown_timeout`) for runs in progress to finish.
     /// A run cut short leaves its claims to lease expiry.
     ///
     /// # Errors
@@ -353,19 +353,16 @@ impl Compensator {
             .shutdown()
             .await
             .context("stopping the scheduler")?;
-        let grace = self.settings.worker.shutdown_timeout;
-        let drained = tokio::time::timeout(grace, async {
-            for running in &self.running {
-                let _ = running.lock().await;
-            }
-        })
+        order_runtime::shutdown::drain(
+            self.settings.compensator.shutdown_timeout,
+            async {
+                for running in &self.running {
+                    let _ = running.lock().await;
+                }
+            },
+            "runs still in progress at shutdown; their claims return at lease expiry",
+        )
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                grace_ms = grace.as_millis(),
-                "runs still in progress at shutdown; their claims return at lease expiry"
-            );
-        }
         Ok(())
     }
 }
@@ -374,13 +371,17 @@ impl Compensator {
 ///
 /// # Errors
 /// When the database cannot be reached or a job fails.
-pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // A one-off run answers at once; the scheduler waits for the database.
     let at_start = match command {
         Command::RunOnce { .. } => AtStart::Fail,
         Command::Run => AtStart::Wait,
     };
-    let storage = startup::open_storage(&settings, at_start)
+    let storage = startup::open_storage(&settings, at_start, &shutdown)
         .await
         .context("opening the database")?;
     let port = settings
@@ -391,15 +392,15 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::RunOnce { job } => {
             let report = compensator.run_once(job).await?;
-            order_core::output::json(&report)?;
+            order_runtime::output::json(&report)?;
         }
         Command::Run => {
-            let stop = CancellationToken::new();
+            let stop = shutdown.child_token();
             let checks = HealthChecks::new().with_database(storage.clone());
-            observability::install_metrics("order-compensator");
+            probes::install_metrics("order-compensator");
             let host = compensator.settings.observability.host.clone();
             let (_, server) =
-                observability::serve(&host, port, checks, Some(storage.clone()), stop.clone())
+                probes::serve(&host, port, checks, Some(storage.clone()), stop.clone())
                     .await
                     .with_context(|| {
                         format!("binding observability.host {host} and observability.port {port}")
@@ -407,7 +408,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let mut jobs = tokio::spawn(compensator.clone().run(stop.clone()));
             tracing::info!("order-compensator started");
             let finished = tokio::select! {
-                () = order_core::shutdown::shutdown_signal() => None,
+                () = shutdown.cancelled() => None,
                 early = &mut jobs => Some(early),
             };
             stop.cancel();

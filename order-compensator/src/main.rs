@@ -7,8 +7,8 @@ use order_compensator::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    order_core::startup::run_main("order-compensator", &cli.config, |settings| {
-        order_compensator::run(command, settings)
+    order_runtime::startup::run_main("order-compensator", &cli.config, |settings, shutdown| {
+        order_compensator::run(command, settings, shutdown)
     })
     .await
 }

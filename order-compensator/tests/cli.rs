@@ -4,15 +4,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use order_core::config::Driver;
 use order_core::domain::{NewFailure, Source};
-use order_core::testing::{TestDatabase, free_port, http, process};
+use order_runtime::config::Driver;
+use order_testkit::fixtures::Seckill;
+use order_testkit::{TestDatabase, free_port, http, process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-compensator");
 
 #[test]
 fn help_and_version_answer() {
-    order_core::testing::assert_help_and_version(BIN, "order-compensator", &["run-once"]);
+    order_testkit::assert_help_and_version(BIN, "order-compensator", &["run-once"]);
 }
 
 #[test]
@@ -36,7 +37,10 @@ fn a_bad_setting_stops_the_start_naming_the_key() {
 #[tokio::test]
 async fn run_once_retries_due_failures_and_prints_what_it_did() {
     let db = TestDatabase::new(Driver::Mysql).await;
-    let message = br#"{"user_id":1,"product_id":2,"quantity":1,"unit_price":3,"seckill_id":"s","timestamp":"2024-01-01T00:00:00Z"}"#;
+    let message = &Seckill::new(1, 2)
+        .unit_price_number("3")
+        .seckill_id("s")
+        .bytes();
     let due = Utc::now() - chrono::Duration::seconds(1);
     db.storage
         .record_failures(&[NewFailure::retryable(message, "x", Source::Kafka, due)])

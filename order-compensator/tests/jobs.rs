@@ -8,14 +8,15 @@ use std::time::Duration;
 use chrono::Utc;
 use order_compensator::{Compensator, Job, JobReport};
 use order_core::cache::Cached;
-use order_core::config::{Driver, Settings};
 use order_core::domain::{
     FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
 };
 use order_core::storage::{PageRequest, Storage};
-use order_core::testing::{TestDatabase, redis_settings};
+use order_runtime::config::{Driver, Settings};
+use order_testkit::fixtures::Seckill;
+use order_testkit::{TestDatabase, redis_settings};
 
-order_core::on_both_engines!(
+order_testkit::on_both_engines!(
     three_instances_retry_1000_due_failures_each_exactly_once,
     a_failure_whose_order_exists_succeeds_with_that_order,
     a_failure_that_keeps_failing_backs_off_and_ends_failed_at_max_retries,
@@ -25,10 +26,11 @@ order_core::on_both_engines!(
 );
 
 fn message(user: i64, product: i64, price: &str, quantity: i32) -> Vec<u8> {
-    format!(
-        r#"{{"user_id":{user},"product_id":{product},"quantity":{quantity},"unit_price":"{price}","seckill_id":"sk","timestamp":"2024-01-01T12:00:00Z"}}"#
-    )
-    .into_bytes()
+    Seckill::new(user, product)
+        .quantity(quantity.into())
+        .unit_price(price)
+        .timestamp("2024-01-01T12:00:00Z")
+        .bytes()
 }
 
 fn settings(db: &TestDatabase) -> Settings {

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use order_core::cache::{CachedJson, MAX_FILL_AGE, OrderCache, SKIP_AFTER_FAILURE};
-use order_core::config::RedisSettings;
 use order_core::domain::{Order, OrderStatus};
 use order_core::storage::Changed;
-use order_core::testing::proxy::FaultProxy;
-use order_core::testing::redis_settings;
+use order_runtime::config::RedisSettings;
+use order_testkit::proxy::FaultProxy;
+use order_testkit::redis_settings;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::time::Instant;

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use order_core::cache::OrderCache;
-use order_core::config::{RedisSettings, Secret};
-use order_core::testing::{free_port, redis_settings};
+use order_runtime::config::{RedisSettings, Secret};
+use order_testkit::{free_port, redis_settings};
 
 const PASSWORD: &str = "p@ss:w/rd#%20 x";
 

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use order_core::config::Driver;
 use order_core::domain::{NewFailure, RetryPolicy, Source};
 use order_core::service::{FailureRecords, OrderCreator, Settlement};
 use order_core::storage::Recorded;
-use order_core::testing::TestDatabase;
+use order_runtime::config::Driver;
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
 
-order_core::on_both_engines!(
+order_testkit::on_both_engines!(
     recording_a_failure_again_says_it_was_already_recorded,
     a_redelivered_batch_reports_its_failures_already_recorded_not_recorded_again,
 );
@@ -28,10 +29,10 @@ fn poison(bytes: &[u8]) -> NewFailure {
 
 /// Valid, but its amount overflows the column: the write fails, retryably.
 fn overflowing(user: i64) -> Vec<u8> {
-    format!(
-        r#"{{"user_id":{user},"product_id":2,"quantity":5,"unit_price":"9999999999.99","seckill_id":"sk","timestamp":"2024-01-01T00:00:00Z"}}"#
-    )
-    .into_bytes()
+    Seckill::new(user, 2)
+        .quantity(5)
+        .unit_price("9999999999.99")
+        .bytes()
 }
 
 async fn recording_a_failure_again_says_it_was_already_recorded(driver: Driver) {

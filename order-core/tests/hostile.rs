@@ -3,13 +3,14 @@
 //! once, may fail a batch. Only an outage does.
 
 use chrono::Utc;
-use order_core::config::{CompensatorSettings, Driver};
 use order_core::domain::{Encoding, FailureStatus, NewOrder, SeckillMessage, Source};
-use order_core::service::{Attempt, OrderCreator, Retrier, Settlement};
+use order_core::service::{Attempt, OrderCreator, Settlement};
 use order_core::storage::PageRequest;
-use order_core::testing::TestDatabase;
+use order_runtime::config::{CompensatorSettings, Driver};
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
 
-order_core::on_both_engines!(
+order_testkit::on_both_engines!(
     a_nul_or_control_character_anywhere_leaves_the_batch_to_commit,
     poison_bytes_are_kept_exactly_and_shown_safely,
     a_batch_of_large_poison_messages_beyond_the_packet_limit_is_recorded,
@@ -20,18 +21,20 @@ order_core::on_both_engines!(
     a_table_the_statements_need_gone_pauses_instead_of_dead_lettering,
 );
 
+fn seckill(user: i64, product: i64) -> Seckill {
+    Seckill::new(user, product)
+        .seckill_id(&format!("sk_{product}"))
+        .timestamp("2024-01-01T12:00:00Z")
+        .product_name(&format!("Product {product}"))
+}
+
 fn valid(user: i64, product: i64) -> Vec<u8> {
-    format!(
-        r#"{{"user_id":{user},"product_id":{product},"quantity":1,"unit_price":"1.00","seckill_id":"sk_{product}","timestamp":"2024-01-01T12:00:00Z","product_name":"Product {product}"}}"#
-    )
-    .into_bytes()
+    seckill(user, product).bytes()
 }
 
 /// A valid message with `field` set to the JSON text `json`.
 fn with(user: i64, field: &str, json: &str) -> Vec<u8> {
-    let mut v: serde_json::Value = serde_json::from_slice(&valid(user, 1)).unwrap();
-    v[field] = serde_json::from_str(json).unwrap();
-    serde_json::to_vec(&v).unwrap()
+    seckill(user, 1).raw(field, json).bytes()
 }
 
 fn creator(db: &TestDatabase) -> OrderCreator {
@@ -224,7 +227,7 @@ async fn the_compensator_claims_and_retries_seven_thousand_failures_in_one_run(d
         batch_size: 7000,
         ..CompensatorSettings::default()
     };
-    let retrier = Retrier::new(creator(&db), &settings);
+    let retrier = settings.retrier(creator(&db));
 
     let report = retrier.run_once().await;
 

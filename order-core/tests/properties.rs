@@ -8,10 +8,11 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use order_core::config::{CompensatorSettings, Driver};
 use order_core::domain::{NewFailure, REQUIRED_FIELDS, SeckillMessage, Source};
 use order_core::service::{Attempt, OrderCreator, Settlement};
-use order_core::testing::TestDatabase;
+use order_runtime::config::{CompensatorSettings, Driver};
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -28,15 +29,13 @@ fn base(user: i64, product: i64) -> Value {
         2 => (2, json!("0.01")),
         _ => (1, json!("9.99")),
     };
-    json!({
-        "user_id": user,
-        "product_id": product,
-        "quantity": quantity,
-        "unit_price": price,
-        "seckill_id": format!("sk_{product}"),
-        "timestamp": "2024-01-01T12:00:00Z",
-        "product_name": "Phone",
-    })
+    let message = Seckill::new(user, product)
+        .quantity(quantity)
+        .raw("unit_price", price.to_string())
+        .seckill_id(&format!("sk_{product}"))
+        .timestamp("2024-01-01T12:00:00Z")
+        .product_name("Phone");
+    serde_json::from_str(&message.json()).expect("a fixture is JSON")
 }
 
 /// A character a database or a log might choke on.

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use order_core::config::Driver;
 use order_core::domain::{
     FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal, RetryPolicy,
     SeckillMessage, Source,
@@ -14,12 +13,14 @@ use order_core::service::{Attempt, OrderCreator, Settlement};
 use order_core::storage::{
     ClaimOne, CreateOutcome, OrderCursor, PageRequest, ResolvedByHand, Storage, StorageError,
 };
-use order_core::testing::TestDatabase;
-use order_core::testing::proxy::FaultProxy;
+use order_runtime::config::Driver;
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
+use order_testkit::proxy::FaultProxy;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-order_core::on_both_engines!(
+order_testkit::on_both_engines!(
     migrating_an_empty_database_creates_the_tables_and_a_second_run_changes_nothing,
     a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts,
     the_same_purchase_twice_is_one_order_within_and_across_batches,
@@ -43,11 +44,15 @@ order_core::on_both_engines!(
     times_at_and_beyond_the_ends_of_years_1_to_9999,
 );
 
+/// `price` is JSON text: a number (`99.99`) or a string (`"99.99"`).
 fn message(user: i64, product: i64, price: &str, quantity: i32) -> Vec<u8> {
-    format!(
-        r#"{{"user_id":{user},"product_id":{product},"quantity":{quantity},"unit_price":{price},"seckill_id":"sk_{product}","timestamp":"2024-01-01T12:00:00Z","product_name":"Product {product}"}}"#
-    )
-    .into_bytes()
+    Seckill::new(user, product)
+        .quantity(quantity.into())
+        .raw("unit_price", price)
+        .seckill_id(&format!("sk_{product}"))
+        .timestamp("2024-01-01T12:00:00Z")
+        .product_name(&format!("Product {product}"))
+        .bytes()
 }
 
 fn new_order(user: i64, product: i64, price: &str, quantity: i32) -> NewOrder {
@@ -1134,14 +1139,14 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
 ) {
     let db = TestDatabase::new(driver).await;
     let proxy = FaultProxy::start(db.server_addr()).await;
-    let settings = order_core::config::DatabaseSettings {
+    let settings = order_runtime::config::DatabaseSettings {
         acquire_timeout: Duration::from_secs(1),
         ..db.settings_via(proxy.addr())
     };
     let storage = Storage::connect(&settings).unwrap();
     let creator = OrderCreator::new(
         storage.clone(),
-        order_core::config::CompensatorSettings::default().retry_policy(),
+        order_runtime::config::CompensatorSettings::default().retry_policy(),
     );
     let before = vec![message(1, 1, "1", 1)];
     assert!(matches!(
@@ -1184,8 +1189,8 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
 
 #[tokio::test]
 async fn an_unreachable_database_is_reported_as_unavailable() {
-    let settings = order_core::config::DatabaseSettings {
-        url: order_core::config::Secret::new("postgres://postgres@127.0.0.1:1/none"),
+    let settings = order_runtime::config::DatabaseSettings {
+        url: order_runtime::config::Secret::new("postgres://postgres@127.0.0.1:1/none"),
         acquire_timeout: Duration::from_millis(500),
         ..Default::default()
     };

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use order_core::startup::ConfigArgs;
 use order_loadgen::Plan;
+use order_runtime::startup::ConfigArgs;
 
 /// Publishes N seckill-success messages and prints a JSON summary of the
 /// stream sent: its seed, and the distinct pairs and poison messages an
@@ -75,7 +75,7 @@ impl Broker {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match order_core::startup::settings_and_telemetry(&cli.config) {
+    let settings = match order_runtime::startup::settings_and_telemetry(&cli.config) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -89,7 +89,7 @@ async fn main() -> ExitCode {
         seed,
     };
     if !cli.quiet {
-        order_core::output::error_line(&format!(
+        order_runtime::output::error_line(&format!(
             "order-loadgen: {} messages to {} with seed {seed}{} (--seed {seed} sends the same stream again)",
             cli.count,
             cli.broker.name(),
@@ -133,17 +133,17 @@ async fn main() -> ExitCode {
             }
             #[allow(clippy::print_stdout)]
             {
-                let _ = order_core::output::line(&report.to_string());
+                let _ = order_runtime::output::line(&report.to_string());
             }
             if !cli.quiet {
-                order_core::output::error_line(&format!("order-loadgen: {summary}"));
+                order_runtime::output::error_line(&format!("order-loadgen: {summary}"));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            order_core::output::error_line(&format!(
+            order_runtime::output::error_line(&format!(
                 "error: {} (seed {seed})",
-                order_core::telemetry::error_chain(e.as_ref())
+                order_runtime::telemetry::error_chain(e.as_ref())
             ));
             ExitCode::FAILURE
         }

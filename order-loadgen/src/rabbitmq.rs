@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use order_core::config::RabbitMqSettings;
+use order_runtime::config::RabbitMqSettings;
 
 use crate::{Message, Pace, progress};
 

@@ -3,14 +3,14 @@
 
 use std::process::{Command, Output};
 
-use order_core::config::Driver;
-use order_core::testing::TestDatabase;
+use order_runtime::config::Driver;
+use order_testkit::TestDatabase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-loadgen");
 
 #[test]
 fn help_and_version_answer() {
-    order_core::testing::assert_help_and_version(BIN, "order-loadgen", &["--seed", "--quiet"]);
+    order_testkit::assert_help_and_version(BIN, "order-loadgen", &["--seed", "--quiet"]);
 }
 
 /// A run of the SQL baseline (no broker) into `db`: its stdout as JSON,

@@ -1,38 +1,59 @@
-//! The one shutdown signal: SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+//! The one shutdown signal, SIGTERM (what Kubernetes sends) or SIGINT
+//! (Ctrl-C), and the one way a role waits for its work to end.
+//!
+//! Each binary's `main` makes one [`CancellationToken`] with
+//! [`cancel_on_signal`] before anything else runs (see
+//! [`crate::startup::run_main`]) and passes it down: to start-up, which
+//! stops waiting for the database, and to the role, whose tasks take child
+//! tokens of it.
 
-/// Completes on the first SIGTERM or SIGINT.
+use std::future::Future;
+use std::time::Duration;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+///
+/// The handlers are installed before this returns, so a signal that arrives
+/// at any later moment cancels the token instead of killing the process.
 ///
 /// # Panics
 /// If the signal handlers cannot be installed (no tokio runtime with signals).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("install the SIGINT handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-    }
-}
-
-/// A token cancelled by [`shutdown_signal`], to hand to every task.
 #[must_use]
-pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let child = token.clone();
+pub fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let signalled = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            }
+            signalled.cancel();
+        });
+    }
+    #[cfg(not(unix))]
     tokio::spawn(async move {
-        shutdown_signal().await;
-        child.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!(signal = "SIGINT", "shutdown requested");
+            signalled.cancel();
+        }
     });
     token
+}
+
+/// Waits at most `grace` for `work` (what is still running after a stop)
+/// to end; true when it did. Past the grace, `work` is dropped and
+/// `left_behind` (what that leaves undone, and what becomes of it) is
+/// logged as a warning.
+pub async fn drain(grace: Duration, work: impl Future<Output = ()>, left_behind: &str) -> bool {
+    let drained = tokio::time::timeout(grace, work).await.is_ok();
+    if !drained {
+        tracing::warn!(grace_ms = grace.as_millis(), "{left_behind}");
+    }
+    drained
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Settings, Sources};
-use crate::storage::{Storage, StorageError};
+use crate::shutdown::CancellationToken;
+use order_core::domain::Backoff;
+use order_core::storage::{Storage, StorageError};
 
 /// The flags every binary shares.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,8 +83,8 @@ pub fn attempt_timeout(settings: &Settings) -> Duration {
 ///
 /// With [`AtStart::Wait`], a database that cannot be reached yet is waited
 /// for while `auto_migrate` is on: tried again after 1 s, doubling up to
-/// 30 s, each attempt logged with the address and the cause, until it
-/// answers or SIGTERM/SIGINT arrives. A process started during a database
+/// 30 s ([`Backoff::start_up`]), each attempt logged with the address and the cause, until it
+/// answers or `stop` is cancelled (SIGTERM/SIGINT). A process started during a database
 /// outage thus comes up when the database does, instead of exiting into a
 /// restart back-off (the Kubernetes manifests give it a startup probe of 5
 /// minutes). With [`AtStart::Fail`], one attempt is made, whatever
@@ -92,9 +94,13 @@ pub fn attempt_timeout(settings: &Settings) -> Duration {
 /// When the settings cannot be used, a migration fails, the database cannot
 /// be reached with [`AtStart::Fail`], or a shutdown signal arrives while it
 /// is still unreachable.
-pub async fn open_storage(settings: &Settings, at_start: AtStart) -> Result<Storage, StorageError> {
+pub async fn open_storage(
+    settings: &Settings,
+    at_start: AtStart,
+    stop: &CancellationToken,
+) -> Result<Storage, StorageError> {
     let storage = Storage::connect(&settings.database)?;
-    make_ready(settings, &storage, at_start).await?;
+    make_ready(settings, &storage, at_start, stop).await?;
     Ok(storage)
 }
 
@@ -107,9 +113,10 @@ pub async fn open_limited_storage(
     settings: &Settings,
     statement_timeout: Duration,
     at_start: AtStart,
+    stop: &CancellationToken,
 ) -> Result<Storage, StorageError> {
     let unlimited = Storage::connect(&settings.database)?;
-    let ready = make_ready(settings, &unlimited, at_start).await;
+    let ready = make_ready(settings, &unlimited, at_start, stop).await;
     unlimited.close().await;
     ready?;
     Storage::connect_with(&settings.database, Some(statement_timeout))
@@ -121,13 +128,14 @@ async fn make_ready(
     settings: &Settings,
     storage: &Storage,
     at_start: AtStart,
+    stop: &CancellationToken,
 ) -> Result<(), StorageError> {
     let migrating = settings.database.auto_migrate;
     if at_start == AtStart::Wait && !migrating {
         // Nothing to do before serving: the pool connects when first used.
         return Ok(());
     }
-    let mut delay = Duration::from_secs(1);
+    let mut backoff = Backoff::start_up();
     loop {
         let attempt = async {
             storage.probe(attempt_timeout(settings)).await?;
@@ -139,24 +147,21 @@ async fn make_ready(
         match attempt.await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_unavailable() && at_start == AtStart::Wait => {
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     error = %e,
                     retry_in_s = delay.as_secs(),
                     "database unreachable at start; waiting for it"
                 );
                 tokio::select! {
-                    () = crate::shutdown::shutdown_signal() => return Err(e),
+                    () = stop.cancelled() => return Err(e),
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(MAX_START_RETRY);
             }
             Err(e) => return Err(e),
         }
     }
 }
-
-/// The longest wait between two attempts to reach the database at start.
-const MAX_START_RETRY: Duration = Duration::from_secs(30);
 
 /// Applies pending migrations and logs what was done.
 ///
@@ -172,13 +177,14 @@ pub async fn migrate(storage: &Storage) -> Result<Vec<i64>, StorageError> {
     Ok(applied)
 }
 
-/// The body of every binary's `main`: settings and logging from `args`, then
-/// `run`; exits 0 when it returns `Ok`, 1 when it fails (logging the error
-/// and its causes, each once, and printing them to stderr), 2 on bad
-/// configuration.
+/// The body of every binary's `main`: settings and logging from `args`,
+/// then the one shutdown token ([`crate::shutdown::cancel_on_signal`]), then
+/// `run` with both; exits 0 when it returns `Ok`, 1 when it fails (logging
+/// the error and its causes, each once, and printing them to stderr), 2 on
+/// bad configuration.
 pub async fn run_main<F, Fut, E>(role: &str, args: &ConfigArgs, run: F) -> ExitCode
 where
-    F: FnOnce(Settings) -> Fut,
+    F: FnOnce(Settings, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
 {
@@ -186,7 +192,8 @@ where
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    match run(settings).await {
+    let stop = crate::shutdown::cancel_on_signal();
+    match run(settings, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain = crate::telemetry::error_chain(e.as_ref());

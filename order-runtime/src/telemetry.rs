@@ -180,23 +180,7 @@ impl Write for QuietStderr {
     }
 }
 
-/// An error and its causes on one line, each text once: a cause whose text
-/// the line already holds (many errors repeat their source's message in
-/// their own) is left out.
-#[must_use]
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.is_empty() && !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
+pub use order_core::error_chain;
 
 /// For tests: logs to the test output when `TEST_LOG` is set, else nothing.
 pub fn init_for_tests() {

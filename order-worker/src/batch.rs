@@ -1,11 +1,85 @@
-//! What every source does with a batch, and how it waits out an outage.
+//! What every source does with a batch: gather it ([`next_batch`]), settle
+//! it through the creation path, count it, dead-letter what could not even
+//! be recorded.
 
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use order_core::domain::Source;
 use order_core::service::{OrderCreator, Settlement};
 use order_core::storage::StorageError;
 use tokio_util::sync::CancellationToken;
+
+/// What [`next_batch`] gathered.
+#[derive(Debug)]
+pub enum Gathered<T, E> {
+    /// At least one item, received first at `received_at`. `cut_short` is
+    /// the error that ended the batch early, if one did: the items before it
+    /// are whole, what to do with the error is the source's call.
+    Batch {
+        /// The items, in the order received.
+        items: Vec<T>,
+        /// When the first item arrived.
+        received_at: Instant,
+        /// The error that ended the batch before `size` or `linger`.
+        cut_short: Option<E>,
+    },
+    /// The first receive failed.
+    Failed(E),
+    /// The stream ended before any item.
+    Ended,
+    /// `stop` came before any item.
+    Stopped,
+}
+
+/// Gathers the next batch from `stream`: waits for a first item (or
+/// `stop`), then takes more until there are `size`, `linger` has passed
+/// since the first, the stream ends or fails, or `stop` is cancelled: a stop
+/// mid-batch returns what was gathered, to be settled and acknowledged.
+pub async fn next_batch<S, T, E>(
+    stream: &mut S,
+    size: usize,
+    linger: Duration,
+    stop: &CancellationToken,
+) -> Gathered<T, E>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+{
+    let first = tokio::select! {
+        biased;
+        () = stop.cancelled() => return Gathered::Stopped,
+        next = stream.next() => next,
+    };
+    let first = match first {
+        Some(Ok(item)) => item,
+        Some(Err(e)) => return Gathered::Failed(e),
+        None => return Gathered::Ended,
+    };
+    let received_at = Instant::now();
+    let mut items = vec![first];
+    let mut cut_short = None;
+    let deadline = tokio::time::Instant::now() + linger;
+    while items.len() < size {
+        tokio::select! {
+            biased;
+            next = stream.next() => match next {
+                Some(Ok(item)) => items.push(item),
+                Some(Err(e)) => {
+                    cut_short = Some(e);
+                    break;
+                }
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = stop.cancelled() => break,
+        }
+    }
+    Gathered::Batch {
+        items,
+        received_at,
+        cut_short,
+    }
+}
 
 /// Counts a batch taken from a source (once, however often it is retried).
 pub fn received(source: Source, messages: usize) {
@@ -58,169 +132,77 @@ pub fn dead_lettered(source: Source, to: &str, dead: &[(usize, String)]) {
     }
 }
 
-/// Paces a source whose batches fail for a database outage: each retry of
-/// the batch waits longer (100 ms doubling up to 10 s, whether or not the
-/// database answers a ping meanwhile), and the state is logged once when it
-/// changes, not once per attempt.
-#[derive(Debug)]
-pub struct Outage {
-    source: Source,
-    backoff: Backoff,
-    since: Option<(Instant, u32)>,
-}
-
-impl Outage {
-    /// No outage yet.
-    #[must_use]
-    pub fn new(source: Source) -> Self {
-        Self {
-            source,
-            backoff: Backoff::new(),
-            since: None,
-        }
-    }
-
-    /// True while batches keep failing.
-    #[must_use]
-    pub fn is_failing(&self) -> bool {
-        self.since.is_some()
-    }
-
-    /// A batch of `held` messages failed with `err`: returns how long to
-    /// wait before trying it again.
-    pub fn failed(&mut self, err: &StorageError, held: usize) -> Duration {
-        let delay = self.backoff.next_delay();
-        let source = self.source.as_str();
-        match &mut self.since {
-            None => {
-                self.since = Some((Instant::now(), 1));
-                metrics::counter!("worker_pauses_total", "source" => source).increment(1);
-                tracing::warn!(
-                    message.source = source,
-                    error = %err,
-                    held,
-                    "database unavailable: nothing acknowledged, pausing consumption until it answers"
-                );
-            }
-            Some((_, attempts)) => {
-                *attempts += 1;
-                tracing::debug!(message.source = source, error = %err, attempt = *attempts, retry_in_ms = delay.as_millis(), "the batch failed again");
-            }
-        }
-        delay
-    }
-
-    /// A batch committed: the outage, if any, is over.
-    pub fn succeeded(&mut self) {
-        self.backoff.reset();
-        if let Some((since, attempts)) = self.since.take() {
-            tracing::info!(
-                message.source = self.source.as_str(),
-                attempts,
-                paused_ms = since.elapsed().as_millis(),
-                "database reachable again; consumption resumed"
-            );
-        }
-    }
-}
-
-/// Capped exponential backoff: 100 ms, 200 ms, … up to 10 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(10);
-
-    /// Starts at the first delay.
-    #[must_use]
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The delay to wait now (with jitter); the following one doubles.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay.mul_f64(0.5 + fastrand::f64() * 0.5)
-    }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Waits `delay`, then until the database answers a ping (or `stop`);
-/// returns false when stopped.
-pub async fn wait_for_database(
-    creator: &OrderCreator,
-    delay: Duration,
-    stop: &CancellationToken,
-) -> bool {
-    if !pause(delay, stop).await {
-        return false;
-    }
-    let mut backoff = Backoff::new();
-    loop {
-        if creator.storage().ping().await.is_ok() {
-            return true;
-        }
-        if !pause(backoff.next_delay(), stop).await {
-            return false;
-        }
-    }
-}
-
-/// Sleeps `delay` unless `stop` comes first; returns false when stopped.
-pub async fn pause(delay: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(10));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+    fn items(n: u32) -> impl Stream<Item = Result<u32, &'static str>> + Unpin {
+        futures_util::stream::iter((0..n).map(Ok))
     }
 
-    fn outage() -> StorageError {
-        StorageError::Config("database unreachable".into())
+    #[tokio::test]
+    async fn a_batch_is_cut_at_its_size_and_the_rest_waits() {
+        let stop = CancellationToken::new();
+        let mut stream = items(5);
+        let Gathered::Batch {
+            items, cut_short, ..
+        } = next_batch(&mut stream, 3, Duration::from_secs(60), &stop).await
+        else {
+            panic!("a batch expected");
+        };
+        assert_eq!((items, cut_short), (vec![0, 1, 2], None));
+        let Gathered::Batch { items, .. } =
+            next_batch(&mut stream, 3, Duration::from_secs(60), &stop).await
+        else {
+            panic!("a batch expected");
+        };
+        assert_eq!(items, [3, 4]);
+        assert!(matches!(
+            next_batch(&mut stream, 3, Duration::from_secs(60), &stop).await,
+            Gathered::Ended
+        ));
     }
 
-    #[test]
-    fn an_outage_backs_off_on_every_failure_until_a_batch_commits() {
-        let mut o = Outage::new(Source::Kafka);
-        assert!(!o.is_failing());
-        let delays: Vec<Duration> = (0..8).map(|_| o.failed(&outage(), 10)).collect();
-        assert!(o.is_failing());
-        // Jitter keeps each in the upper half of 100 ms × 2^n.
-        for (n, d) in delays.iter().enumerate() {
-            let full = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(10));
-            assert!(*d >= full / 2 && *d <= full, "{n}: {d:?}");
-        }
-        o.succeeded();
-        assert!(!o.is_failing());
-        assert!(o.failed(&outage(), 1) <= Duration::from_millis(100));
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_ends_at_the_linger_after_its_first_item() {
+        let stop = CancellationToken::new();
+        let mut stream = items(1).chain(futures_util::stream::pending());
+        let Gathered::Batch { items, .. } =
+            next_batch(&mut stream, 10, Duration::from_millis(5), &stop).await
+        else {
+            panic!("a batch expected");
+        };
+        assert_eq!(items, [0]);
+    }
+
+    #[tokio::test]
+    async fn an_error_mid_batch_keeps_what_came_before_it() {
+        let stop = CancellationToken::new();
+        let mut stream = futures_util::stream::iter([Ok(1), Ok(2), Err("lost"), Ok(3)]);
+        let Gathered::Batch {
+            items, cut_short, ..
+        } = next_batch(&mut stream, 10, Duration::from_secs(60), &stop).await
+        else {
+            panic!("a batch expected");
+        };
+        assert_eq!((items, cut_short), (vec![1, 2], Some("lost")));
+        let mut failing = futures_util::stream::iter([Err::<u32, _>("down")]);
+        assert!(matches!(
+            next_batch(&mut failing, 10, Duration::from_secs(60), &stop).await,
+            Gathered::Failed("down")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stop_before_the_first_item_gathers_nothing() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let mut stream = futures_util::stream::pending::<Result<u32, Infallible>>();
+        assert!(matches!(
+            next_batch(&mut stream, 10, Duration::from_secs(60), &stop).await,
+            Gathered::Stopped
+        ));
     }
 }

@@ -19,11 +19,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use order_core::config::{KafkaSettings, Settings};
+use futures_util::StreamExt;
+
 use order_core::domain::Source;
 use order_core::service::OrderCreator;
+use order_runtime::config::{KafkaSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -38,7 +40,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::Connected;
-use crate::batch::{self, Backoff, Outage};
+use order_core::domain::Backoff;
+
+use crate::batch::{self, Gathered};
+use crate::outage::{self, Outage};
 
 const SOURCE: &str = "kafka";
 
@@ -169,54 +174,47 @@ impl KafkaConsumer {
         // message or a partition assignment arrives again.
         self.connected.set(SOURCE, true);
         tracing::info!(topic = %self.settings.topic, group = %self.settings.group_id, "consuming from Kafka");
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::outage();
         let mut outage = Outage::new(Source::Kafka);
         let mut dead_letters = DeadLetterTopic::new(&self.settings);
 
         'consume: loop {
-            let first = tokio::select! {
-                biased;
-                () = stop.cancelled() => break 'consume,
-                next = consumer.recv() => next,
+            let gathered = {
+                let mut messages =
+                    std::pin::pin!(consumer.stream().map(|next| next.map(|m| detach(&m))));
+                batch::next_batch(&mut messages, self.batch_size, self.linger, &stop).await
             };
-            let first = match first {
-                Ok(message) => detach(&message),
-                Err(e) => {
+            let (mut held, received_at) = match gathered {
+                Gathered::Stopped | Gathered::Ended => break 'consume,
+                Gathered::Failed(e) => {
                     self.connected.set(SOURCE, false);
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "kafka receive failed");
-                    if !batch::pause(delay, &stop).await {
+                    if !outage::pause(delay, &stop).await {
                         break 'consume;
                     }
                     continue;
                 }
+                Gathered::Batch {
+                    items,
+                    received_at,
+                    cut_short,
+                } => {
+                    if let Some(e) = cut_short {
+                        tracing::warn!(error = %e, "kafka receive failed mid-batch");
+                    }
+                    (items, received_at)
+                }
             };
             self.connected.set(SOURCE, true);
             backoff.reset();
-            let received_at = Instant::now();
-            let mut held = vec![first];
-            let deadline = tokio::time::Instant::now() + self.linger;
-            while held.len() < self.batch_size {
-                tokio::select! {
-                    biased;
-                    next = consumer.recv() => match next {
-                        Ok(message) => held.push(detach(&message)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "kafka receive failed mid-batch");
-                            break;
-                        }
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = stop.cancelled() => break,
-                }
-            }
 
             batch::received(Source::Kafka, held.len());
             // Settle the batch and send its dead letters; while the database
             // or the dead-letter topic is away, keep the batch, pause, keep
             // polling, and settle it again (messages that arrived meanwhile
             // included: nothing in `held` is committed unsettled).
-            let mut dead_letter_retry = (Backoff::new(), false);
+            let mut dead_letter_retry = (Backoff::outage(), false);
             loop {
                 let payloads: Vec<&[u8]> = held.iter().map(|m| m.payload.as_slice()).collect();
                 let (delay, for_database) = match batch::settle(
@@ -254,13 +252,13 @@ impl KafkaConsumer {
                                 let delay = retry.next_delay();
                                 if std::mem::replace(warned, true) {
                                     tracing::debug!(
-                                        error = %order_core::telemetry::error_chain(e.as_ref()),
+                                        error = %order_runtime::telemetry::error_chain(e.as_ref()),
                                         retry_in_ms = delay.as_millis(),
                                         "dead-letter topic still unreachable"
                                     );
                                 } else {
                                     tracing::warn!(
-                                        error = %order_core::telemetry::error_chain(e.as_ref()),
+                                        error = %order_runtime::telemetry::error_chain(e.as_ref()),
                                         "dead-letter topic unreachable; the batch is held until it takes the message"
                                     );
                                 }
@@ -308,7 +306,7 @@ impl KafkaConsumer {
         held: &mut Vec<Consumed>,
         for_database: bool,
     ) -> bool {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::outage();
         let mut until = tokio::time::Instant::now() + delay;
         loop {
             // Again on every round: a rebalance may have assigned new partitions.

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod kafka;
+pub mod outage;
 pub mod rabbitmq;
 
 use std::sync::Arc;
@@ -16,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use order_core::config::Settings;
-use order_core::observability::{self, HealthChecks};
 use order_core::service::OrderCreator;
-use order_core::startup::{self, AtStart, ConfigArgs};
+use order_runtime::config::Settings;
+use order_runtime::probes::{self, HealthChecks};
+use order_runtime::startup::{self, AtStart, ConfigArgs};
 use tokio_util::sync::CancellationToken;
 
 /// Port of `/health` and `/metrics` when `observability.port` is unset.
@@ -60,18 +61,20 @@ impl Connected {
     }
 }
 
-/// Runs the enabled consumers until SIGTERM or SIGINT, then lets each finish
-/// and acknowledge the batch in hand, within `worker.shutdown_timeout`.
+/// Runs the enabled consumers until `shutdown` is cancelled (SIGTERM or
+/// SIGINT) or one of them ends, then lets each finish and acknowledge the
+/// batch in hand, within `worker.shutdown_timeout`.
 ///
 /// # Errors
 /// When the database cannot be reached at start, or no source is enabled.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let storage = startup::open_storage(&settings, AtStart::Wait)
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let storage = startup::open_storage(&settings, AtStart::Wait, &shutdown)
         .await
         .context("opening the database")?;
     let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy())
         .keeping(settings.worker.failure_data_max_bytes);
-    let stop = CancellationToken::new();
+    // The consumers' own token: a consumer that ends stops the others too.
+    let stop = shutdown.child_token();
     let mut checks = HealthChecks::new().with_database(storage.clone());
     let mut consumers = tokio::task::JoinSet::new();
 
@@ -97,13 +100,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "no source is enabled: set rabbitmq.enabled or kafka.enabled"
     );
 
-    observability::install_metrics("order-worker");
+    probes::install_metrics("order-worker");
     let port = settings
         .observability
         .port
         .unwrap_or(DEFAULT_OBSERVABILITY_PORT);
     let host = settings.observability.host.as_str();
-    let (_, server) = observability::serve(host, port, checks, Some(storage.clone()), stop.clone())
+    let (_, server) = probes::serve(host, port, checks, Some(storage.clone()), stop.clone())
         .await
         .with_context(|| {
             format!("binding observability.host {host} and observability.port {port}")
@@ -115,24 +118,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let mut failed = None;
     tokio::select! {
-        () = order_core::shutdown::shutdown_signal() => {}
+        () = shutdown.cancelled() => {}
         Some(ended) = consumers.join_next() => failed = Some(ended),
     }
     stop.cancel();
-    let grace = settings.worker.shutdown_timeout;
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(ended) = consumers.join_next().await {
-            if let Ok(Err(e)) = ended {
-                tracing::error!(error = %order_core::telemetry::error_chain(e.as_ref()), "consumer ended with an error");
+    let drained = order_runtime::shutdown::drain(
+        settings.worker.shutdown_timeout,
+        async {
+            while let Some(ended) = consumers.join_next().await {
+                if let Ok(Err(e)) = ended {
+                    tracing::error!(error = %order_runtime::telemetry::error_chain(e.as_ref()), "consumer ended with an error");
+                }
             }
-        }
-    })
+        },
+        "consumers still busy at the shutdown timeout; unacknowledged messages go back to the broker",
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            grace_ms = grace.as_millis(),
-            "consumers still busy at the shutdown timeout; unacknowledged messages go back to the broker"
-        );
+    if !drained {
         consumers.abort_all();
     }
     let _ = server.await;

@@ -6,5 +6,5 @@ use order_worker::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    order_core::startup::run_main("order-worker", &cli.config, order_worker::run).await
+    order_runtime::startup::run_main("order-worker", &cli.config, order_worker::run).await
 }

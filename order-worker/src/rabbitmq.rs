@@ -19,22 +19,24 @@
 //!   connection is closed (anything prefetched but unprocessed is requeued).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use order_core::config::{RabbitMqSettings, Settings};
 use order_core::domain::Source;
 use order_core::service::OrderCreator;
+use order_runtime::config::{RabbitMqSettings, Settings};
 use tokio_util::sync::CancellationToken;
 
 use crate::Connected;
-use crate::batch::{self, Backoff, Outage};
+use order_core::domain::Backoff;
+
+use crate::batch::{self, Gathered};
+use crate::outage::{self, Outage};
 
 const SOURCE: &str = "rabbitmq";
 
@@ -143,7 +145,7 @@ impl RabbitConsumer {
     /// Never in practice: every failure is waited out; the result type lets
     /// the caller treat all sources alike.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::outage();
         let mut outage = Outage::new(Source::Rabbitmq);
         loop {
             if stop.is_cancelled() {
@@ -156,7 +158,7 @@ impl RabbitConsumer {
                 }
                 Ok(SessionEnd::DatabaseDown(delay)) => {
                     self.connected.set(SOURCE, false);
-                    if !batch::wait_for_database(&self.creator, delay, &stop).await {
+                    if !outage::wait_for_database(&self.creator, delay, &stop).await {
                         return Ok(());
                     }
                 }
@@ -164,11 +166,11 @@ impl RabbitConsumer {
                     self.connected.set(SOURCE, false);
                     let delay = backoff.next_delay();
                     tracing::warn!(
-                        error = %order_core::telemetry::error_chain(e.as_ref()),
+                        error = %order_runtime::telemetry::error_chain(e.as_ref()),
                         retry_in_ms = delay.as_millis(),
                         "RabbitMQ connection lost or refused; reconnecting"
                     );
-                    if !batch::pause(delay, &stop).await {
+                    if !outage::pause(delay, &stop).await {
                         return Ok(());
                     }
                 }
@@ -210,33 +212,24 @@ impl RabbitConsumer {
         }
 
         loop {
-            let first = tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    close(&channel, &connection).await;
-                    return Ok(SessionEnd::Stopped);
-                }
-                next = consumer.next() => next,
-            };
-            let Some(first) = first else {
-                anyhow::bail!(
-                    "the broker ended the consumer (queue deleted, or the connection closed)"
-                );
-            };
-            let received_at = Instant::now();
-            let mut deliveries = vec![first?];
-            let deadline = tokio::time::Instant::now() + self.linger;
-            while deliveries.len() < self.batch_size {
-                tokio::select! {
-                    biased;
-                    next = consumer.next() => match next {
-                        Some(delivery) => deliveries.push(delivery?),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = stop.cancelled() => break,
-                }
-            }
+            let (deliveries, received_at) =
+                match batch::next_batch(&mut consumer, self.batch_size, self.linger, stop).await {
+                    Gathered::Stopped => {
+                        close(&channel, &connection).await;
+                        return Ok(SessionEnd::Stopped);
+                    }
+                    Gathered::Ended => anyhow::bail!(
+                        "the broker ended the consumer (queue deleted, or the connection closed)"
+                    ),
+                    // The channel is gone: what it delivered goes back to the queue.
+                    Gathered::Failed(e)
+                    | Gathered::Batch {
+                        cut_short: Some(e), ..
+                    } => return Err(e.into()),
+                    Gathered::Batch {
+                        items, received_at, ..
+                    } => (items, received_at),
+                };
 
             let payloads: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
             batch::received(Source::Rabbitmq, payloads.len());

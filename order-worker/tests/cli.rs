@@ -3,15 +3,15 @@
 use std::process::Command;
 use std::time::Duration;
 
-use order_core::config::Driver;
-use order_core::testing::{TestDatabase, http};
+use order_runtime::config::Driver;
+use order_testkit::{TestDatabase, http};
 
 mod common;
 use common::{BIN, Names, settings, spawn_process, worker_env};
 
 #[test]
 fn help_and_version_answer() {
-    order_core::testing::assert_help_and_version(BIN, "order-worker", &[]);
+    order_testkit::assert_help_and_version(BIN, "order-worker", &[]);
 }
 
 #[test]
@@ -57,7 +57,7 @@ async fn runs_rabbitmq_and_kafka_in_one_process_and_reports_both_ready() {
     let names = Names::new();
     let id = format!("{:016x}", fastrand::u64(..));
     let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let kafka = order_core::config::KafkaSettings {
+    let kafka = order_runtime::config::KafkaSettings {
         enabled: true,
         brokers: vec![brokers.clone()],
         topic: format!("ordertest-{id}"),

@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use order_core::config::{Driver, KafkaSettings};
-use order_core::testing::TestDatabase;
 use order_loadgen::corpus::{self, Expect};
 use order_loadgen::{Kind, Message};
+use order_runtime::config::{Driver, KafkaSettings};
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
@@ -36,10 +37,11 @@ fn stream(tag: u32) -> Stream {
     for (i, entry) in entries.into_iter().enumerate() {
         let user = 7_000_000_000 + i64::from(tag) * 1000 + i64::try_from(i).unwrap();
         messages.push(Message {
-            payload: format!(
-                r#"{{"user_id":{user},"product_id":3,"quantity":2,"unit_price":"4.50","seckill_id":"hostile","timestamp":"2024-01-01T00:00:00Z"}}"#
-            )
-            .into_bytes(),
+            payload: Seckill::new(user, 3)
+                .quantity(2)
+                .unit_price("4.50")
+                .seckill_id("hostile")
+                .bytes(),
             user_id: user,
             kind: Kind::New,
         });
@@ -275,10 +277,7 @@ async fn ten_thousand_new_purchases_in_one_batch_on_mariadb_all_commit() {
     assert!(worker.terminate(Duration::from_secs(30)).success());
     let messages: Vec<Message> = (1..=10_000)
         .map(|user| Message {
-            payload: format!(
-                r#"{{"user_id":{user},"product_id":9,"quantity":1,"unit_price":"1.00","seckill_id":"big","timestamp":"2024-01-01T00:00:00Z"}}"#
-            )
-            .into_bytes(),
+            payload: Seckill::new(user, 9).seckill_id("big").bytes(),
             user_id: user,
             kind: Kind::New,
         })
@@ -335,12 +334,12 @@ async fn metrics_after_receiving(port: u16, n: f64) -> String {
     let addr = ([127, 0, 0, 1], port).into();
     let started = Instant::now();
     loop {
-        let (_, page) = order_core::testing::http::get(addr, "/metrics").await;
+        let (_, page) = order_testkit::http::get(addr, "/metrics").await;
         let received = metric(&page, "messages_received_total", &[("source", "rabbitmq")]);
         if received >= n {
             // The batch is counted as received before it is settled.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            return order_core::testing::http::get(addr, "/metrics").await.1;
+            return order_testkit::http::get(addr, "/metrics").await.1;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -368,7 +367,10 @@ async fn a_redelivered_failure_is_counted_and_logged_as_recorded_once() {
     // Valid, but its amount overflows the column: a failed write, recorded
     // for retry.
     let failed = Message {
-        payload: br#"{"user_id":1,"product_id":2,"quantity":5,"unit_price":"9999999999.99","seckill_id":"sk","timestamp":"2024-01-01T00:00:00Z"}"#.to_vec(),
+        payload: Seckill::new(1, 2)
+            .quantity(5)
+            .unit_price("9999999999.99")
+            .bytes(),
         user_id: 1,
         kind: Kind::New,
     };

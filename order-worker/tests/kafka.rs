@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::config::{Driver, KafkaSettings, Settings};
 use order_core::service::OrderCreator;
 use order_core::storage::Storage;
-use order_core::testing::TestDatabase;
+use order_runtime::config::{Driver, KafkaSettings, Settings};
+use order_testkit::TestDatabase;
 use order_worker::Connected;
 use order_worker::kafka::KafkaConsumer;
 use order_worker::rabbitmq::RabbitConsumer;
@@ -153,7 +153,7 @@ async fn the_same_purchases_on_rabbitmq_and_kafka_make_one_order_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_cut_on_kafka_commits_nothing_and_the_orders_arrive_after_it_heals() {
     let db = TestDatabase::new(Driver::Postgres).await;
-    let proxy = order_core::testing::proxy::FaultProxy::start(db.server_addr()).await;
+    let proxy = order_testkit::proxy::FaultProxy::start(db.server_addr()).await;
     let names = Names::new();
     let mut settings = settings(&db, &names, 200);
     settings.database = db.settings_via(proxy.addr());

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use order_core::config::Driver;
-use order_core::testing::{TestDatabase, http};
 use order_loadgen::{Kind, Message};
+use order_runtime::config::Driver;
+use order_testkit::fixtures::Seckill;
+use order_testkit::{TestDatabase, http};
 
 mod common;
 use common::{Names, kafka_env, kafka_settings, settings, spawn_process};
@@ -16,10 +17,10 @@ use common::{Names, kafka_env, kafka_settings, settings, spawn_process};
 fn purchases(first_user: i64, count: i64) -> Vec<Message> {
     (first_user..first_user + count)
         .map(|user| Message {
-            payload: format!(
-                r#"{{"user_id":{user},"product_id":4,"quantity":1,"unit_price":"2.00","seckill_id":"pace","timestamp":"2024-01-01T00:00:00Z"}}"#
-            )
-            .into_bytes(),
+            payload: Seckill::new(user, 4)
+                .unit_price("2.00")
+                .seckill_id("pace")
+                .bytes(),
             user_id: user,
             kind: Kind::New,
         })

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_core::config::{Driver, Settings};
 use order_core::service::OrderCreator;
-use order_core::testing::proxy::FaultProxy;
-use order_core::testing::{TestDatabase, process};
 use order_loadgen::{Plan, Summary};
+use order_runtime::config::{Driver, Settings};
+use order_testkit::proxy::FaultProxy;
+use order_testkit::{TestDatabase, process};
 use order_worker::Connected;
 use order_worker::rabbitmq::RabbitConsumer;
 use tokio_util::sync::CancellationToken;

@@ -135,6 +135,8 @@ def check_dockerfile(path="Dockerfile"):
     for m in members:
         if f"{m}/Cargo.toml" not in copied:
             problems.append(f"{m}/Cargo.toml is not copied (dependency layer)")
+        if f"{m}/src" not in copied:
+            problems.append(f"{m}/src is not copied: the workspace does not load without every member")
         if not Path(m, "Cargo.toml").is_file():
             problems.append(f"workspace member {m} has no Cargo.toml")
     for src in (

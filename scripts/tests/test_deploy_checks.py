@@ -100,6 +100,12 @@ class DockerfileCheck(TempFiles):
         self.assertFalse(ok)
         self.assertIn("USER 10001 expected", "\n".join(lines))
 
+    def test_every_members_sources_are_copied(self):
+        path = self.temporary(dockerfile_with([("COPY order-testkit/src order-testkit/src\n", "")]))
+        ok, lines = quietly(dockerfile.check_dockerfile, path)
+        self.assertFalse(ok)
+        self.assertIn("order-testkit/src is not copied", "\n".join(lines))
+
     def test_the_runtime_base_target_is_required(self):
         path = self.temporary(dockerfile_with([("AS runtime-base", "AS base"), ("FROM runtime-base", "FROM base")]))
         ok, lines = quietly(dockerfile.check_dockerfile, path)

@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_core::observability::{self, HealthChecks};
-use order_core::service::{Orders, Retrier};
+use order_core::service::{Failures, Orders};
 use order_core::storage::Storage;
+use order_runtime::probes::{self, HealthChecks};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use warp::http::StatusCode;
@@ -30,8 +30,9 @@ pub struct AppState {
     pub storage: Storage,
     /// Orders: reads through the cache, changes that invalidate it.
     pub orders: Orders,
-    /// Retries failures through the order-creation path.
-    pub retrier: Retrier,
+    /// The failure ledger: reads, retries through the order-creation path,
+    /// resolving by hand.
+    pub failures: Failures,
     /// Who is calling.
     pub auth: Authenticator,
     /// Longest time a request may take (`server.write_timeout`).
@@ -213,8 +214,7 @@ pub fn router(
         .map(|| {
             warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
         });
-    let probes =
-        observability::routes(checks, Some(state.storage.clone())).map(Reply::into_response);
+    let probes = probes::routes(checks, Some(state.storage.clone())).map(Reply::into_response);
 
     // Grouped by resource, each group boxed: one chain of every route nests
     // a type so deep that the optimised build's trait solver overflows.
@@ -339,7 +339,7 @@ fn wrong_method()
             if allowed.is_empty() || allowed.contains(&method.as_str()) {
                 return Err(warp::reject::not_found());
             }
-            Ok(observability::error_response(
+            Ok(probes::error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 &format!(

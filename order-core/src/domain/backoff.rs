@@ -1,6 +1,110 @@
+//! When to try again: one [`Backoff`] type (capped exponential, with a
+//! jitter of its choosing) and its named presets, and the [`RetryPolicy`] of
+//! failed creations built on it.
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+/// How a delay is spread so that replicas do not retry in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// The delay as computed (a log line can say when the next try is).
+    None,
+    /// Uniform in the upper half of the delay ("equal jitter").
+    Equal,
+    /// Uniform from zero to the delay ("full jitter"), for contenders that
+    /// must fall out of step at once, such as deadlock victims.
+    Full,
+}
+
+/// Capped exponential backoff: `first`, doubling up to `max`, spread by
+/// `jitter`. It counts its own attempts ([`Backoff::next_delay`],
+/// [`Backoff::reset`]), or gives the delay of any attempt number
+/// ([`Backoff::delay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    jitter: Jitter,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// `first` doubling up to `max`, with `jitter`.
+    #[must_use]
+    pub const fn new(first: Duration, max: Duration, jitter: Jitter) -> Self {
+        Self {
+            first,
+            max,
+            jitter,
+            attempt: 0,
+        }
+    }
+
+    /// A source whose batches fail for a database outage, or whose broker
+    /// connection is lost: 100 ms doubling up to 10 s, equal jitter.
+    #[must_use]
+    pub const fn outage() -> Self {
+        Self::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Jitter::Equal,
+        )
+    }
+
+    /// A process waiting for its database at start: 1 s doubling up to 30 s,
+    /// as logged.
+    #[must_use]
+    pub const fn start_up() -> Self {
+        Self::new(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Jitter::None,
+        )
+    }
+
+    /// A transaction that lost a deadlock or a serialization check: 4 ms
+    /// doubling up to 256 ms, full jitter.
+    #[must_use]
+    pub const fn deadlock() -> Self {
+        Self::new(
+            Duration::from_millis(4),
+            Duration::from_millis(256),
+            Jitter::Full,
+        )
+    }
+
+    /// The delay before attempt number `attempt` (0-based):
+    /// `min(first × 2^attempt, max)`, spread by the jitter.
+    #[must_use]
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let capped = self
+            .first
+            .saturating_mul(2_u32.saturating_pow(attempt.min(31)))
+            .min(self.max);
+        match self.jitter {
+            Jitter::None => capped,
+            Jitter::Equal => {
+                let half = capped / 2;
+                half + half.mul_f64(fastrand::f64())
+            }
+            Jitter::Full => capped.mul_f64(fastrand::f64()),
+        }
+    }
+
+    /// The delay to wait now; the next one doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.delay(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
 
 /// When to retry a failed creation: capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,15 +128,10 @@ pub enum RetryDecision {
 
 impl RetryPolicy {
     /// The delay before retry number `attempt` (0-based): `min(base × 2^attempt, max)`,
-    /// with "equal jitter" (uniform in the upper half) so replicas do not retry in step.
+    /// with equal jitter so replicas do not retry in step.
     #[must_use]
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(2_u32.saturating_pow(attempt.min(31)));
-        let capped = exp.min(self.max);
-        let half = capped / 2;
-        half + half.mul_f64(fastrand::f64())
+        Backoff::new(self.base, self.max, Jitter::Equal).delay(attempt)
     }
 
     /// Decides after `retries_so_far` retries have failed (the attempt that just
@@ -79,6 +178,28 @@ mod tests {
             }
         }
         assert!(p.delay(u32::MAX) <= Duration::from_secs(600));
+    }
+
+    #[test]
+    fn presets_double_up_to_their_cap_and_reset() {
+        let mut b = Backoff::outage();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(10));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+
+        let mut start = Backoff::start_up();
+        let delays: Vec<u64> = (0..7).map(|_| start.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+
+        let deadlock = Backoff::deadlock();
+        for attempt in 0..40 {
+            let full = Duration::from_millis(4 << attempt.min(6));
+            assert!(deadlock.delay(attempt) <= full);
+        }
     }
 
     #[test]

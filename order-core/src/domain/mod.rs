@@ -3,20 +3,22 @@
 //! Each value type has a `parse`/`try_from` constructor, so an invalid value
 //! cannot exist once it has been built.
 
+mod backoff;
 mod failure;
+mod failure_status;
 mod ids;
 mod message;
 mod money;
 mod order;
 mod order_status;
 mod quantity;
-mod retry;
 mod seckill_id;
 
+pub use backoff::{Backoff, Jitter, RetryDecision, RetryPolicy};
 pub use failure::{
-    ByHand, Encoding, Failure, FailureStatus, KeptMessage, Lease, NewFailure, ResolutionNote,
-    ResolveRefusal, Source, printable_error,
+    Encoding, Failure, KeptMessage, Lease, NewFailure, ResolutionNote, printable_error,
 };
+pub use failure_status::{ByHand, FailureStatus, ResolveRefusal, RetryRefusal, Source};
 pub use ids::{ProductId, UserId};
 pub use message::{
     MAX_MESSAGE_BYTES, MAX_PRODUCT_NAME_CHARS, MessageError, REQUIRED_FIELDS, SeckillMessage,
@@ -25,7 +27,6 @@ pub use money::{Money, MoneyError};
 pub use order::{NewOrder, Order, OrderItem};
 pub use order_status::{OrderStatus, TransitionError, UnknownStatus};
 pub use quantity::Quantity;
-pub use retry::{RetryDecision, RetryPolicy};
 pub use seckill_id::SeckillId;
 
 /// A field-level validation failure: which field, and why.

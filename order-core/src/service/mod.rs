@@ -1,10 +1,12 @@
 //! Services: the rules that combine domain and storage, shared by every binary.
 
 mod creation;
+mod failures;
 pub mod maintenance;
 mod orders;
 mod retry;
 
 pub use creation::{Attempt, BatchReport, FailureRecords, OrderCreator, Settlement};
+pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
 pub use orders::{Caller, OrderError, Orders};
 pub use retry::{Retrier, RetryOne, RetryReport};

@@ -8,9 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Attempt, OrderCreator};
-use crate::config::CompensatorSettings;
 use crate::domain::{Failure, Lease, RetryDecision, RetryPolicy};
-use crate::storage::{ClaimOne, StorageError};
+use crate::storage::{ClaimOne, Storage, StorageError};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,15 +49,28 @@ pub struct Retrier {
 }
 
 impl Retrier {
-    /// A retrier with the compensator's policy, lease and batch size.
+    /// A retrier with a retry policy, the lease a claim holds and the
+    /// failures claimed per run (the compensator's `retry_policy()`,
+    /// `lease` and `batch_size`).
     #[must_use]
-    pub fn new(creator: OrderCreator, settings: &CompensatorSettings) -> Self {
+    pub fn new(
+        creator: OrderCreator,
+        policy: RetryPolicy,
+        lease: Duration,
+        batch_size: u32,
+    ) -> Self {
         Self {
             creator,
-            policy: settings.retry_policy(),
-            lease: settings.lease,
-            batch_size: settings.batch_size,
+            policy,
+            lease,
+            batch_size,
         }
+    }
+
+    /// The storage it claims from.
+    #[must_use]
+    pub fn storage(&self) -> &Storage {
+        self.creator.storage()
     }
 
     /// The lease a claim holds.

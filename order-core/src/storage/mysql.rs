@@ -12,23 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
-use sqlx::migrate::{Migrate, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, QueryBuilder};
 use uuid::Uuid;
 
-use super::rows::{
-    FAILURE_COLUMNS, FailureRow, ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_failures,
-    into_orders,
-};
-use super::{
-    Changed, CreateOutcome, OrderCursor, Page, PageRequest, Recorded, Resolution, StorageError,
-};
-use crate::config::DatabaseSettings;
-use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, Order, OrderStatus};
+use super::engine::Engine;
+use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
+use super::{Changed, CreateOutcome, Recorded, StorageError};
+use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderStatus};
+use crate::settings::DatabaseSettings;
 
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 
 /// A MySQL / MariaDB pool.
 #[derive(Debug, Clone)]
@@ -40,7 +35,7 @@ pub struct MySqlStore {
 }
 
 /// Rows of one failure INSERT (10 placeholders a row).
-pub(crate) const FAILURE_ROWS: usize = super::MYSQL_MAX_PLACEHOLDERS / 10;
+pub(crate) const FAILURE_ROWS: usize = super::batch::MYSQL_MAX_PLACEHOLDERS / 10;
 
 /// Keys looked up in one `OR` list: MySQL's range optimizer gives up on
 /// longer ones (a full scan), MariaDB turns them into a derived table.
@@ -119,24 +114,12 @@ impl MySqlStore {
         settings: &DatabaseSettings,
         statement_timeout: Option<std::time::Duration>,
     ) -> Result<Self, StorageError> {
-        let options = if settings.url.is_empty() {
-            let mut o = MySqlConnectOptions::new()
-                .host(&settings.host)
-                .port(settings.port)
-                .username(&settings.user)
-                .database(&settings.dbname);
-            if !settings.password.is_empty() {
-                o = o.password(settings.password.expose());
-            }
-            o
-        } else {
-            let url = settings.url.expose();
+        let options = super::connect_options!(MySqlConnectOptions, settings, |url| {
             let url = url
                 .strip_prefix("mariadb://")
                 .map_or_else(|| url.to_owned(), |rest| format!("mysql://{rest}"));
             MySqlConnectOptions::from_str(&url)
-                .map_err(|e| StorageError::Config(format!("database.url: {e}")))?
-        };
+        });
         let options = options.charset("utf8mb4").timezone(Some("+00:00".into()));
         let statement_bytes = Arc::new(AtomicUsize::new(0));
         let budget = statement_bytes.clone();
@@ -189,58 +172,6 @@ impl MySqlStore {
         &self.pool
     }
 
-    pub(crate) fn pool_usage(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
-    }
-
-    pub(crate) async fn migrate(&self) -> Result<Vec<i64>, StorageError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.ensure_migrations_table().await?;
-        let applied: HashSet<i64> = conn
-            .list_applied_migrations()
-            .await?
-            .iter()
-            .map(|m| m.version)
-            .collect();
-        drop(conn);
-        MIGRATOR.run(&self.pool).await?;
-        Ok(MIGRATOR
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect())
-    }
-
-    pub(crate) async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// The engine and where it is, for messages.
-    pub(crate) fn target(&self) -> String {
-        let options = self.pool.connect_options();
-        match options.get_socket() {
-            Some(socket) => format!("MySQL at {}", socket.display()),
-            None => format!("MySQL at {}:{}", options.get_host(), options.get_port()),
-        }
-    }
-
-    /// Opens one connection outside the pool (whose timeout hides the
-    /// cause) and closes it.
-    pub(crate) async fn probe(&self, within: std::time::Duration) -> Result<(), StorageError> {
-        let options = self.pool.connect_options();
-        super::probe_with(self.target(), within, async move {
-            let conn = sqlx::ConnectOptions::connect(&*options).await?;
-            let _ = sqlx::Connection::close(conn).await;
-            Ok(())
-        })
-        .await
-    }
-
-    pub(crate) async fn close(&self) {
-        self.pool.close().await;
-    }
-
     /// The owners of those `keys` that already have an order, by a plain
     /// (non-locking) read; `lock` makes it a locking read inside `tx`. Long
     /// key lists are looked up in parts.
@@ -268,11 +199,14 @@ impl MySqlStore {
         }
         Ok(owners)
     }
+}
 
-    pub(crate) async fn insert_batch(
-        &self,
-        batch: &[&NewOrder],
-    ) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+impl Engine for MySqlStore {
+    fn failure_budget(&self) -> (usize, usize) {
+        (FAILURE_ROWS, self.statement_bytes())
+    }
+
+    async fn insert_orders(&self, batch: &[&NewOrder]) -> Result<Vec<CreateOutcome>, sqlx::Error> {
         let now = super::now();
         let budget = self.statement_bytes();
         // Purchases that already have an order are answered without taking a
@@ -289,7 +223,9 @@ impl MySqlStore {
 
         if !fresh.is_empty() {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            for part in super::chunks(&fresh, super::mysql_rows(4, 0), budget, key_len) {
+            for part in
+                super::batch::chunks(&fresh, super::batch::mysql_rows(4, 0), budget, key_len)
+            {
                 let mut qb = QueryBuilder::<MySql>::new(
                     "INSERT INTO idempotency_records (user_id, product_id, order_id, created_at) ",
                 );
@@ -312,7 +248,9 @@ impl MySqlStore {
                 .copied()
                 .filter(|o| fresh_owners.get(&o.key()) == Some(&o.order_id))
                 .collect();
-            for part in super::chunks(&new, super::mysql_rows(10, 0), budget, order_len) {
+            for part in
+                super::batch::chunks(&new, super::batch::mysql_rows(10, 0), budget, order_len)
+            {
                 let mut qb = QueryBuilder::<MySql>::new(
                     "INSERT INTO orders (order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at) ",
                 );
@@ -330,7 +268,9 @@ impl MySqlStore {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            for part in super::chunks(&new, super::mysql_rows(6, 0), budget, order_len) {
+            for part in
+                super::batch::chunks(&new, super::batch::mysql_rows(6, 0), budget, order_len)
+            {
                 let mut qb = QueryBuilder::<MySql>::new(
                     "INSERT INTO order_items (order_id, product_id, product_name, quantity, unit_price, total_price) ",
                 );
@@ -360,124 +300,7 @@ impl MySqlStore {
             .collect()
     }
 
-    pub(crate) async fn get_order(&self, order_id: Uuid) -> Result<Option<Order>, StorageError> {
-        let Some(row) = sqlx::query_as::<_, OrderRow>(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?"
-        ))
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let items = sqlx::query_as::<_, ItemRow>(&format!(
-            "SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = ? ORDER BY id"
-        ))
-        .bind(order_id)
-        .fetch_all(&self.pool)
-        .await?;
-        row.into_order(items.into_iter().map(Into::into).collect())
-            .map(Some)
-    }
-
-    pub(crate) async fn list_user_orders(
-        &self,
-        user_id: i64,
-        status: Option<OrderStatus>,
-        page: PageRequest,
-    ) -> Result<Page<Order>, StorageError> {
-        let status = status.map(OrderStatus::as_str);
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?)",
-        )
-        .bind(user_id)
-        .bind(status)
-        .bind(status)
-        .fetch_one(&self.pool)
-        .await?;
-        let rows = sqlx::query_as::<_, OrderRow>(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        ))
-        .bind(user_id)
-        .bind(status)
-        .bind(status)
-        .bind(i64::from(page.page_size))
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Page {
-            items: into_orders(rows)?,
-            total,
-        })
-    }
-
-    pub(crate) async fn list_user_orders_after(
-        &self,
-        user_id: i64,
-        status: Option<OrderStatus>,
-        cursor: Option<OrderCursor>,
-        limit: u32,
-    ) -> Result<Vec<Order>, StorageError> {
-        let status = status.map(OrderStatus::as_str);
-        // DATETIME, as the column (a TIMESTAMP parameter ends in 2038).
-        let at = cursor.map(|c| c.created_at.naive_utc());
-        let rows = sqlx::query_as::<_, OrderRow>(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
-             AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?"
-        ))
-        .bind(user_id)
-        .bind(status)
-        .bind(status)
-        .bind(at)
-        .bind(at)
-        .bind(at)
-        .bind(cursor.map_or(0, |c| c.id))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        into_orders(rows)
-    }
-
-    pub(crate) async fn set_status(
-        &self,
-        order_id: Uuid,
-        version: i32,
-        to: OrderStatus,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
-             WHERE order_id = ? AND version = ?",
-        )
-        .bind(to.as_str())
-        .bind(now)
-        .bind(order_id)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn stats_rows(
-        &self,
-        start: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64, Decimal)>, StorageError> {
-        Ok(sqlx::query_as(
-            "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
-             WHERE created_at >= ? AND created_at <= ? GROUP BY status",
-        )
-        // DATETIME, as the column: sqlx sends a DateTime<Utc> as a TIMESTAMP,
-        // which compares as nothing past 2038-01-19 03:14:07.
-        .bind(start.naive_utc())
-        .bind(last.naive_utc())
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub(crate) async fn expire_unpaid(
+    async fn expire_unpaid(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
@@ -495,7 +318,7 @@ impl MySqlStore {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        for part in due.chunks(super::mysql_rows(1, 1)) {
+        for part in due.chunks(super::batch::mysql_rows(1, 1)) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "UPDATE orders SET status = 'cancelled', version = version + 1, updated_at = ",
             );
@@ -516,16 +339,13 @@ impl MySqlStore {
             .collect())
     }
 
-    /// Inserts failures in one statement, skipping digests already recorded;
-    /// says of each whether it wrote its row or found it there.
-    ///
     /// MySQL returns no rows from an INSERT, and its affected-row count
     /// cannot tell (sqlx sets `CLIENT_FOUND_ROWS`, so a row found counts as
     /// one written): the rows are looked up after, and those created at
     /// `now` — this call's own time, to the microsecond — are the ones it
     /// wrote (every copy of a digest reads so; [`super::Storage::record_each`]
     /// keeps the first).
-    pub(crate) async fn insert_failures(
+    async fn insert_failures(
         &self,
         failures: &[NewFailure],
         now: DateTime<Utc>,
@@ -569,14 +389,11 @@ impl MySqlStore {
                     .map(|(digest, _)| digest),
             );
         }
-        Ok(super::recorded_from(failures, &written))
+        Ok(super::batch::recorded_from(failures, &written))
     }
 
     /// The ids of the failures with these digests.
-    pub(crate) async fn failure_ids(
-        &self,
-        digests: &[&str],
-    ) -> Result<HashMap<String, i64>, StorageError> {
+    async fn failure_ids(&self, digests: &[&str]) -> Result<HashMap<String, i64>, StorageError> {
         let mut ids = HashMap::with_capacity(digests.len());
         for part in digests.chunks(KEY_LOOKUP_ROWS) {
             let mut qb = QueryBuilder::<MySql>::new(
@@ -593,70 +410,18 @@ impl MySqlStore {
         Ok(ids)
     }
 
-    pub(crate) async fn get_failure(&self, id: i64) -> Result<Option<Failure>, StorageError> {
-        sqlx::query_as::<_, FailureRow>(&format!(
-            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(Failure::try_from)
-        .transpose()
-    }
-
-    pub(crate) async fn list_failures(
-        &self,
-        status: Option<FailureStatus>,
-        page: PageRequest,
-    ) -> Result<Page<Failure>, StorageError> {
-        let status = status.map(FailureStatus::as_str);
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM order_failures WHERE (? IS NULL OR status = ?)",
-        )
-        .bind(status)
-        .bind(status)
-        .fetch_one(&self.pool)
-        .await?;
-        let rows = sqlx::query_as::<_, FailureRow>(&format!(
-            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE (? IS NULL OR status = ?) ORDER BY id DESC LIMIT ? OFFSET ?"
-        ))
-        .bind(status)
-        .bind(status)
-        .bind(i64::from(page.page_size))
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Page {
-            items: into_failures(rows)?,
-            total,
-        })
-    }
-
-    pub(crate) async fn retryable_failure_ids(
-        &self,
-        status: FailureStatus,
-        limit: u32,
-    ) -> Result<Vec<i64>, StorageError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM order_failures WHERE status = ? AND retryable ORDER BY id DESC LIMIT ?",
-        )
-        .bind(status.as_str())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub(crate) async fn claim_failures(
+    async fn claim_failures(
         &self,
         limit: u32,
         lease: Lease,
         now: DateTime<Utc>,
     ) -> Result<Vec<(Failure, Lease)>, StorageError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM order_failures WHERE status = 'pending' AND retryable AND next_retry_at <= ? \
+        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM order_failures WHERE {} \
              ORDER BY next_retry_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
-        )
+            FailureStatus::CLAIMABLE_WHEN_DUE
+        ))
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -696,94 +461,7 @@ impl MySqlStore {
             .collect())
     }
 
-    pub(crate) async fn claim_one(
-        &self,
-        id: i64,
-        lease: Lease,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "UPDATE order_failures SET status = 'processing', locked_until = ?, lease_token = ?, updated_at = ? \
-             WHERE id = ? AND retryable \
-             AND (status IN ('pending', 'failed') OR (status = 'processing' AND locked_until < ?))",
-        )
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(now)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// `expected` → `resolved` with the note, only from `pending` or
-    /// `failed` whatever `expected` is. False when the status was no longer
-    /// `expected`.
-    pub(crate) async fn resolve_by_hand(
-        &self,
-        id: i64,
-        expected: FailureStatus,
-        note: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "UPDATE order_failures SET status = 'resolved', resolution_note = ?, \
-             locked_until = NULL, lease_token = NULL, updated_at = ? \
-             WHERE id = ? AND status = ? AND status IN ('pending', 'failed')",
-        )
-        .bind(note)
-        .bind(now)
-        .bind(id)
-        .bind(expected.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn resolve(
-        &self,
-        id: i64,
-        lease: &Lease,
-        resolution: Resolution<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StorageError> {
-        let (status, error, retries, next_retry_at, order_id) = resolution.columns(now);
-        let done = sqlx::query(
-            "UPDATE order_failures SET status = ?, error_message = COALESCE(?, error_message), \
-             retry_count = retry_count + ?, next_retry_at = ?, order_id = COALESCE(?, order_id), \
-             locked_until = NULL, lease_token = NULL, updated_at = ? \
-             WHERE id = ? AND status = 'processing' AND lease_token = ?",
-        )
-        .bind(status.as_str())
-        .bind(error)
-        .bind(retries)
-        .bind(next_retry_at)
-        .bind(order_id)
-        .bind(now)
-        .bind(id)
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn release_expired_leases(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StorageError> {
-        let done = sqlx::query(
-            "UPDATE order_failures SET status = 'pending', locked_until = NULL, lease_token = NULL, updated_at = ? \
-             WHERE status = 'processing' AND locked_until < ?",
-        )
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub(crate) async fn purge_resolved_failures(
+    async fn purge_resolved_failures(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
@@ -796,13 +474,5 @@ impl MySqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    pub(crate) async fn count_pending_failures(&self) -> Result<i64, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_failures WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
     }
 }

@@ -6,9 +6,9 @@
 
 use std::net::SocketAddr;
 
-use order_core::testing::http;
+use order_testkit::http;
 
-use crate::Auth;
+use crate::auth::Auth;
 
 /// One request and what came back.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use order_core::testing::http;
+use order_testkit::http;
 
 /// How a process ended.
 #[derive(Debug, Clone)]

@@ -54,14 +54,14 @@ async fn main() -> ExitCode {
         Ok(report) => {
             #[allow(clippy::print_stdout)]
             {
-                let _ = order_core::output::line(&report.to_string());
+                let _ = order_runtime::output::line(&report.to_string());
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            order_core::output::error_line(&format!(
+            order_runtime::output::error_line(&format!(
                 "error: {}",
-                order_core::telemetry::error_chain(e.as_ref())
+                order_runtime::telemetry::error_chain(e.as_ref())
             ));
             ExitCode::FAILURE
         }

@@ -6,20 +6,20 @@ use std::time::Duration;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use order_core::config::Settings;
-use order_core::testing::{TestDatabase, redis_settings};
 use order_loadgen::{Plan, Summary};
+use order_runtime::config::Settings;
+use order_testkit::{TestDatabase, redis_settings};
 use std::time::Instant;
 
 /// Per-test broker names, deleted when the test ends.
 pub struct Names {
-    pub settings: order_core::config::RabbitMqSettings,
+    pub settings: order_runtime::config::RabbitMqSettings,
 }
 
 impl Names {
     pub fn new() -> Self {
         let id = format!("{:016x}", fastrand::u64(..));
-        let settings = order_core::config::RabbitMqSettings {
+        let settings = order_runtime::config::RabbitMqSettings {
             host: "127.0.0.1".into(),
             exchange: format!("ordertest.{id}.seckill"),
             queue: format!("ordertest.{id}.orders"),
@@ -109,10 +109,10 @@ pub fn settings(db: &TestDatabase, names: &Names, batch_size: usize) -> Settings
 pub const BIN: &str = env!("CARGO_BIN_EXE_order-worker");
 
 /// Per-test Kafka names (topic, group, dead-letter topic) on the test broker.
-pub fn kafka_settings() -> order_core::config::KafkaSettings {
+pub fn kafka_settings() -> order_runtime::config::KafkaSettings {
     let id = format!("{:016x}", fastrand::u64(..));
     let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    order_core::config::KafkaSettings {
+    order_runtime::config::KafkaSettings {
         enabled: true,
         brokers: brokers.split(',').map(str::to_owned).collect(),
         topic: format!("ordertest-{id}"),
@@ -148,7 +148,7 @@ pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
         "ORDER__DATABASE__URL",
         settings.database.url.expose().to_owned(),
     )];
-    env.extend(order_core::testing::rabbitmq_env(&settings.rabbitmq));
+    env.extend(order_testkit::rabbitmq_env(&settings.rabbitmq));
     env.extend([
         (
             "ORDER__WORKER__BATCH_SIZE",
@@ -156,7 +156,7 @@ pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ),
         (
             "ORDER__OBSERVABILITY__PORT",
-            order_core::testing::free_port().to_string(),
+            order_testkit::free_port().to_string(),
         ),
     ]);
     env
@@ -236,14 +236,12 @@ pub async fn wait_until_orders(db: &TestDatabase, n: i64) {
 
 /// Starts the worker binary with `env` (from [`worker_env`], perhaps
 /// extended); returns it and its observability port.
-pub fn spawn_process(
-    env: &[(&'static str, String)],
-) -> (order_core::testing::process::Running, u16) {
+pub fn spawn_process(env: &[(&'static str, String)]) -> (order_testkit::process::Running, u16) {
     let port = env
         .iter()
         .find(|(k, _)| *k == "ORDER__OBSERVABILITY__PORT")
         .and_then(|(_, v)| v.parse().ok())
         .expect("worker_env sets ORDER__OBSERVABILITY__PORT");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    (order_core::testing::process::spawn(BIN, &[], &env), port)
+    (order_testkit::process::spawn(BIN, &[], &env), port)
 }

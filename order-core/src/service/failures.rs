@@ -1,0 +1,209 @@
+//! The failure ledger as operators see it: list and read failures, retry one
+//! or many now, resolve one by hand. The API's routes only translate HTTP to
+//! these calls and their answers back.
+
+use chrono::Utc;
+
+use super::{Attempt, Retrier, RetryOne};
+use crate::domain::{Failure, FailureStatus, ResolutionNote, RetryRefusal};
+use crate::storage::{Page, PageRequest, ResolvedByHand, Storage, StorageError};
+
+/// What an operator's request on failures can meet besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum FailureError {
+    /// No failure has this id.
+    #[error("failure {0} not found")]
+    NotFound(i64),
+    /// The failure's state does not allow the request (a conflict).
+    #[error("{0}")]
+    Refused(String),
+    /// The request itself is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A bulk retry: retryable failures of one status, newest first, at most
+/// `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRetry {
+    status: FailureStatus,
+    limit: u32,
+}
+
+impl BulkRetry {
+    /// The most failures one bulk retry takes.
+    pub const MAX_LIMIT: u32 = 1000;
+    /// How many it takes when the request does not say.
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// A bulk retry of `status` (`pending`, the default, or `failed`) and
+    /// `limit` (1 to [`BulkRetry::MAX_LIMIT`], default
+    /// [`BulkRetry::DEFAULT_LIMIT`]).
+    ///
+    /// # Errors
+    /// [`FailureError::Invalid`] naming the field.
+    pub fn new(status: Option<&str>, limit: Option<u32>) -> Result<Self, FailureError> {
+        let status = match status {
+            None => FailureStatus::Pending,
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|s| FailureStatus::BULK_RETRYABLE.contains(s))
+                .ok_or_else(|| {
+                    FailureError::Invalid(format!(
+                        "status: must be pending or failed, got {text:?}"
+                    ))
+                })?,
+        };
+        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(FailureError::Invalid(format!(
+                "limit: must be from 1 to {}, got {limit}",
+                Self::MAX_LIMIT
+            )));
+        }
+        Ok(Self { status, limit })
+    }
+}
+
+/// What a bulk retry did, failure by failure.
+#[derive(Debug, Default)]
+pub struct BulkRetried {
+    /// Retried, with what the attempt gave.
+    pub retried: Vec<(i64, Box<Failure>, Attempt)>,
+    /// Refused when claimed (taken or changed meanwhile), and why.
+    pub refused: Vec<(i64, String)>,
+}
+
+/// Operators' requests on the failure ledger.
+#[derive(Debug, Clone)]
+pub struct Failures {
+    storage: Storage,
+    retrier: Retrier,
+}
+
+impl Failures {
+    /// Over the retrier's storage.
+    #[must_use]
+    pub fn new(retrier: Retrier) -> Self {
+        Self {
+            storage: retrier.storage().clone(),
+            retrier,
+        }
+    }
+
+    /// One page of failures, newest first, optionally of one status.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn list(
+        &self,
+        status: Option<FailureStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Failure>, StorageError> {
+        self.storage.list_failures(status, page).await
+    }
+
+    /// One failure.
+    ///
+    /// # Errors
+    /// [`FailureError::NotFound`], or the database's error.
+    pub async fn get(&self, id: i64) -> Result<Failure, FailureError> {
+        self.storage
+            .get_failure(id)
+            .await?
+            .ok_or(FailureError::NotFound(id))
+    }
+
+    /// Retries one failure now, through the creation path.
+    ///
+    /// # Errors
+    /// [`FailureError::NotFound`], [`FailureError::Refused`] saying why
+    /// ([`refusal`]), or the database's error.
+    pub async fn retry(&self, id: i64) -> Result<(Box<Failure>, Attempt), FailureError> {
+        match self.retrier.retry_one(id).await? {
+            RetryOne::Retried(failure, attempt) => Ok((failure, attempt)),
+            RetryOne::NotFound => Err(FailureError::NotFound(id)),
+            RetryOne::Refused(failure) => Err(FailureError::Refused(refusal(&failure))),
+        }
+    }
+
+    /// Retries the failures `request` names, one after the other. Retryable
+    /// ones only, chosen by the query: poison rows never take the place of
+    /// retryable ones within the limit.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn retry_many(&self, request: BulkRetry) -> Result<BulkRetried, StorageError> {
+        let candidates = self
+            .storage
+            .retryable_failure_ids(request.status, request.limit)
+            .await?;
+        let mut done = BulkRetried::default();
+        for id in candidates {
+            match self.retrier.retry_one(id).await? {
+                RetryOne::Retried(failure, attempt) => done.retried.push((id, failure, attempt)),
+                RetryOne::NotFound => {}
+                RetryOne::Refused(failure) => done.refused.push((id, refusal(&failure))),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Resolves a `pending` or `failed` failure by hand with `note`: it is
+    /// never retried again. A resolved one is answered as it is (its note
+    /// unchanged).
+    ///
+    /// # Errors
+    /// [`FailureError::NotFound`], [`FailureError::Refused`] (`processing`,
+    /// `success`), or the database's error.
+    pub async fn resolve_by_hand(
+        &self,
+        id: i64,
+        note: &ResolutionNote,
+    ) -> Result<Failure, FailureError> {
+        match self.storage.resolve_failure_by_hand(id, note).await? {
+            ResolvedByHand::Resolved { failure, previous } => {
+                tracing::info!(
+                    failure.id = id,
+                    failure.previous_status = %previous,
+                    "failure resolved by hand"
+                );
+                metrics::counter!("failures_resolved_by_hand_total", "previous_status" => previous.as_str())
+                    .increment(1);
+                Ok(*failure)
+            }
+            ResolvedByHand::AlreadyResolved(failure) => Ok(*failure),
+            ResolvedByHand::Refused(_, why) => Err(FailureError::Refused(format!(
+                "failure {id} cannot be resolved by hand: {why}"
+            ))),
+            ResolvedByHand::NotFound => Err(FailureError::NotFound(id)),
+        }
+    }
+}
+
+/// Why `failure` (as read after its claim was refused) is not retried now,
+/// by the rule of [`FailureStatus::retry_by_hand`].
+#[must_use]
+pub fn refusal(failure: &Failure) -> String {
+    let id = failure.id;
+    let lapsed = failure.locked_until.is_some_and(|until| until < Utc::now());
+    match failure.status.retry_by_hand(failure.retryable, lapsed) {
+        Err(RetryRefusal::AlreadySucceeded) => format!(
+            "failure {id} already succeeded{}",
+            failure
+                .order_id
+                .map(|o| format!(" (order {o})"))
+                .unwrap_or_default()
+        ),
+        Err(RetryRefusal::NotRetryable) => {
+            format!("failure {id} is not retryable: {}", failure.error_message)
+        }
+        Err(why) => format!("failure {id} {why}"),
+        // Allowed by the rule, yet the claim lost a race: it changed meanwhile.
+        Ok(()) => format!("failure {id} cannot be retried now"),
+    }
+}

@@ -1,0 +1,418 @@
+//! The failure ledger's part of the contract: recording failures once per
+//! message, claiming them under a lease, resolving claims, resolving by
+//! hand, purging.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::batch::{chunks, first_copy_only, ids_by_digest, narrow};
+use super::engine::Engine;
+use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
+use super::types::Resolution;
+use super::{
+    ClaimOne, Page, PageRequest, Recorded, ResolvedByHand, Storage, StorageError, dispatch, error,
+    new_lease, now, on_pool,
+};
+use crate::domain::{
+    ByHand, Failure, FailureStatus, Lease, NewFailure, ResolutionNote, ResolveRefusal,
+};
+
+/// How many conditional updates [`Storage::resolve_failure_by_hand`] tries,
+/// each after reading the failure again, before it answers that the failure
+/// is being retried (it kept changing under the update).
+const RESOLVE_ATTEMPTS: u32 = 3;
+
+impl Storage {
+    /// Records failures; a message already recorded (same digest) is not
+    /// recorded again. Returns each one's failure id, in order.
+    ///
+    /// # Errors
+    /// When the database is unreachable, or refuses any of them
+    /// ([`StorageError::NotRecorded`]; [`Storage::record_each`] records the
+    /// others and says which).
+    pub async fn record_failures(&self, failures: &[NewFailure]) -> Result<Vec<i64>, StorageError> {
+        let recorded = self.record_each(failures).await?;
+        let refused: Vec<&String> = recorded.iter().filter_map(|r| r.as_ref().err()).collect();
+        if let Some(first) = refused.first() {
+            return Err(StorageError::NotRecorded {
+                refused: refused.len(),
+                first: (*first).clone(),
+            });
+        }
+        let digests: Vec<&str> = failures.iter().map(|f| f.message_digest.as_str()).collect();
+        let ids = dispatch!(self.failure_ids(&digests))?;
+        ids_by_digest(failures, &ids)
+    }
+
+    /// Records failures, each on its own merit: multi-row statements split
+    /// below the engine's limits, and a failure the database refuses (for
+    /// any reason but an outage) is narrowed down and answered `Err` with
+    /// the database's words, while the others are recorded. A message
+    /// already recorded (same digest) is not recorded again: it is answered
+    /// [`Recorded::AlreadyRecorded`], and only a row written now
+    /// [`Recorded::New`] (of several copies in one call, the first). Answers
+    /// are in the order of `failures`.
+    ///
+    /// # Errors
+    /// Only [`StorageError::Unavailable`].
+    pub async fn record_each(
+        &self,
+        failures: &[NewFailure],
+    ) -> Result<Vec<Result<Recorded, String>>, StorageError> {
+        let now = now();
+        let (rows, bytes) = match self {
+            Self::Postgres(s) => s.failure_budget(),
+            Self::Mysql(s) => s.failure_budget(),
+        };
+        // A row the server could not take even alone (it resets the
+        // connection, which reads as an outage) keeps fewer bytes; its whole
+        // length is still recorded.
+        let fitted: Vec<NewFailure>;
+        let failures = if failures.iter().any(|f| f.encoded_len() > bytes) {
+            fitted = failures
+                .iter()
+                .map(|f| {
+                    let mut f = f.clone();
+                    let room = bytes.saturating_sub(f.encoded_len() - f.message.bytes.len());
+                    if f.message.bytes.len() > room {
+                        tracing::warn!(failure.digest = %f.message_digest, kept_bytes = room, "message larger than the database takes in one statement; keeping its first bytes");
+                        f.message.bytes.truncate(room);
+                    }
+                    f
+                })
+                .collect();
+            &fitted[..]
+        } else {
+            failures
+        };
+        let mut out = Vec::with_capacity(failures.len());
+        for chunk in chunks(failures, rows, bytes, NewFailure::encoded_len) {
+            out.extend(
+                narrow(
+                    chunk,
+                    |part| match self {
+                        Self::Postgres(s) => Box::pin(s.insert_failures(part, now)),
+                        Self::Mysql(s) => Box::pin(s.insert_failures(part, now)),
+                    },
+                    |failure, err| {
+                        tracing::debug!(failure.digest = %failure.message_digest, error = %err, "failure refused by the database");
+                        Err(error::describe(err, "failure record"))
+                    },
+                )
+                .await?,
+            );
+        }
+        first_copy_only(failures, &mut out);
+        Ok(out)
+    }
+
+    /// One failure.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn get_failure(&self, id: i64) -> Result<Option<Failure>, StorageError> {
+        let select = format!("SELECT {FAILURE_COLUMNS} FROM order_failures WHERE id = ?");
+        on_pool!(self, |pool, sql| {
+            sqlx::query_as::<_, FailureRow>(&sql(&select))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        })
+        .map(Failure::try_from)
+        .transpose()
+    }
+
+    /// Failures, newest first, optionally of one status.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn list_failures(
+        &self,
+        status: Option<FailureStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Failure>, StorageError> {
+        let status = status.map(FailureStatus::as_str);
+        let count = "SELECT COUNT(*) FROM order_failures WHERE (? IS NULL OR status = ?)";
+        let select = format!(
+            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE (? IS NULL OR status = ?) \
+             ORDER BY id DESC LIMIT ? OFFSET ?"
+        );
+        let (total, rows) = on_pool!(self, |pool, sql| {
+            let total: i64 = sqlx::query_scalar(&sql(count))
+                .bind(status)
+                .bind(status)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as::<_, FailureRow>(&sql(&select))
+                .bind(status)
+                .bind(status)
+                .bind(i64::from(page.page_size))
+                .bind(page.offset())
+                .fetch_all(pool)
+                .await?;
+            (total, rows)
+        });
+        Ok(Page {
+            items: into_failures(rows)?,
+            total,
+        })
+    }
+
+    /// The ids of up to `limit` retryable failures of `status`, newest
+    /// first: what a bulk retry takes. Poison (non-retryable) rows are left
+    /// out by the query itself, so they never take the place of retryable ones.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn retryable_failure_ids(
+        &self,
+        status: FailureStatus,
+        limit: u32,
+    ) -> Result<Vec<i64>, StorageError> {
+        if status == FailureStatus::Resolved {
+            // Resolved by hand: never retried again.
+            return Ok(Vec::new());
+        }
+        let select =
+            "SELECT id FROM order_failures WHERE status = ? AND retryable ORDER BY id DESC LIMIT ?";
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(select))
+                .bind(status.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Resolves a failure by hand with an operator's note, as the domain
+    /// says ([`FailureStatus::resolve_by_hand`]): a `pending` or `failed`
+    /// one becomes `resolved` and is never claimed again; a `resolved` one is
+    /// answered as it is (its note unchanged); `processing` and `success`
+    /// are refused. The change is a conditional update on the status read
+    /// (and only ever from `pending` or `failed`), so a failure claimed in
+    /// the meantime is not resolved: it is read again and judged again.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn resolve_failure_by_hand(
+        &self,
+        id: i64,
+        note: &ResolutionNote,
+    ) -> Result<ResolvedByHand, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(current) = self.get_failure(id).await? else {
+                return Ok(ResolvedByHand::NotFound);
+            };
+            match current.status.resolve_by_hand() {
+                ByHand::AlreadyResolved => {
+                    return Ok(ResolvedByHand::AlreadyResolved(Box::new(current)));
+                }
+                ByHand::Refused(why) => return Ok(ResolvedByHand::Refused(Box::new(current), why)),
+                // Changed under us each time: retries are running on it.
+                ByHand::Resolve if attempt > RESOLVE_ATTEMPTS => {
+                    return Ok(ResolvedByHand::Refused(
+                        Box::new(current),
+                        ResolveRefusal::BeingRetried,
+                    ));
+                }
+                ByHand::Resolve => {}
+            }
+            let previous = current.status;
+            // Only ever from `pending` or `failed`, whatever was read.
+            let update = "UPDATE order_failures SET status = 'resolved', resolution_note = ?, \
+                          locked_until = NULL, lease_token = NULL, updated_at = ? \
+                          WHERE id = ? AND status = ? AND status IN ('pending', 'failed')";
+            let resolved = on_pool!(self, |pool, sql| {
+                sqlx::query(&sql(update))
+                    .bind(note.as_str())
+                    .bind(now())
+                    .bind(id)
+                    .bind(previous.as_str())
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                    == 1
+            });
+            if resolved {
+                let failure = self.get_failure(id).await?.ok_or(StorageError::NotFound)?;
+                return Ok(ResolvedByHand::Resolved {
+                    failure: Box::new(failure),
+                    previous,
+                });
+            }
+        }
+    }
+
+    /// Claims up to `limit` due, retryable, pending failures (oldest due
+    /// first) with `FOR UPDATE SKIP LOCKED`: they become `processing` under a
+    /// lease of `lease` length. Concurrent claimers get disjoint sets.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn claim_failures(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<(Failure, Lease)>, StorageError> {
+        let now = now();
+        let lease = new_lease(now, lease);
+        dispatch!(self.claim_failures(limit, lease, now))
+    }
+
+    /// Claims one failure by id, due or not (an operator's "retry now").
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn claim_failure(&self, id: i64, lease: Duration) -> Result<ClaimOne, StorageError> {
+        let now = now();
+        let lease = new_lease(now, lease);
+        let update = format!(
+            "UPDATE order_failures SET status = 'processing', locked_until = ?, lease_token = ?, updated_at = ? \
+             WHERE id = ? AND {}",
+            FailureStatus::CLAIMABLE_BY_HAND
+        );
+        let claimed = on_pool!(self, |pool, sql| {
+            sqlx::query(&sql(&update))
+                .bind(lease.until)
+                .bind(lease.token)
+                .bind(now)
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        });
+        if claimed {
+            let failure = self.get_failure(id).await?.ok_or(StorageError::NotFound)?;
+            return Ok(ClaimOne::Claimed(Box::new(failure), lease));
+        }
+        Ok(match self.get_failure(id).await? {
+            None => ClaimOne::NotFound,
+            Some(failure) => ClaimOne::Refused(Box::new(failure)),
+        })
+    }
+
+    /// Resolves a claim: the order exists. False when the lease was lost.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn mark_failure_succeeded(
+        &self,
+        id: i64,
+        lease: &Lease,
+        order_id: Uuid,
+    ) -> Result<bool, StorageError> {
+        self.resolve(id, lease, Resolution::Succeeded(order_id))
+            .await
+    }
+
+    /// Resolves a claim: retry at `next_retry_at`, one retry more counted.
+    /// False when the lease was lost.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn reschedule_failure(
+        &self,
+        id: i64,
+        lease: &Lease,
+        error: &str,
+        next_retry_at: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let error = crate::domain::printable_error(error);
+        self.resolve(id, lease, Resolution::Reschedule(&error, next_retry_at))
+            .await
+    }
+
+    /// Resolves a claim: given up, one retry more counted. False when the
+    /// lease was lost.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn mark_failure_failed(
+        &self,
+        id: i64,
+        lease: &Lease,
+        error: &str,
+    ) -> Result<bool, StorageError> {
+        let error = crate::domain::printable_error(error);
+        self.resolve(id, lease, Resolution::GiveUp(&error)).await
+    }
+
+    /// Claims whose lease has lapsed go back to `pending`; returns how many.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn release_expired_leases(&self) -> Result<u64, StorageError> {
+        let now = now();
+        let update = "UPDATE order_failures SET status = 'pending', locked_until = NULL, lease_token = NULL, updated_at = ? \
+                      WHERE status = 'processing' AND locked_until < ?";
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query(&sql(update))
+                .bind(now)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Deletes up to `limit` ended (`success`, `failed`, `resolved`)
+    /// failures last changed before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn purge_resolved_failures(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError> {
+        dispatch!(self.purge_resolved_failures(cutoff, limit))
+    }
+
+    /// Pending failures (the retry backlog).
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn count_pending_failures(&self) -> Result<i64, StorageError> {
+        let count = "SELECT COUNT(*) FROM order_failures WHERE status = 'pending'";
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query_scalar(&sql(count)).fetch_one(pool).await?
+        }))
+    }
+
+    /// Ends a claim held with `lease` as `resolution` says; false when the
+    /// lease was lost (lapsed and taken by another claimer).
+    async fn resolve(
+        &self,
+        id: i64,
+        lease: &Lease,
+        resolution: Resolution<'_>,
+    ) -> Result<bool, StorageError> {
+        let now = now();
+        let (status, error, retries, next_retry_at, order_id) = resolution.columns(now);
+        let update = "UPDATE order_failures SET status = ?, error_message = COALESCE(?, error_message), \
+                      retry_count = retry_count + ?, next_retry_at = ?, order_id = COALESCE(?, order_id), \
+                      locked_until = NULL, lease_token = NULL, updated_at = ? \
+                      WHERE id = ? AND status = 'processing' AND lease_token = ?";
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query(&sql(update))
+                .bind(status.as_str())
+                .bind(error)
+                .bind(retries)
+                .bind(next_retry_at)
+                .bind(order_id)
+                .bind(now)
+                .bind(id)
+                .bind(lease.token)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
+    }
+}

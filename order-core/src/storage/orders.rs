@@ -1,0 +1,315 @@
+//! The orders part of the contract: creating a batch, reading, transitions,
+//! statistics and expiry.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::batch::narrow;
+use super::engine::Engine;
+use super::rows::{ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_orders};
+use super::{
+    Changed, CreateOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
+    dispatch, error, now, on_pool,
+};
+use crate::domain::{NewOrder, Order, OrderStatus, TransitionError};
+
+impl Storage {
+    /// Creates the orders of a batch, at most one per (user, product), ever.
+    ///
+    /// One transaction for the batch, multi-row statements (split below
+    /// each engine's limits): idempotency records are inserted with
+    /// conflict-ignore, then orders and items for the purchases that are
+    /// new. Duplicates inside the batch point at the same order. A purchase
+    /// the database refuses, for whatever reason but an outage, is isolated
+    /// by splitting the batch and comes back `Failed`; every other purchase
+    /// still commits. Outcomes are in the order of `orders`.
+    ///
+    /// # Errors
+    /// Only [`StorageError::Unavailable`]: nothing of the batch may be
+    /// acknowledged.
+    pub async fn create_orders(
+        &self,
+        orders: &[NewOrder],
+    ) -> Result<Vec<CreateOutcome>, StorageError> {
+        // The first purchase of each key is the one written; the others follow it.
+        let mut canonical: HashMap<(i64, i64), usize> = HashMap::with_capacity(orders.len());
+        let mut unique: Vec<&NewOrder> = Vec::with_capacity(orders.len());
+        for order in orders {
+            canonical.entry(order.key()).or_insert_with(|| {
+                unique.push(order);
+                unique.len() - 1
+            });
+        }
+        // Every transaction locks keys in the same order, so batches that
+        // share keys wait for each other instead of deadlocking.
+        let mut order_of: Vec<usize> = (0..unique.len()).collect();
+        order_of.sort_by_key(|&i| unique[i].key());
+        let sorted: Vec<&NewOrder> = order_of.iter().map(|&i| unique[i]).collect();
+        let sorted_outcomes = narrow(
+            &sorted,
+            |part| match self {
+                Self::Postgres(s) => Box::pin(s.insert_orders(part)),
+                Self::Mysql(s) => Box::pin(s.insert_orders(part)),
+            },
+            |order, err| {
+                let (user, product) = order.key();
+                tracing::debug!(order.user_id = user, order.product_id = product, error = %err, "purchase refused by the database");
+                CreateOutcome::Failed(error::describe(err, "order"))
+            },
+        )
+        .await?;
+        let mut unique_outcomes = vec![CreateOutcome::Failed(String::new()); unique.len()];
+        for (outcome, &i) in sorted_outcomes.into_iter().zip(&order_of) {
+            unique_outcomes[i] = outcome;
+        }
+
+        let mut seen = vec![false; unique.len()];
+        Ok(orders
+            .iter()
+            .map(|order| {
+                let i = canonical[&order.key()];
+                if std::mem::replace(&mut seen[i], true) {
+                    match &unique_outcomes[i] {
+                        CreateOutcome::Created(id) | CreateOutcome::Duplicate(id) => {
+                            CreateOutcome::Duplicate(*id)
+                        }
+                        CreateOutcome::Failed(reason) => CreateOutcome::Failed(format!(
+                            "same purchase as a message that failed in this batch: {reason}"
+                        )),
+                    }
+                } else {
+                    unique_outcomes[i].clone()
+                }
+            })
+            .collect())
+    }
+
+    /// One order with its items.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn get_order(&self, order_id: Uuid) -> Result<Option<Order>, StorageError> {
+        let order = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
+        let items =
+            format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = ? ORDER BY id");
+        let (row, items) = on_pool!(self, |pool, sql| {
+            let Some(row) = sqlx::query_as::<_, OrderRow>(&sql(&order))
+                .bind(order_id)
+                .fetch_optional(pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let items = sqlx::query_as::<_, ItemRow>(&sql(&items))
+                .bind(order_id)
+                .fetch_all(pool)
+                .await?;
+            (row, items)
+        });
+        row.into_order(items.into_iter().map(Into::into).collect())
+            .map(Some)
+    }
+
+    /// A user's orders, newest first, one page of them and the total.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn list_user_orders(
+        &self,
+        user_id: i64,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Order>, StorageError> {
+        let status = status.map(OrderStatus::as_str);
+        let count = "SELECT COUNT(*) FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?)";
+        let select = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        let (total, rows) = on_pool!(self, |pool, sql| {
+            let total: i64 = sqlx::query_scalar(&sql(count))
+                .bind(user_id)
+                .bind(status)
+                .bind(status)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as::<_, OrderRow>(&sql(&select))
+                .bind(user_id)
+                .bind(status)
+                .bind(status)
+                .bind(i64::from(page.page_size))
+                .bind(page.offset())
+                .fetch_all(pool)
+                .await?;
+            (total, rows)
+        });
+        Ok(Page {
+            items: into_orders(rows)?,
+            total,
+        })
+    }
+
+    /// A user's orders, newest first, strictly after `cursor` (keyset paging:
+    /// stable while orders are added, no deep OFFSET scans).
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn list_user_orders_after(
+        &self,
+        user_id: i64,
+        status: Option<OrderStatus>,
+        cursor: Option<OrderCursor>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StorageError> {
+        let status = status.map(OrderStatus::as_str);
+        // As a time without zone: MySQL compares it with its DATETIME column
+        // past 2038 (a TIMESTAMP parameter ends there), and PostgreSQL
+        // sessions run in UTC.
+        let at = cursor.map(|c| c.created_at.naive_utc());
+        let select = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
+             AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?"
+        );
+        let rows = on_pool!(self, |pool, sql| {
+            sqlx::query_as::<_, OrderRow>(&sql(&select))
+                .bind(user_id)
+                .bind(status)
+                .bind(status)
+                .bind(at)
+                .bind(at)
+                .bind(at)
+                .bind(cursor.map_or(0, |c| c.id))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        into_orders(rows)
+    }
+
+    /// Moves an order to `to` if the status machine allows it from its
+    /// current status, as a conditional update: of two concurrent
+    /// transitions only one wins. Returns the order as it is afterwards.
+    /// (The API and the jobs change orders through
+    /// [`crate::service::Orders`], which also keeps the cache right.)
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`], [`StorageError::Transition`] (naming the
+    /// status it really had), or unavailability.
+    pub async fn transition_order(
+        &self,
+        order_id: Uuid,
+        to: OrderStatus,
+    ) -> Result<Order, StorageError> {
+        let current = self
+            .get_order(order_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        current.status.transition_to(to)?;
+        self.apply_transition(current, to).await
+    }
+
+    /// Writes `current` → `to` (already allowed by the status machine) if
+    /// the order is still at `current.version`. Returns the order as it is
+    /// afterwards, without reading it again.
+    ///
+    /// # Errors
+    /// [`StorageError::Transition`] when another change came first (naming
+    /// the status it made), [`StorageError::NotFound`], or unavailability.
+    pub async fn apply_transition(
+        &self,
+        current: Order,
+        to: OrderStatus,
+    ) -> Result<Order, StorageError> {
+        let at = now();
+        let update = "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
+                      WHERE order_id = ? AND version = ?";
+        let changed = on_pool!(self, |pool, sql| {
+            sqlx::query(&sql(update))
+                .bind(to.as_str())
+                .bind(at)
+                .bind(current.order_id)
+                .bind(current.version)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        });
+        if changed {
+            return Ok(current.moved_to(to, at));
+        }
+        // Somebody else moved it first: report what it is now.
+        let after = self
+            .get_order(current.order_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Err(StorageError::Transition(TransitionError {
+            from: after.status,
+            to,
+        }))
+    }
+
+    /// Counts and amounts of orders created on the UTC days `from..=to`.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn stats(&self, from: NaiveDate, to: NaiveDate) -> Result<OrderStats, StorageError> {
+        let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
+        // The last microsecond of `to`, inclusive: the next midnight of
+        // 9999-12-31 is beyond what MySQL's DATETIME compares with.
+        let last = to
+            .and_hms_micro_opt(23, 59, 59, 999_999)
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
+        let select = "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
+                      WHERE created_at >= ? AND created_at <= ? GROUP BY status";
+        let rows: Vec<(String, i64, Decimal)> = on_pool!(self, |pool, sql| {
+            // Times without zone, as the cursor of `list_user_orders_after`.
+            sqlx::query_as(&sql(select))
+                .bind(start.naive_utc())
+                .bind(last.naive_utc())
+                .fetch_all(pool)
+                .await?
+        });
+        let mut stats = OrderStats {
+            from,
+            to,
+            order_count: 0,
+            by_status: OrderStatus::ALL.iter().map(|s| (*s, 0)).collect(),
+            total_amount: crate::domain::Money::ZERO.as_decimal(),
+            completed_amount: crate::domain::Money::ZERO.as_decimal(),
+        };
+        for (status, count, amount) in rows {
+            let status: OrderStatus = status
+                .parse()
+                .map_err(|e: crate::domain::UnknownStatus| StorageError::Corrupt(e.to_string()))?;
+            stats.by_status.insert(status, count);
+            stats.order_count += count;
+            stats.total_amount += amount;
+            if status == OrderStatus::Completed {
+                stats.completed_amount += amount;
+            }
+        }
+        stats.total_amount.rescale(2);
+        stats.completed_amount.rescale(2);
+        Ok(stats)
+    }
+
+    /// Pending orders created before `cutoff` become cancelled, at most
+    /// `limit` of them (oldest first); returns them with their new
+    /// versions. Rows locked by
+    /// another expirer are skipped, and the update is conditional on the
+    /// order still being pending.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn expire_unpaid(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Changed>, StorageError> {
+        dispatch!(self.expire_unpaid(cutoff, limit, now()))
+    }
+}
