@@ -185,11 +185,11 @@ pub async fn run(
     match command {
         Command::Migrate => {
             let storage = Storage::connect(&settings.database)?;
-            let applied = async {
+            let applied = order_runtime::shutdown::unless_stopped(&shutdown, async {
                 storage.probe(startup::attempt_timeout(&settings)).await?;
                 startup::migrate(&storage).await
-            }
-            .await
+            })
+            .await?
             .context("migrating the database")?;
             storage.close().await;
             output::json(&serde_json::json!({

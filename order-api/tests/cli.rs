@@ -272,6 +272,39 @@ async fn serve_started_while_the_database_is_down_waits_for_it_then_starts() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn sigterm_during_migrate_interrupts_it_at_once() {
+    // A database that accepts the connection and never answers: the probe
+    // would wait its whole timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://postgres@{}/none", silent.local_addr().unwrap());
+    let mut migrate = process::spawn(
+        BIN,
+        &["migrate"],
+        &[
+            ("ORDER__DATABASE__URL", url.as_str()),
+            ("ORDER__DATABASE__ACQUIRE_TIMEOUT", "10s"),
+            ("ORDER__LOG__LEVEL", "debug"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    let status = migrate.terminate(Duration::from_secs(5));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{}",
+        migrate.output()
+    );
+    assert_eq!(status.code(), Some(1), "{}", migrate.output());
+    assert!(
+        migrate
+            .output()
+            .contains("interrupted by a shutdown signal"),
+        "{}",
+        migrate.output()
+    );
+}
+
 #[tokio::test]
 async fn sigterm_while_waiting_for_the_database_at_start_ends_the_process() {
     let mut api = process::spawn(

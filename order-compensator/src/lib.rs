@@ -391,7 +391,9 @@ pub async fn run(
     let compensator = Arc::new(Compensator::new(settings, storage.clone())?);
     match command {
         Command::RunOnce { job } => {
-            let report = compensator.run_once(job).await?;
+            let report =
+                order_runtime::shutdown::unless_stopped(&shutdown, compensator.run_once(job))
+                    .await??;
             order_runtime::output::json(&report)?;
         }
         Command::Run => {

@@ -46,6 +46,28 @@ pub fn cancel_on_signal() -> CancellationToken {
     token
 }
 
+/// A one-off command (a migration, a single job run) stopped by SIGTERM or
+/// SIGINT before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted by a shutdown signal before it finished")]
+pub struct Interrupted;
+
+/// Runs `work`, a one-off command with nothing to drain, unless `stop` comes
+/// first: a signal ends it at once, as it would without handlers.
+///
+/// # Errors
+/// [`Interrupted`] when `stop` came first.
+pub async fn unless_stopped<F: Future>(
+    stop: &CancellationToken,
+    work: F,
+) -> Result<F::Output, Interrupted> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(Interrupted),
+        done = work => Ok(done),
+    }
+}
+
 /// Waits at most `grace` for `work` (what is still running after a stop)
 /// to end; true when it did. Past the grace, `work` is dropped and
 /// `left_behind` (what that leaves undone, and what becomes of it) is

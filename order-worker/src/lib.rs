@@ -116,10 +116,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         "order-worker started"
     );
 
-    let mut failed = None;
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        Some(ended) = consumers.join_next() => failed = Some(ended),
+    let mut failed = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        Some(ended) = consumers.join_next() => Some(ended),
+    };
+    if shutdown.is_cancelled() {
+        // It ended because the shutdown reached it first: not a failure.
+        match failed.take() {
+            Some(Ok(Err(e))) => {
+                tracing::error!(error = %order_runtime::telemetry::error_chain(e.as_ref()), "consumer ended with an error");
+            }
+            Some(Err(e)) => tracing::error!(error = %e, "consumer task failed"),
+            Some(Ok(Ok(()))) | None => {}
+        }
     }
     stop.cancel();
     let drained = order_runtime::shutdown::drain(

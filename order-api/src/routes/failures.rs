@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use order_core::domain::{Failure, FailureStatus, ResolutionNote};
-use order_core::service::{Attempt, BulkRetry};
+use order_core::service::{Attempt, BulkRetried, BulkRetry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -118,6 +118,7 @@ fn resolution_note(body: &[u8]) -> Result<ResolutionNote, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename = "BulkRetry")]
 struct BulkRetryBody {
     #[serde(default)]
     status: Option<String>,
@@ -146,22 +147,24 @@ pub async fn retry_many(
         .failures
         .retry_many(BulkRetry::new(status.as_deref(), limit)?)
         .await?;
-    let (mut succeeded, mut failed) = (0, 0);
-    let mut results = Vec::new();
-    for (id, failure, attempt) in done.retried {
-        if attempt.order_id().is_some() {
-            succeeded += 1;
-        } else {
-            failed += 1;
+    let (mut succeeded, mut failed, mut refused) = (0, 0, 0);
+    let mut results = Vec::with_capacity(done.len());
+    for (id, outcome) in done {
+        match outcome {
+            BulkRetried::Retried(failure, attempt) => {
+                if attempt.order_id().is_some() {
+                    succeeded += 1;
+                } else {
+                    failed += 1;
+                }
+                let r = retried(failure, &attempt);
+                results.push(json!({"id": id, "outcome": r.outcome, "order_id": r.order_id, "reason": r.reason}));
+            }
+            BulkRetried::Refused(why) => {
+                refused += 1;
+                results.push(json!({"id": id, "outcome": "refused", "reason": why}));
+            }
         }
-        let r = retried(failure, &attempt);
-        results.push(
-            json!({"id": id, "outcome": r.outcome, "order_id": r.order_id, "reason": r.reason}),
-        );
-    }
-    let refused = done.refused.len();
-    for (id, why) in done.refused {
-        results.push(json!({"id": id, "outcome": "refused", "reason": why}));
     }
     Ok(json(&json!({
         "attempted": results.len(),

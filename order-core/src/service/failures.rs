@@ -2,8 +2,6 @@
 //! or many now, resolve one by hand. The API's routes only translate HTTP to
 //! these calls and their answers back.
 
-use chrono::Utc;
-
 use super::{Attempt, Retrier, RetryOne};
 use crate::domain::{Failure, FailureStatus, ResolutionNote, RetryRefusal};
 use crate::storage::{Page, PageRequest, ResolvedByHand, Storage, StorageError};
@@ -69,13 +67,13 @@ impl BulkRetry {
     }
 }
 
-/// What a bulk retry did, failure by failure.
-#[derive(Debug, Default)]
-pub struct BulkRetried {
-    /// Retried, with what the attempt gave.
-    pub retried: Vec<(i64, Box<Failure>, Attempt)>,
+/// What a bulk retry did to one failure.
+#[derive(Debug)]
+pub enum BulkRetried {
+    /// Retried: the failure as it is now, and what the attempt gave.
+    Retried(Box<Failure>, Attempt),
     /// Refused when claimed (taken or changed meanwhile), and why.
-    pub refused: Vec<(i64, String)>,
+    Refused(String),
 }
 
 /// Operators' requests on the failure ledger.
@@ -137,17 +135,25 @@ impl Failures {
     ///
     /// # Errors
     /// When the database is unreachable.
-    pub async fn retry_many(&self, request: BulkRetry) -> Result<BulkRetried, StorageError> {
+    pub async fn retry_many(
+        &self,
+        request: BulkRetry,
+    ) -> Result<Vec<(i64, BulkRetried)>, StorageError> {
         let candidates = self
             .storage
             .retryable_failure_ids(request.status, request.limit)
             .await?;
-        let mut done = BulkRetried::default();
+        let mut done = Vec::with_capacity(candidates.len());
         for id in candidates {
             match self.retrier.retry_one(id).await? {
-                RetryOne::Retried(failure, attempt) => done.retried.push((id, failure, attempt)),
+                RetryOne::Retried(failure, attempt) => {
+                    done.push((id, BulkRetried::Retried(failure, attempt)));
+                }
+                // Deleted meanwhile (purged): nothing to say of it.
                 RetryOne::NotFound => {}
-                RetryOne::Refused(failure) => done.refused.push((id, refusal(&failure))),
+                RetryOne::Refused(failure) => {
+                    done.push((id, BulkRetried::Refused(refusal(&failure))));
+                }
             }
         }
         Ok(done)
@@ -186,12 +192,12 @@ impl Failures {
 }
 
 /// Why `failure` (as read after its claim was refused) is not retried now,
-/// by the rule of [`FailureStatus::retry_by_hand`].
+/// by the rule of [`FailureStatus::retry_by_hand`]. The claim was refused,
+/// so a `processing` one's lease had not lapsed by the database's clock.
 #[must_use]
 pub fn refusal(failure: &Failure) -> String {
     let id = failure.id;
-    let lapsed = failure.locked_until.is_some_and(|until| until < Utc::now());
-    match failure.status.retry_by_hand(failure.retryable, lapsed) {
+    match failure.status.retry_by_hand(failure.retryable, false) {
         Err(RetryRefusal::AlreadySucceeded) => format!(
             "failure {id} already succeeded{}",
             failure

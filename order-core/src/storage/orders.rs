@@ -12,7 +12,7 @@ use super::engine::Engine;
 use super::rows::{ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_orders};
 use super::{
     Changed, CreateOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
-    dispatch, error, now, on_pool,
+    dispatch, error, now, numbered, on_pool,
 };
 use crate::domain::{NewOrder, Order, OrderStatus, TransitionError};
 
@@ -165,28 +165,44 @@ impl Storage {
         limit: u32,
     ) -> Result<Vec<Order>, StorageError> {
         let status = status.map(OrderStatus::as_str);
-        // As a time without zone: MySQL compares it with its DATETIME column
-        // past 2038 (a TIMESTAMP parameter ends there), and PostgreSQL
-        // sessions run in UTC.
-        let at = cursor.map(|c| c.created_at.naive_utc());
+        // The one place the engines part: PostgreSQL seeks its
+        // (user_id, created_at, id) index with a row comparison, which
+        // MySQL does not use as a range; MySQL reads the same rows from the
+        // OR of its parts.
+        let after = match (cursor, self) {
+            (None, _) => "",
+            (Some(_), Storage::Postgres(_)) => "AND (created_at, id) < (?, ?) ",
+            (Some(_), Storage::Mysql(_)) => "AND (created_at < ? OR (created_at = ? AND id < ?)) ",
+        };
         let select = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? IS NULL OR status = ?) \
-             AND (? IS NULL OR created_at < ? OR (created_at = ? AND id < ?)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?"
+             {after}ORDER BY created_at DESC, id DESC LIMIT ?"
         );
-        let rows = on_pool!(self, |pool, sql| {
-            sqlx::query_as::<_, OrderRow>(&sql(&select))
-                .bind(user_id)
-                .bind(status)
-                .bind(status)
-                .bind(at)
-                .bind(at)
-                .bind(at)
-                .bind(cursor.map_or(0, |c| c.id))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-        });
+        let rows = match self {
+            Storage::Postgres(s) => {
+                let select = numbered(&select);
+                let mut query = sqlx::query_as::<_, OrderRow>(&select)
+                    .bind(user_id)
+                    .bind(status)
+                    .bind(status);
+                if let Some(c) = cursor {
+                    query = query.bind(c.created_at).bind(c.id);
+                }
+                query.bind(i64::from(limit)).fetch_all(s.pool()).await?
+            }
+            Storage::Mysql(s) => {
+                let mut query = sqlx::query_as::<_, OrderRow>(&select)
+                    .bind(user_id)
+                    .bind(status)
+                    .bind(status);
+                if let Some(c) = cursor {
+                    // DATETIME, as the column (a TIMESTAMP parameter ends in 2038).
+                    let at = c.created_at.naive_utc();
+                    query = query.bind(at).bind(at).bind(c.id);
+                }
+                query.bind(i64::from(limit)).fetch_all(s.pool()).await?
+            }
+        };
         into_orders(rows)
     }
 
@@ -266,7 +282,9 @@ impl Storage {
         let select = "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
                       WHERE created_at >= ? AND created_at <= ? GROUP BY status";
         let rows: Vec<(String, i64, Decimal)> = on_pool!(self, |pool, sql| {
-            // Times without zone, as the cursor of `list_user_orders_after`.
+            // Times without zone: MySQL compares them with its DATETIME
+            // column past 2038 (a TIMESTAMP parameter ends there), and
+            // PostgreSQL sessions run in UTC.
             sqlx::query_as(&sql(select))
                 .bind(start.naive_utc())
                 .bind(last.naive_utc())
