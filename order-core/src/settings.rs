@@ -113,9 +113,13 @@ pub struct DatabaseSettings {
     /// Database name.
     pub dbname: String,
     /// Pool size.
+    #[serde(deserialize_with = "check::at_least_one")]
     pub max_connections: u32,
     /// Longest wait for a pooled connection before the call fails as unavailable.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub acquire_timeout: Duration,
     /// Apply pending migrations at start.
     pub auto_migrate: bool,
@@ -168,8 +172,10 @@ pub struct RedisSettings {
     /// Database number.
     pub db: u32,
     /// Every key the service writes starts with it.
+    #[serde(deserialize_with = "check::not_empty")]
     pub key_prefix: String,
     /// Order cache TTL, in seconds.
+    #[serde(deserialize_with = "check::at_least_one")]
     pub ttl_secs: u64,
 }
 
@@ -183,6 +189,75 @@ impl Default for RedisSettings {
             db: 0,
             key_prefix: "order:".into(),
             ttl_secs: 300,
+        }
+    }
+}
+
+/// Field checks for `#[serde(deserialize_with = "…")]`: the value is read as
+/// its type, then refused with the rule it breaks. The configuration loader
+/// names the key, so an error reads `database.max_connections: must be at
+/// least 1`.
+pub mod check {
+    use std::time::Duration;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    /// A count of at least 1.
+    ///
+    /// # Errors
+    /// When the value is not such a number.
+    pub fn at_least_one<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + PartialOrd + From<u8>,
+    {
+        let value = T::deserialize(d)?;
+        if value >= T::from(1) {
+            Ok(value)
+        } else {
+            Err(D::Error::custom("must be at least 1"))
+        }
+    }
+
+    /// [`at_least_one`] when set.
+    ///
+    /// # Errors
+    /// When the value is set and not such a number.
+    pub fn optional_at_least_one<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + PartialOrd + From<u8>,
+    {
+        match Option::<T>::deserialize(d)? {
+            Some(value) if value < T::from(1) => Err(D::Error::custom("must be at least 1")),
+            value => Ok(value),
+        }
+    }
+
+    /// Text that is not empty.
+    ///
+    /// # Errors
+    /// When the value is empty or not text.
+    pub fn not_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let value = String::deserialize(d)?;
+        if value.is_empty() {
+            Err(D::Error::custom("must not be empty"))
+        } else {
+            Ok(value)
+        }
+    }
+
+    /// A duration above zero, as [`super::duration_text`] reads it.
+    ///
+    /// # Errors
+    /// When the value is zero or not a duration.
+    pub fn above_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let value = super::duration_text::deserialize(d)?;
+        if value.is_zero() {
+            Err(D::Error::custom("must be above 0"))
+        } else {
+            Ok(value)
         }
     }
 }

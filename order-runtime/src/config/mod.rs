@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 pub use order_core::settings::{DatabaseSettings, Driver, RedisSettings, Secret, duration_text};
 pub use sections::*;
 
+mod checks;
 mod sections;
 
 /// The prefix of configuration environment variables.
@@ -179,7 +180,9 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks the rules that types alone do not.
+    /// Checks the rules across keys; each key's own rule is checked as it is
+    /// read (`deserialize_with`: [`order_core::settings::check`] and
+    /// [`checks`]).
     ///
     /// # Errors
     /// A [`ConfigError::Invalid`] naming the key.
@@ -209,48 +212,6 @@ impl Settings {
             )?;
         }
         check(
-            db.max_connections >= 1,
-            "database.max_connections",
-            "must be at least 1",
-        )?;
-        check(
-            !db.acquire_timeout.is_zero(),
-            "database.acquire_timeout",
-            "must be above 0",
-        )?;
-        check(
-            !self.redis.key_prefix.is_empty(),
-            "redis.key_prefix",
-            "must not be empty",
-        )?;
-        check(
-            self.redis.ttl_secs >= 1,
-            "redis.ttl_secs",
-            "must be at least 1",
-        )?;
-        check(
-            self.rabbitmq.prefetch != Some(0),
-            "rabbitmq.prefetch",
-            "must be at least 1",
-        )?;
-        for (key, value) in [
-            ("rabbitmq.exchange", &self.rabbitmq.exchange),
-            ("rabbitmq.queue", &self.rabbitmq.queue),
-            (
-                "rabbitmq.dead_letter_exchange",
-                &self.rabbitmq.dead_letter_exchange,
-            ),
-            (
-                "rabbitmq.dead_letter_queue",
-                &self.rabbitmq.dead_letter_queue,
-            ),
-            ("kafka.topic", &self.kafka.topic),
-            ("kafka.group_id", &self.kafka.group_id),
-            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
-        ] {
-            check(!value.is_empty(), key, "must not be empty")?;
-        }
-        check(
             !self.kafka.enabled || self.kafka.brokers.iter().any(|b| !b.is_empty()),
             "kafka.brokers",
             "must name at least one broker when kafka.enabled is true",
@@ -260,108 +221,12 @@ impl Settings {
             "kafka.dead_letter_topic",
             "must differ from kafka.topic",
         )?;
-        let max_batch = order_core::storage::MAX_BATCH_ROWS;
-        check(
-            (1..=max_batch).contains(&self.worker.batch_size),
-            "worker.batch_size",
-            &format!("must be between 1 and {max_batch}"),
-        )?;
-        check(
-            self.worker.failure_data_max_bytes <= MAX_FAILURE_DATA_BYTES,
-            "worker.failure_data_max_bytes",
-            &format!("must be at most {MAX_FAILURE_DATA_BYTES}"),
-        )?;
-        check(
-            self.worker.batch_linger_ms <= 10_000,
-            "worker.batch_linger_ms",
-            "must be at most 10000",
-        )?;
-        check(
-            !self.worker.shutdown_timeout.is_zero(),
-            "worker.shutdown_timeout",
-            "must be above 0",
-        )?;
         let c = &self.compensator;
-        check_cron("compensator.retry_cron", &c.retry_cron)?;
-        check_cron("compensator.expire_cron", &c.expire_cron)?;
-        check_cron("compensator.purge_cron", &c.purge_cron)?;
-        check(
-            !c.failure_retention.is_zero(),
-            "compensator.failure_retention",
-            "must be above 0",
-        )?;
-        check(
-            usize::try_from(c.batch_size).is_ok_and(|n| (1..=max_batch).contains(&n)),
-            "compensator.batch_size",
-            &format!("must be between 1 and {max_batch}"),
-        )?;
-        check(
-            !c.backoff_base.is_zero(),
-            "compensator.backoff_base",
-            "must be above 0",
-        )?;
         check(
             c.backoff_max >= c.backoff_base,
             "compensator.backoff_max",
             "must be at least compensator.backoff_base",
         )?;
-        check(!c.lease.is_zero(), "compensator.lease", "must be above 0")?;
-        check(
-            !c.shutdown_timeout.is_zero(),
-            "compensator.shutdown_timeout",
-            "must be above 0",
-        )?;
-        check(
-            self.api.max_body_bytes >= 1,
-            "api.max_body_bytes",
-            "must be at least 1",
-        )?;
-        check(
-            self.server.max_connections >= 1,
-            "server.max_connections",
-            "must be at least 1",
-        )?;
-        check(
-            !self.server.read_timeout.is_zero(),
-            "server.read_timeout",
-            "must be above 0",
-        )?;
-        check(
-            !self.server.write_timeout.is_zero(),
-            "server.write_timeout",
-            "must be above 0",
-        )?;
-        check(
-            !self.server.idle_timeout.is_zero(),
-            "server.idle_timeout",
-            "must be above 0",
-        )?;
-        let auth = &self.api.auth;
-        check(
-            !auth.user_claim.is_empty(),
-            "api.auth.user_claim",
-            "must not be empty",
-        )?;
-        check(
-            auth.jwt_secret.is_empty() || auth.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES,
-            "api.auth.jwt_secret",
-            &format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"),
-        )?;
-        for (key, host) in [
-            ("server.host", &self.server.host),
-            ("observability.host", &self.observability.host),
-        ] {
-            check(
-                host.parse::<std::net::IpAddr>().is_ok() || host == "localhost",
-                key,
-                &format!(
-                    "expected an IP address of this machine to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only), got {host:?}"
-                ),
-            )?;
-        }
-        if let Err(e) = crate::telemetry::parse_filter(&self.log.level) {
-            return Err(ConfigError::invalid("log.level", e));
-        }
         Ok(())
     }
 
@@ -380,21 +245,24 @@ impl Settings {
 /// # Errors
 /// A [`ConfigError::Invalid`] naming `key`.
 pub fn parse_cron(key: &str, expr: &str) -> Result<croner::Cron, ConfigError> {
+    parse_cron_expression(expr).map_err(|message| ConfigError::invalid(key, message))
+}
+
+/// [`parse_cron`], answering what is wrong without the key.
+///
+/// # Errors
+/// What is wrong with `expr`.
+pub fn parse_cron_expression(expr: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(expr)
         .map_err(|e| {
-            ConfigError::invalid(
-                key,
-                format!("expected a cron expression with seconds, e.g. \"*/10 * * * * *\" ({e}): {expr:?}"),
+            format!(
+                "expected a cron expression with seconds, e.g. \"*/10 * * * * *\" ({e}): {expr:?}"
             )
         })
-}
-
-fn check_cron(key: &str, expr: &str) -> Result<(), ConfigError> {
-    parse_cron(key, expr).map(drop)
 }
 
 /// Deep-merges `overlay` into `base`; keys must already exist in `base`.

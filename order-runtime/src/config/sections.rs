@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DatabaseSettings, RedisSettings, Secret, duration_text};
+use order_core::settings::check;
+
+use super::{DatabaseSettings, RedisSettings, Secret, checks, duration_text};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,21 +54,32 @@ pub struct ServerSettings {
     /// The address order-api listens on: `0.0.0.0` (every IPv4 interface,
     /// what a container needs), `::` (every interface), `127.0.0.1` (this
     /// machine only).
+    #[serde(deserialize_with = "checks::listen_host")]
     pub host: String,
     /// order-api's port; 0 picks any free port (logged at start).
     pub port: u16,
     /// Longest time to read a request.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub read_timeout: Duration,
     /// Longest time to write a response.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub write_timeout: Duration,
     /// Longest time a connection may stay open with no request in flight
     /// (a new connection's first request must come within `read_timeout`).
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub idle_timeout: Duration,
     /// Most connections open at once; past it new ones wait in the listen
     /// backlog until one closes.
+    #[serde(deserialize_with = "check::at_least_one")]
     pub max_connections: usize,
 }
 
@@ -100,16 +113,21 @@ pub struct RabbitMqSettings {
     /// Virtual host.
     pub vhost: String,
     /// The durable topic exchange the seckill service publishes to.
+    #[serde(deserialize_with = "check::not_empty")]
     pub exchange: String,
     /// This service's durable queue.
+    #[serde(deserialize_with = "check::not_empty")]
     pub queue: String,
     /// The binding key.
     pub routing_key: String,
     /// The dead-letter exchange of the queue.
+    #[serde(deserialize_with = "check::not_empty")]
     pub dead_letter_exchange: String,
     /// The queue bound to the dead-letter exchange.
+    #[serde(deserialize_with = "check::not_empty")]
     pub dead_letter_queue: String,
     /// Unacknowledged messages in flight; unset: 2 × `worker.batch_size`.
+    #[serde(deserialize_with = "check::optional_at_least_one")]
     pub prefetch: Option<u16>,
 }
 
@@ -168,13 +186,16 @@ pub struct KafkaSettings {
     /// Bootstrap brokers, `host:port`.
     pub brokers: Vec<String>,
     /// The topic.
+    #[serde(deserialize_with = "check::not_empty")]
     pub topic: String,
     /// The consumer group.
+    #[serde(deserialize_with = "check::not_empty")]
     pub group_id: String,
     /// How long the group waits for a silent consumer before rebalancing.
     #[serde(with = "duration_text")]
     pub session_timeout: Duration,
     /// Where a message goes whose failure cannot even be recorded.
+    #[serde(deserialize_with = "check::not_empty")]
     pub dead_letter_topic: String,
 }
 
@@ -196,14 +217,20 @@ impl Default for KafkaSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Messages per batch; 1 is the per-message path.
+    #[serde(deserialize_with = "checks::batch_rows")]
     pub batch_size: usize,
     /// Longest wait to fill a batch, in milliseconds.
+    #[serde(deserialize_with = "checks::linger_ms")]
     pub batch_linger_ms: u64,
     /// Longest time from SIGTERM to exit.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub shutdown_timeout: Duration,
     /// Most bytes of a poison message kept in its failure row (the whole
     /// length is recorded too); a retryable failure keeps every byte.
+    #[serde(deserialize_with = "checks::failure_data_bytes")]
     pub failure_data_max_bytes: usize,
 }
 
@@ -226,31 +253,47 @@ impl Default for WorkerSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct CompensatorSettings {
     /// Schedule of `retry-failures` (6 fields, with seconds).
+    #[serde(deserialize_with = "checks::cron")]
     pub retry_cron: String,
     /// Schedule of `expire-unpaid`.
+    #[serde(deserialize_with = "checks::cron")]
     pub expire_cron: String,
     /// Schedule of `purge-resolved`.
+    #[serde(deserialize_with = "checks::cron")]
     pub purge_cron: String,
     /// Resolved (`success`, `failed`) failures are deleted this long after
     /// their last change.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub failure_retention: Duration,
     /// Failures claimed per run; also the row count of each expiry and purge statement.
+    #[serde(deserialize_with = "checks::batch_rows")]
     pub batch_size: u32,
     /// Retries before a failure is given up.
     pub max_retries: u32,
     /// First retry delay.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub backoff_base: Duration,
     /// Longest retry delay.
     #[serde(with = "duration_text")]
     pub backoff_max: Duration,
     /// How long a claim holds before it lapses back to pending.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub lease: Duration,
     /// Longest time from SIGTERM to exit: runs in progress get this long to
     /// finish (a claim cut short returns to pending at its lease's end).
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "duration_text::serialize",
+        deserialize_with = "check::above_zero"
+    )]
     pub shutdown_timeout: Duration,
 }
 
@@ -317,6 +360,7 @@ pub struct ApiSettings {
     /// Bearer token of the operator endpoints; empty turns them off (403).
     pub admin_token: Secret,
     /// Largest request body, in bytes.
+    #[serde(deserialize_with = "check::at_least_one")]
     pub max_body_bytes: u64,
     /// Longest time one database statement of the API may run (PostgreSQL
     /// `statement_timeout`, MySQL `max_execution_time`, MariaDB
@@ -356,6 +400,7 @@ pub struct AuthSettings {
     /// `jwt` (default) or `none` (local use only).
     pub mode: AuthMode,
     /// HS256 shared secret (at least 32 bytes).
+    #[serde(deserialize_with = "checks::jwt_secret")]
     pub jwt_secret: Secret,
     /// A PEM public key (RSA for RS256, EC P-256 for ES256).
     pub jwt_public_key_file: String,
@@ -364,6 +409,7 @@ pub struct AuthSettings {
     /// Required `aud`, when set.
     pub audience: String,
     /// The claim holding the user id.
+    #[serde(deserialize_with = "check::not_empty")]
     pub user_claim: String,
 }
 
@@ -392,6 +438,7 @@ pub const ALL_INTERFACES: &str = "0.0.0.0";
 pub struct ObservabilitySettings {
     /// The address the probe and metrics server of worker and compensator
     /// listens on (as `server.host`).
+    #[serde(deserialize_with = "checks::listen_host")]
     pub host: String,
     /// Port of `/health`, `/health/ready` and `/metrics` on worker and
     /// compensator; unset: 8084 for the worker, 8085 for the compensator.
@@ -412,6 +459,7 @@ impl Default for ObservabilitySettings {
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// Filter directives (`info`, `order_core=debug,info`); `RUST_LOG` wins.
+    #[serde(deserialize_with = "checks::log_filter")]
     pub level: String,
     /// `pretty` or `json`.
     pub format: LogFormat,

@@ -230,6 +230,110 @@ fn rules_beyond_types_name_the_key() {
 }
 
 #[test]
+fn each_keys_own_rule_is_checked_as_it_is_read_with_the_same_words() {
+    for (var, value, error) in [
+        (
+            "ORDER__DATABASE__MAX_CONNECTIONS",
+            "0",
+            "database.max_connections: must be at least 1",
+        ),
+        (
+            "ORDER__DATABASE__ACQUIRE_TIMEOUT",
+            "0",
+            "database.acquire_timeout: must be above 0",
+        ),
+        (
+            "ORDER__REDIS__TTL_SECS",
+            "0",
+            "redis.ttl_secs: must be at least 1",
+        ),
+        (
+            "ORDER__RABBITMQ__PREFETCH",
+            "0",
+            "rabbitmq.prefetch: must be at least 1",
+        ),
+        (
+            "ORDER__RABBITMQ__QUEUE",
+            "",
+            "rabbitmq.queue: must not be empty",
+        ),
+        (
+            "ORDER__KAFKA__GROUP_ID",
+            "",
+            "kafka.group_id: must not be empty",
+        ),
+        (
+            "ORDER__WORKER__BATCH_SIZE",
+            "0",
+            "worker.batch_size: must be between 1 and 10000",
+        ),
+        (
+            "ORDER__WORKER__BATCH_LINGER_MS",
+            "10001",
+            "worker.batch_linger_ms: must be at most 10000",
+        ),
+        (
+            "ORDER__WORKER__SHUTDOWN_TIMEOUT",
+            "0s",
+            "worker.shutdown_timeout: must be above 0",
+        ),
+        (
+            "ORDER__COMPENSATOR__BATCH_SIZE",
+            "0",
+            "compensator.batch_size: must be between 1 and 10000",
+        ),
+        (
+            "ORDER__COMPENSATOR__LEASE",
+            "0",
+            "compensator.lease: must be above 0",
+        ),
+        (
+            "ORDER__COMPENSATOR__SHUTDOWN_TIMEOUT",
+            "0",
+            "compensator.shutdown_timeout: must be above 0",
+        ),
+        (
+            "ORDER__API__MAX_BODY_BYTES",
+            "0",
+            "api.max_body_bytes: must be at least 1",
+        ),
+        (
+            "ORDER__SERVER__MAX_CONNECTIONS",
+            "0",
+            "server.max_connections: must be at least 1",
+        ),
+        (
+            "ORDER__SERVER__IDLE_TIMEOUT",
+            "0",
+            "server.idle_timeout: must be above 0",
+        ),
+        (
+            "ORDER__API__AUTH__USER_CLAIM",
+            "",
+            "api.auth.user_claim: must not be empty",
+        ),
+        (
+            "ORDER__API__AUTH__JWT_SECRET",
+            "short",
+            "api.auth.jwt_secret: must be at least 32 bytes (e.g. `openssl rand -hex 32`)",
+        ),
+    ] {
+        let err = Settings::load(&env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, error, "{var}={value}");
+    }
+    // A rule across keys is checked once all are read.
+    let err = Settings::load(&env(&[
+        ("ORDER__DATABASE__URL", ""),
+        ("ORDER__DATABASE__HOST", ""),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(err, "database.host: must not be empty");
+}
+
+#[test]
 fn a_missing_named_file_is_an_error_but_the_default_file_is_optional() {
     let missing = PathBuf::from("/nonexistent/order.yaml");
     let required = Sources {
