@@ -116,10 +116,7 @@ pub struct DatabaseSettings {
     #[serde(deserialize_with = "check::at_least_one")]
     pub max_connections: u32,
     /// Longest wait for a pooled connection before the call fails as unavailable.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub acquire_timeout: Duration,
     /// Apply pending migrations at start.
     pub auto_migrate: bool,
@@ -198,8 +195,6 @@ impl Default for RedisSettings {
 /// names the key, so an error reads `database.max_connections: must be at
 /// least 1`.
 pub mod check {
-    use std::time::Duration;
-
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
 
@@ -248,16 +243,33 @@ pub mod check {
         }
     }
 
-    /// A duration above zero, as [`super::duration_text`] reads it.
-    ///
-    /// # Errors
-    /// When the value is zero or not a duration.
-    pub fn above_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let value = super::duration_text::deserialize(d)?;
-        if value.is_zero() {
-            Err(D::Error::custom("must be above 0"))
-        } else {
-            Ok(value)
+    /// A duration above zero, written and read as [`super::duration_text`]
+    /// (`#[serde(with = "check::positive_duration")]`).
+    pub mod positive_duration {
+        use std::time::Duration;
+
+        use serde::de::Error as _;
+        use serde::{Deserializer, Serializer};
+
+        /// As [`crate::settings::duration_text::serialize`].
+        ///
+        /// # Errors
+        /// As the serializer's.
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            crate::settings::duration_text::serialize(d, s)
+        }
+
+        /// A duration above zero.
+        ///
+        /// # Errors
+        /// When the value is zero or not a duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            let value = crate::settings::duration_text::deserialize(d)?;
+            if value.is_zero() {
+                Err(D::Error::custom("must be above 0"))
+            } else {
+                Ok(value)
+            }
         }
     }
 }

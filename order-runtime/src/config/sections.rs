@@ -59,23 +59,14 @@ pub struct ServerSettings {
     /// order-api's port; 0 picks any free port (logged at start).
     pub port: u16,
     /// Longest time to read a request.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub read_timeout: Duration,
     /// Longest time to write a response.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub write_timeout: Duration,
     /// Longest time a connection may stay open with no request in flight
     /// (a new connection's first request must come within `read_timeout`).
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub idle_timeout: Duration,
     /// Most connections open at once; past it new ones wait in the listen
     /// backlog until one closes.
@@ -223,10 +214,7 @@ pub struct WorkerSettings {
     #[serde(deserialize_with = "checks::linger_ms")]
     pub batch_linger_ms: u64,
     /// Longest time from SIGTERM to exit.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub shutdown_timeout: Duration,
     /// Most bytes of a poison message kept in its failure row (the whole
     /// length is recorded too); a retryable failure keeps every byte.
@@ -263,10 +251,7 @@ pub struct CompensatorSettings {
     pub purge_cron: String,
     /// Resolved (`success`, `failed`) failures are deleted this long after
     /// their last change.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub failure_retention: Duration,
     /// Failures claimed per run; also the row count of each expiry and purge statement.
     #[serde(deserialize_with = "checks::batch_rows")]
@@ -274,26 +259,17 @@ pub struct CompensatorSettings {
     /// Retries before a failure is given up.
     pub max_retries: u32,
     /// First retry delay.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub backoff_base: Duration,
     /// Longest retry delay.
     #[serde(with = "duration_text")]
     pub backoff_max: Duration,
     /// How long a claim holds before it lapses back to pending.
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub lease: Duration,
     /// Longest time from SIGTERM to exit: runs in progress get this long to
     /// finish (a claim cut short returns to pending at its lease's end).
-    #[serde(
-        serialize_with = "duration_text::serialize",
-        deserialize_with = "check::above_zero"
-    )]
+    #[serde(with = "check::positive_duration")]
     pub shutdown_timeout: Duration,
 }
 
