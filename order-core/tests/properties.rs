@@ -3,7 +3,7 @@
 //! the batch settles and commits. Nothing errors out of it.
 //!
 //! Short by default (`scripts/test.sh`); the long form:
-//! `PROPTEST_CASES=2000 cargo test -p order-core --features test-util --test properties`.
+//! `PROPTEST_CASES=2000 cargo test -p order-core --test properties`.
 
 use std::collections::HashSet;
 

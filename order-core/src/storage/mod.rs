@@ -84,8 +84,7 @@ pub(crate) async fn probe_with(
     }
 }
 
-/// Calls the same [`Engine`] method (or pool method) on whichever engine
-/// this is.
+/// Calls the same [`Engine`] method on whichever engine this is.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
