@@ -79,7 +79,6 @@ pub enum BulkRetried {
 /// Operators' requests on the failure ledger.
 #[derive(Debug, Clone)]
 pub struct Failures {
-    storage: Storage,
     retrier: Retrier,
 }
 
@@ -87,10 +86,11 @@ impl Failures {
     /// Over the retrier's storage.
     #[must_use]
     pub fn new(retrier: Retrier) -> Self {
-        Self {
-            storage: retrier.storage().clone(),
-            retrier,
-        }
+        Self { retrier }
+    }
+
+    fn storage(&self) -> &Storage {
+        self.retrier.storage()
     }
 
     /// One page of failures, newest first, optionally of one status.
@@ -102,7 +102,7 @@ impl Failures {
         status: Option<FailureStatus>,
         page: PageRequest,
     ) -> Result<Page<Failure>, StorageError> {
-        self.storage.list_failures(status, page).await
+        self.storage().list_failures(status, page).await
     }
 
     /// One failure.
@@ -110,7 +110,7 @@ impl Failures {
     /// # Errors
     /// [`FailureError::NotFound`], or the database's error.
     pub async fn get(&self, id: i64) -> Result<Failure, FailureError> {
-        self.storage
+        self.storage()
             .get_failure(id)
             .await?
             .ok_or(FailureError::NotFound(id))
@@ -140,7 +140,7 @@ impl Failures {
         request: BulkRetry,
     ) -> Result<Vec<(i64, BulkRetried)>, StorageError> {
         let candidates = self
-            .storage
+            .storage()
             .retryable_failure_ids(request.status, request.limit)
             .await?;
         let mut done = Vec::with_capacity(candidates.len());
@@ -171,7 +171,7 @@ impl Failures {
         id: i64,
         note: &ResolutionNote,
     ) -> Result<Failure, FailureError> {
-        match self.storage.resolve_failure_by_hand(id, note).await? {
+        match self.storage().resolve_failure_by_hand(id, note).await? {
             ResolvedByHand::Resolved { failure, previous } => {
                 tracing::info!(
                     failure.id = id,

@@ -60,7 +60,7 @@ pub fn failure_data_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::E
 /// When the scheduler would refuse it.
 pub fn cron<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let value = String::deserialize(d)?;
-    super::parse_cron_expression(&value).map_err(D::Error::custom)?;
+    super::parse_cron(&value).map_err(D::Error::custom)?;
     Ok(value)
 }
 

@@ -243,16 +243,8 @@ impl Settings {
 /// six fields (seconds first), an optional seventh for the year.
 ///
 /// # Errors
-/// A [`ConfigError::Invalid`] naming `key`.
-pub fn parse_cron(key: &str, expr: &str) -> Result<croner::Cron, ConfigError> {
-    parse_cron_expression(expr).map_err(|message| ConfigError::invalid(key, message))
-}
-
-/// [`parse_cron`], answering what is wrong without the key.
-///
-/// # Errors
-/// What is wrong with `expr`.
-pub fn parse_cron_expression(expr: &str) -> Result<croner::Cron, String> {
+/// What is wrong with `expr` (the loader adds the key).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
