@@ -89,8 +89,8 @@ impl Application {
             );
         }
         let cache = OrderCache::connect(&settings.redis)?;
-        let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
-        let retrier = settings.compensator.retrier(creator);
+        let creator = OrderCreator::new(storage.clone(), settings.retry_policy());
+        let retrier = settings.retrier(creator);
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .await
             .with_context(|| {

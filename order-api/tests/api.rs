@@ -855,7 +855,7 @@ async fn a_failure_being_processed_cannot_be_retried_by_an_operator() {
         .unwrap();
     assert!(matches!(
         claimed,
-        order_core::storage::ClaimOne::Claimed(..)
+        order_core::storage::ClaimById::Claimed(..)
     ));
     let r = app
         .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
@@ -1216,7 +1216,7 @@ async fn resolving_by_hand_refuses_failures_in_progress_or_succeeded_and_bad_req
             .claim_failure(processing, Duration::from_secs(60))
             .await
             .unwrap(),
-        order_core::storage::ClaimOne::Claimed(..)
+        order_core::storage::ClaimById::Claimed(..)
     ));
     let r = app
         .operator("POST", &resolve(processing), Some(note.clone()))

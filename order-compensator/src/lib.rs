@@ -204,8 +204,8 @@ impl Compensator {
     /// When the Redis settings cannot make a pool.
     pub fn new(settings: Settings, storage: Storage) -> anyhow::Result<Self> {
         let cache = OrderCache::connect(&settings.redis)?;
-        let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy());
-        let retrier = settings.compensator.retrier(creator);
+        let creator = OrderCreator::new(storage.clone(), settings.retry_policy());
+        let retrier = settings.retrier(creator);
         Ok(Self {
             settings,
             orders: Orders::new(storage.clone(), cache),

@@ -4,9 +4,9 @@
 
 use chrono::Utc;
 use order_core::domain::{Encoding, FailureStatus, NewOrder, SeckillMessage, Source};
-use order_core::service::{Attempt, OrderCreator, Settlement};
+use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::PageRequest;
-use order_runtime::config::{CompensatorSettings, Driver};
+use order_runtime::config::{Driver, Settings};
 use order_testkit::TestDatabase;
 use order_testkit::fixtures::Seckill;
 
@@ -38,10 +38,7 @@ fn with(user: i64, field: &str, json: &str) -> Vec<u8> {
 }
 
 fn creator(db: &TestDatabase) -> OrderCreator {
-    OrderCreator::new(
-        db.storage.clone(),
-        CompensatorSettings::default().retry_policy(),
-    )
+    OrderCreator::new(db.storage.clone(), Settings::default().retry_policy())
 }
 
 /// Runs one statement written for each engine.
@@ -131,7 +128,7 @@ async fn poison_bytes_are_kept_exactly_and_shown_safely(driver: Driver) {
         .unwrap()
         .items;
     for (payload, settlement) in stream.iter().zip(&settled) {
-        let Settlement::Settled(Attempt::Poison(reason)) = settlement else {
+        let Settlement::Settled(MessageOutcome::Poison(reason)) = settlement else {
             continue;
         };
         let stored = failures
@@ -223,10 +220,8 @@ async fn the_compensator_claims_and_retries_seven_thousand_failures_in_one_run(d
     for chunk in failures.chunks(1000) {
         db.storage.record_failures(chunk).await.unwrap();
     }
-    let settings = CompensatorSettings {
-        batch_size: 7000,
-        ..CompensatorSettings::default()
-    };
+    let mut settings = Settings::default();
+    settings.compensator.batch_size = 7000;
     let retrier = settings.retrier(creator(&db));
 
     let report = retrier.run_once().await;
@@ -309,7 +304,7 @@ async fn a_message_whose_failure_cannot_be_recorded_is_dead_lettered_and_the_res
     );
     assert!(matches!(
         settled[6],
-        Settlement::Settled(Attempt::Poison(_))
+        Settlement::Settled(MessageOutcome::Poison(_))
     ));
     assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 10);
     assert_eq!(db.count("SELECT COUNT(*) FROM order_failures").await, 1);

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use order_core::domain::{NewFailure, REQUIRED_FIELDS, SeckillMessage, Source};
-use order_core::service::{Attempt, OrderCreator, Settlement};
-use order_runtime::config::{CompensatorSettings, Driver};
+use order_core::service::{MessageOutcome, OrderCreator, Settlement};
+use order_runtime::config::{Driver, Settings};
 use order_testkit::TestDatabase;
 use order_testkit::fixtures::Seckill;
 use proptest::prelude::*;
@@ -187,10 +187,7 @@ fn every_message_becomes_an_order_or_a_failure_row(driver: Driver) {
         .build()
         .unwrap();
     let db = runtime.block_on(TestDatabase::new(driver));
-    let creator = OrderCreator::new(
-        db.storage.clone(),
-        CompensatorSettings::default().retry_policy(),
-    );
+    let creator = OrderCreator::new(db.storage.clone(), Settings::default().retry_policy());
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -219,14 +216,14 @@ fn every_message_becomes_an_order_or_a_failure_row(driver: Driver) {
                 };
                 let valid = SeckillMessage::parse(payload).is_ok();
                 match attempt {
-                    Attempt::Created(id) | Attempt::Duplicate(id) => {
+                    MessageOutcome::Created(id) | MessageOutcome::Duplicate(id) => {
                         prop_assert!(valid);
                         let order = db.storage.get_order(*id).await.unwrap();
                         prop_assert!(order.is_some(), "order {id} is not committed");
                     }
-                    Attempt::Poison(reason) | Attempt::Failed(reason) => {
+                    MessageOutcome::Poison(reason) | MessageOutcome::Failed(reason) => {
                         prop_assert_eq!(
-                            matches!(attempt, Attempt::Poison(_)),
+                            matches!(attempt, MessageOutcome::Poison(_)),
                             !valid,
                             "{}",
                             reason

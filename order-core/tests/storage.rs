@@ -9,9 +9,9 @@ use order_core::domain::{
     FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal, RetryPolicy,
     SeckillMessage, Source,
 };
-use order_core::service::{Attempt, OrderCreator, Settlement};
+use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::{
-    ClaimOne, CreateOutcome, OrderCursor, PageRequest, ResolvedByHand, Storage, StorageError,
+    ClaimById, InsertOutcome, OrderCursor, PageRequest, ResolvedByHand, Storage, StorageError,
 };
 use order_runtime::config::Driver;
 use order_testkit::TestDatabase;
@@ -110,7 +110,7 @@ async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver
         .create_orders(std::slice::from_ref(&order))
         .await
         .unwrap();
-    assert_eq!(outcomes, vec![CreateOutcome::Created(order.order_id)]);
+    assert_eq!(outcomes, vec![InsertOutcome::Created(order.order_id)]);
 
     let stored = db
         .storage
@@ -155,9 +155,9 @@ async fn the_same_purchase_twice_is_one_order_within_and_across_batches(driver: 
     assert_eq!(
         outcomes,
         vec![
-            CreateOutcome::Created(first.order_id),
-            CreateOutcome::Duplicate(first.order_id),
-            CreateOutcome::Created(other.order_id),
+            InsertOutcome::Created(first.order_id),
+            InsertOutcome::Duplicate(first.order_id),
+            InsertOutcome::Created(other.order_id),
         ]
     );
     let again = db
@@ -168,8 +168,8 @@ async fn the_same_purchase_twice_is_one_order_within_and_across_batches(driver: 
     assert_eq!(
         again,
         vec![
-            CreateOutcome::Duplicate(other.order_id),
-            CreateOutcome::Duplicate(first.order_id)
+            InsertOutcome::Duplicate(other.order_id),
+            InsertOutcome::Duplicate(first.order_id)
         ]
     );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 2);
@@ -193,7 +193,7 @@ async fn eight_concurrent_submitters_of_the_same_2000_purchases_make_exactly_200
         let mut keys = keys.clone();
         fastrand::Rng::with_seed(task).shuffle(&mut keys);
         tasks.push(tokio::spawn(async move {
-            let mut answers: Vec<((i64, i64), CreateOutcome)> = Vec::new();
+            let mut answers: Vec<((i64, i64), InsertOutcome)> = Vec::new();
             for chunk in keys.chunks(100) {
                 let batch: Vec<NewOrder> = chunk
                     .iter()
@@ -210,12 +210,12 @@ async fn eight_concurrent_submitters_of_the_same_2000_purchases_make_exactly_200
     for task in tasks {
         for (key, outcome) in task.await.unwrap() {
             let id = match outcome {
-                CreateOutcome::Created(id) => {
+                InsertOutcome::Created(id) => {
                     created += 1;
                     id
                 }
-                CreateOutcome::Duplicate(id) => id,
-                CreateOutcome::Failed(reason) => panic!("{key:?} failed: {reason}"),
+                InsertOutcome::Duplicate(id) => id,
+                InsertOutcome::Failed(reason) => panic!("{key:?} failed: {reason}"),
             };
             assert_eq!(
                 *order_of.entry(key).or_insert(id),
@@ -252,7 +252,7 @@ async fn a_row_over_a_column_limit_fails_alone_and_its_neighbours_commit(driver:
 
     for (i, (order, outcome)) in batch.iter().zip(&outcomes).enumerate() {
         if i == 4 {
-            let CreateOutcome::Failed(reason) = outcome else {
+            let InsertOutcome::Failed(reason) = outcome else {
                 panic!("the oversized row should fail, got {outcome:?}")
             };
             assert!(
@@ -260,7 +260,7 @@ async fn a_row_over_a_column_limit_fails_alone_and_its_neighbours_commit(driver:
                 "names the database's reason: {reason}"
             );
         } else {
-            assert_eq!(outcome, &CreateOutcome::Created(order.order_id));
+            assert_eq!(outcome, &InsertOutcome::Created(order.order_id));
         }
     }
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 9);
@@ -778,31 +778,31 @@ async fn claiming_one_failure_by_id_refuses_succeeded_processing_and_poison(driv
         .await
         .unwrap()
     {
-        ClaimOne::Claimed(f, lease) => {
+        ClaimById::Claimed(f, lease) => {
             assert_eq!(f.status, FailureStatus::Processing);
             lease
         }
         other => panic!("a pending failure is claimable before it is due: {other:?}"),
     };
     assert!(
-        matches!(db.storage.claim_failure(ids[0], Duration::from_secs(60)).await.unwrap(), ClaimOne::Refused(f) if f.status == FailureStatus::Processing)
+        matches!(db.storage.claim_failure(ids[0], Duration::from_secs(60)).await.unwrap(), ClaimById::Refused(f) if f.status == FailureStatus::Processing)
     );
     db.storage
         .mark_failure_succeeded(ids[0], &lease, Uuid::now_v7())
         .await
         .unwrap();
     assert!(
-        matches!(db.storage.claim_failure(ids[0], Duration::from_secs(60)).await.unwrap(), ClaimOne::Refused(f) if f.status == FailureStatus::Success)
+        matches!(db.storage.claim_failure(ids[0], Duration::from_secs(60)).await.unwrap(), ClaimById::Refused(f) if f.status == FailureStatus::Success)
     );
     assert!(
-        matches!(db.storage.claim_failure(ids[1], Duration::from_secs(60)).await.unwrap(), ClaimOne::Refused(f) if !f.retryable)
+        matches!(db.storage.claim_failure(ids[1], Duration::from_secs(60)).await.unwrap(), ClaimById::Refused(f) if !f.retryable)
     );
     assert_eq!(
         db.storage
             .claim_failure(i64::MAX, Duration::from_secs(60))
             .await
             .unwrap(),
-        ClaimOne::NotFound
+        ClaimById::NotFound
     );
 }
 
@@ -908,7 +908,7 @@ async fn a_failure_resolved_by_hand_is_never_claimed_again_and_is_purged_when_ol
         vec![claimed]
     );
     assert!(
-        matches!(db.storage.claim_failure(pending, Duration::from_secs(60)).await.unwrap(), ClaimOne::Refused(f) if f.status == FailureStatus::Resolved)
+        matches!(db.storage.claim_failure(pending, Duration::from_secs(60)).await.unwrap(), ClaimById::Refused(f) if f.status == FailureStatus::Resolved)
     );
     for status in [
         FailureStatus::Pending,
@@ -1073,7 +1073,7 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
         message(1, 2, "9999999999.99", 5),
         message(1, 3, "1.005", 1),
     ];
-    let attempts: Vec<Attempt> = creator
+    let attempts: Vec<MessageOutcome> = creator
         .process_batch(Source::Rabbitmq, &payloads)
         .await
         .unwrap()
@@ -1083,14 +1083,14 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
             dead => panic!("{dead:?}"),
         })
         .collect();
-    let Attempt::Created(order_id) = attempts[0] else {
+    let MessageOutcome::Created(order_id) = attempts[0] else {
         panic!("{attempts:?}")
     };
-    assert!(matches!(&attempts[1], Attempt::Poison(r) if r.contains("user_id")));
-    assert_eq!(attempts[2], Attempt::Duplicate(order_id));
-    assert!(matches!(&attempts[3], Attempt::Failed(r) if r.contains("22003")));
+    assert!(matches!(&attempts[1], MessageOutcome::Poison(r) if r.contains("user_id")));
+    assert_eq!(attempts[2], MessageOutcome::Duplicate(order_id));
+    assert!(matches!(&attempts[3], MessageOutcome::Failed(r) if r.contains("22003")));
     assert!(
-        matches!(&attempts[4], Attempt::Poison(r) if r.contains("unit_price: must have at most 2 decimal places"))
+        matches!(&attempts[4], MessageOutcome::Poison(r) if r.contains("unit_price: must have at most 2 decimal places"))
     );
 
     let page = PageRequest {
@@ -1129,7 +1129,10 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
         .process_batch(Source::Rabbitmq, &payloads)
         .await
         .unwrap();
-    assert_eq!(again[0], Settlement::Settled(Attempt::Duplicate(order_id)));
+    assert_eq!(
+        again[0],
+        Settlement::Settled(MessageOutcome::Duplicate(order_id))
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 3);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 1);
 }
@@ -1146,12 +1149,12 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
     let storage = Storage::connect(&settings).unwrap();
     let creator = OrderCreator::new(
         storage.clone(),
-        order_runtime::config::CompensatorSettings::default().retry_policy(),
+        order_runtime::config::Settings::default().retry_policy(),
     );
     let before = vec![message(1, 1, "1", 1)];
     assert!(matches!(
         creator.process_batch(Source::Kafka, &before).await.unwrap()[0],
-        Settlement::Settled(Attempt::Created(_))
+        Settlement::Settled(MessageOutcome::Created(_))
     ));
 
     proxy.cut();
@@ -1180,9 +1183,9 @@ async fn a_cut_database_fails_the_whole_batch_as_unavailable_and_recovery_needs_
     proxy.heal();
     // The redelivered batch goes through on the same pool.
     let after = creator.process_batch(Source::Kafka, &during).await.unwrap();
-    assert!(matches!(after[0].attempt(), Attempt::Duplicate(_)));
-    assert!(matches!(after[1].attempt(), Attempt::Created(_)));
-    assert!(matches!(after[2].attempt(), Attempt::Poison(_)));
+    assert!(matches!(after[0].attempt(), MessageOutcome::Duplicate(_)));
+    assert!(matches!(after[1].attempt(), MessageOutcome::Created(_)));
+    assert!(matches!(after[2].attempt(), MessageOutcome::Poison(_)));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders").await, 2);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM order_failures").await, 1);
 }

@@ -71,7 +71,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let storage = startup::open_storage(&settings, AtStart::Wait, &shutdown)
         .await
         .context("opening the database")?;
-    let creator = OrderCreator::new(storage.clone(), settings.compensator.retry_policy())
+    let creator = OrderCreator::new(storage.clone(), settings.retry_policy())
         .keeping(settings.worker.failure_data_max_bytes);
     // The consumers' own token: a consumer that ends stops the others too.
     let stop = shutdown.child_token();

@@ -30,7 +30,7 @@ impl Workers {
                 // Each instance its own pool, as separate processes would have.
                 let creator = OrderCreator::new(
                     Storage::connect(&settings.database).unwrap(),
-                    settings.compensator.retry_policy(),
+                    settings.retry_policy(),
                 );
                 tokio::spawn(
                     KafkaConsumer::new(settings, creator, Arc::new(Connected::default()))
@@ -118,7 +118,7 @@ async fn the_same_purchases_on_rabbitmq_and_kafka_make_one_order_each() {
     let connected = Arc::new(Connected::default());
     let creator = OrderCreator::new(
         Storage::connect(&settings.database).unwrap(),
-        settings.compensator.retry_policy(),
+        settings.retry_policy(),
     );
     let rabbit = tokio::spawn(
         RabbitConsumer::new(&settings, creator, connected.clone()).run(rabbit_stop.clone()),

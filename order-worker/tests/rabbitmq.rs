@@ -28,7 +28,7 @@ struct Running {
 impl Running {
     async fn start(settings: &Settings) -> Self {
         let storage = order_core::storage::Storage::connect(&settings.database).unwrap();
-        let creator = OrderCreator::new(storage, settings.compensator.retry_policy());
+        let creator = OrderCreator::new(storage, settings.retry_policy());
         let connected = Arc::new(Connected::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(

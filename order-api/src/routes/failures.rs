@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use order_core::domain::{Failure, FailureStatus, ResolutionNote};
-use order_core::service::{Attempt, BulkRetried, BulkRetry};
+use order_core::service::{BulkRetried, BulkRetry, MessageOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -54,12 +54,12 @@ struct Retried {
     reason: Option<String>,
 }
 
-fn retried(failure: Box<Failure>, attempt: &Attempt) -> Retried {
+fn retried(failure: Box<Failure>, attempt: &MessageOutcome) -> Retried {
     let (outcome, reason) = match attempt {
-        Attempt::Created(_) => ("created", None),
-        Attempt::Duplicate(_) => ("duplicate", None),
-        Attempt::Failed(r) => ("failed", Some(r.clone())),
-        Attempt::Poison(r) => ("poison", Some(r.clone())),
+        MessageOutcome::Created(_) => ("created", None),
+        MessageOutcome::Duplicate(_) => ("duplicate", None),
+        MessageOutcome::Failed(r) => ("failed", Some(r.clone())),
+        MessageOutcome::Poison(r) => ("poison", Some(r.clone())),
     };
     Retried {
         failure,

@@ -8,11 +8,11 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::{NewFailure, NewOrder, RetryPolicy, SeckillMessage, Source};
-use crate::storage::{CreateOutcome, Recorded, Storage, StorageError};
+use crate::storage::{InsertOutcome, Recorded, Storage, StorageError};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub enum MessageOutcome {
     /// A new order.
     Created(Uuid),
     /// The purchase already had this order.
@@ -23,7 +23,7 @@ pub enum Attempt {
     Failed(String),
 }
 
-impl Attempt {
+impl MessageOutcome {
     /// The order, when one exists for the message.
     #[must_use]
     pub fn order_id(&self) -> Option<Uuid> {
@@ -38,12 +38,12 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     /// Its outcome is committed (an order, or a failure row): acknowledge it.
-    Settled(Attempt),
+    Settled(MessageOutcome),
     /// Not even its failure could be recorded (the database refused the
     /// record itself): send it to the dead-letter destination, with why.
     DeadLetter {
         /// What the attempt gave.
-        attempt: Attempt,
+        attempt: MessageOutcome,
         /// Why the failure record was refused.
         reason: String,
     },
@@ -52,7 +52,7 @@ pub enum Settlement {
 impl Settlement {
     /// What the attempt gave.
     #[must_use]
-    pub fn attempt(&self) -> &Attempt {
+    pub fn attempt(&self) -> &MessageOutcome {
         match self {
             Self::Settled(attempt) | Self::DeadLetter { attempt, .. } => attempt,
         }
@@ -64,10 +64,10 @@ impl Settlement {
         match self {
             Self::Settled(_) => None,
             Self::DeadLetter { attempt, reason } => Some(match attempt {
-                Attempt::Poison(why) | Attempt::Failed(why) => {
+                MessageOutcome::Poison(why) | MessageOutcome::Failed(why) => {
                     format!("{why}; the failure record was refused: {reason}")
                 }
-                Attempt::Created(_) | Attempt::Duplicate(_) => reason.clone(),
+                MessageOutcome::Created(_) | MessageOutcome::Duplicate(_) => reason.clone(),
             }),
         }
     }
@@ -155,8 +155,8 @@ impl OrderCreator {
     pub async fn attempt<P: AsRef<[u8]>>(
         &self,
         payloads: &[P],
-    ) -> Result<Vec<Attempt>, StorageError> {
-        let mut attempts: Vec<Option<Attempt>> = Vec::with_capacity(payloads.len());
+    ) -> Result<Vec<MessageOutcome>, StorageError> {
+        let mut attempts: Vec<Option<MessageOutcome>> = Vec::with_capacity(payloads.len());
         let mut valid = Vec::with_capacity(payloads.len());
         let mut valid_at = Vec::with_capacity(payloads.len());
         for (i, payload) in payloads.iter().enumerate() {
@@ -166,7 +166,7 @@ impl OrderCreator {
                     valid_at.push(i);
                     attempts.push(None);
                 }
-                Err(e) => attempts.push(Some(Attempt::Poison(e.to_string()))),
+                Err(e) => attempts.push(Some(MessageOutcome::Poison(e.to_string()))),
             }
         }
         if !valid.is_empty() {
@@ -181,9 +181,9 @@ impl OrderCreator {
             }
             for (outcome, i) in outcomes.into_iter().zip(valid_at) {
                 attempts[i] = Some(match outcome {
-                    CreateOutcome::Created(id) => Attempt::Created(id),
-                    CreateOutcome::Duplicate(id) => Attempt::Duplicate(id),
-                    CreateOutcome::Failed(reason) => Attempt::Failed(reason),
+                    InsertOutcome::Created(id) => MessageOutcome::Created(id),
+                    InsertOutcome::Duplicate(id) => MessageOutcome::Duplicate(id),
+                    InsertOutcome::Failed(reason) => MessageOutcome::Failed(reason),
                 });
             }
         }
@@ -235,20 +235,20 @@ impl OrderCreator {
             .enumerate()
             .filter_map(|(i, (attempt, payload))| {
                 let failure = match attempt {
-                    Attempt::Poison(reason) => NewFailure::poison_kept(
+                    MessageOutcome::Poison(reason) => NewFailure::poison_kept(
                         payload.as_ref(),
                         self.kept_bytes,
                         reason.as_str(),
                         source,
                         now,
                     ),
-                    Attempt::Failed(reason) => {
+                    MessageOutcome::Failed(reason) => {
                         let due = now
                             + chrono::Duration::from_std(self.retry.delay(0))
                                 .unwrap_or(chrono::Duration::zero());
                         NewFailure::retryable(payload.as_ref(), reason.as_str(), source, due)
                     }
-                    Attempt::Created(_) | Attempt::Duplicate(_) => return None,
+                    MessageOutcome::Created(_) | MessageOutcome::Duplicate(_) => return None,
                 };
                 failed_at.push(i);
                 Some(failure)
@@ -258,7 +258,7 @@ impl OrderCreator {
         let mut refused = vec![None; attempts.len()];
         let mut records = FailureRecords::default();
         for (i, result) in failed_at.into_iter().zip(recorded) {
-            let poison = matches!(attempts[i], Attempt::Poison(_));
+            let poison = matches!(attempts[i], MessageOutcome::Poison(_));
             match result {
                 Ok(Recorded::New) if poison => records.poison += 1,
                 Ok(Recorded::New) => records.retryable += 1,
@@ -291,10 +291,10 @@ fn record_metrics(source: Source, settled: &[Settlement], records: &FailureRecor
     let (mut created, mut duplicate, mut invalid) = (0_u64, 0_u64, 0_u64);
     for settlement in settled {
         match settlement.attempt() {
-            Attempt::Created(_) => created += 1,
-            Attempt::Duplicate(_) => duplicate += 1,
-            Attempt::Poison(_) => invalid += 1,
-            Attempt::Failed(_) => {}
+            MessageOutcome::Created(_) => created += 1,
+            MessageOutcome::Duplicate(_) => duplicate += 1,
+            MessageOutcome::Poison(_) => invalid += 1,
+            MessageOutcome::Failed(_) => {}
         }
     }
     let source = source.as_str();

@@ -2,7 +2,7 @@
 //! or many now, resolve one by hand. The API's routes only translate HTTP to
 //! these calls and their answers back.
 
-use super::{Attempt, Retrier, RetryOne};
+use super::{HandRetry, MessageOutcome, Retrier};
 use crate::domain::{Failure, FailureStatus, ResolutionNote, RetryRefusal};
 use crate::storage::{Page, PageRequest, ResolvedByHand, Storage, StorageError};
 
@@ -71,7 +71,7 @@ impl BulkRetry {
 #[derive(Debug)]
 pub enum BulkRetried {
     /// Retried: the failure as it is now, and what the attempt gave.
-    Retried(Box<Failure>, Attempt),
+    Retried(Box<Failure>, MessageOutcome),
     /// Refused when claimed (taken or changed meanwhile), and why.
     Refused(String),
 }
@@ -121,11 +121,11 @@ impl Failures {
     /// # Errors
     /// [`FailureError::NotFound`], [`FailureError::Refused`] saying why
     /// ([`refusal`]), or the database's error.
-    pub async fn retry(&self, id: i64) -> Result<(Box<Failure>, Attempt), FailureError> {
+    pub async fn retry(&self, id: i64) -> Result<(Box<Failure>, MessageOutcome), FailureError> {
         match self.retrier.retry_one(id).await? {
-            RetryOne::Retried(failure, attempt) => Ok((failure, attempt)),
-            RetryOne::NotFound => Err(FailureError::NotFound(id)),
-            RetryOne::Refused(failure) => Err(FailureError::Refused(refusal(&failure))),
+            HandRetry::Retried(failure, attempt) => Ok((failure, attempt)),
+            HandRetry::NotFound => Err(FailureError::NotFound(id)),
+            HandRetry::Refused(failure) => Err(FailureError::Refused(refusal(&failure))),
         }
     }
 
@@ -146,12 +146,12 @@ impl Failures {
         let mut done = Vec::with_capacity(candidates.len());
         for id in candidates {
             match self.retrier.retry_one(id).await? {
-                RetryOne::Retried(failure, attempt) => {
+                HandRetry::Retried(failure, attempt) => {
                     done.push((id, BulkRetried::Retried(failure, attempt)));
                 }
                 // Deleted meanwhile (purged): nothing to say of it.
-                RetryOne::NotFound => {}
-                RetryOne::Refused(failure) => {
+                HandRetry::NotFound => {}
+                HandRetry::Refused(failure) => {
                     done.push((id, BulkRetried::Refused(refusal(&failure))));
                 }
             }

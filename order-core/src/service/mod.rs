@@ -6,7 +6,7 @@ pub mod maintenance;
 mod orders;
 mod retry;
 
-pub use creation::{Attempt, BatchReport, FailureRecords, OrderCreator, Settlement};
+pub use creation::{BatchReport, FailureRecords, MessageOutcome, OrderCreator, Settlement};
 pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
 pub use orders::{Caller, OrderError, Orders};
-pub use retry::{Retrier, RetryOne, RetryReport};
+pub use retry::{HandRetry, Retrier, RetryReport};

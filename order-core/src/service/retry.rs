@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{Attempt, OrderCreator};
+use super::{MessageOutcome, OrderCreator};
 use crate::domain::{Failure, Lease, RetryDecision, RetryPolicy};
-use crate::storage::{ClaimOne, Storage, StorageError};
+use crate::storage::{ClaimById, Storage, StorageError};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,9 +30,9 @@ pub struct RetryReport {
 
 /// The outcome of retrying one failure by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryOne {
+pub enum HandRetry {
     /// Retried; the failure as it is now and what the attempt gave.
-    Retried(Box<Failure>, Attempt),
+    Retried(Box<Failure>, MessageOutcome),
     /// No failure has that id.
     NotFound,
     /// Not retryable now: already succeeded, being processed, or poison.
@@ -98,12 +98,12 @@ impl Retrier {
     ///
     /// # Errors
     /// When the database is unreachable.
-    pub async fn retry_one(&self, id: i64) -> Result<RetryOne, StorageError> {
+    pub async fn retry_one(&self, id: i64) -> Result<HandRetry, StorageError> {
         let storage = self.creator.storage();
         let (failure, lease) = match storage.claim_failure(id, self.lease).await? {
-            ClaimOne::Claimed(failure, lease) => (failure, lease),
-            ClaimOne::NotFound => return Ok(RetryOne::NotFound),
-            ClaimOne::Refused(failure) => return Ok(RetryOne::Refused(failure)),
+            ClaimById::Claimed(failure, lease) => (failure, lease),
+            ClaimById::NotFound => return Ok(HandRetry::NotFound),
+            ClaimById::Refused(failure) => return Ok(HandRetry::Refused(failure)),
         };
         let attempt = self
             .creator
@@ -116,7 +116,7 @@ impl Retrier {
             .get_failure(id)
             .await?
             .ok_or(StorageError::NotFound)?;
-        Ok(RetryOne::Retried(Box::new(now), attempt))
+        Ok(HandRetry::Retried(Box::new(now), attempt))
     }
 
     async fn settle(&self, claimed: &[(Failure, Lease)]) -> Result<RetryReport, StorageError> {
@@ -151,24 +151,24 @@ impl Retrier {
         &self,
         failure: &Failure,
         lease: &Lease,
-        attempt: &Attempt,
+        attempt: &MessageOutcome,
         report: &mut RetryReport,
     ) -> Result<(), StorageError> {
         let storage = self.creator.storage();
         let (resolved, counter) = match attempt {
-            Attempt::Created(order_id) | Attempt::Duplicate(order_id) => (
+            MessageOutcome::Created(order_id) | MessageOutcome::Duplicate(order_id) => (
                 storage
                     .mark_failure_succeeded(failure.id, lease, *order_id)
                     .await?,
                 &mut report.succeeded,
             ),
-            Attempt::Poison(reason) => (
+            MessageOutcome::Poison(reason) => (
                 storage
                     .mark_failure_failed(failure.id, lease, reason)
                     .await?,
                 &mut report.failed,
             ),
-            Attempt::Failed(reason) => {
+            MessageOutcome::Failed(reason) => {
                 let retries = u32::try_from(failure.retry_count)
                     .unwrap_or(0)
                     .saturating_add(1);

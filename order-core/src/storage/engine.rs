@@ -6,7 +6,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::{Changed, CreateOutcome, Recorded, StorageError};
+use super::{Changed, InsertOutcome, Recorded, StorageError};
 use crate::domain::{Failure, Lease, NewFailure, NewOrder};
 
 /// The statements whose form differs by engine: PostgreSQL sends a batch as
@@ -24,7 +24,7 @@ pub(crate) trait Engine {
     fn insert_orders(
         &self,
         batch: &[&NewOrder],
-    ) -> impl Future<Output = Result<Vec<CreateOutcome>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send;
 
     /// Inserts failures, skipping digests already recorded; says of each
     /// whether it wrote its row (every copy of a digest written reads so;

@@ -12,7 +12,7 @@ use super::engine::Engine;
 use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
 use super::types::Resolution;
 use super::{
-    ClaimOne, Page, PageRequest, Recorded, ResolvedByHand, Storage, StorageError, dispatch, error,
+    ClaimById, Page, PageRequest, Recorded, ResolvedByHand, Storage, StorageError, dispatch, error,
     new_lease, now, on_pool,
 };
 use crate::domain::{
@@ -267,7 +267,7 @@ impl Storage {
     ///
     /// # Errors
     /// When the database is unreachable.
-    pub async fn claim_failure(&self, id: i64, lease: Duration) -> Result<ClaimOne, StorageError> {
+    pub async fn claim_failure(&self, id: i64, lease: Duration) -> Result<ClaimById, StorageError> {
         let now = now();
         let lease = new_lease(now, lease);
         let update = format!(
@@ -289,11 +289,11 @@ impl Storage {
         });
         if claimed {
             let failure = self.get_failure(id).await?.ok_or(StorageError::NotFound)?;
-            return Ok(ClaimOne::Claimed(Box::new(failure), lease));
+            return Ok(ClaimById::Claimed(Box::new(failure), lease));
         }
         Ok(match self.get_failure(id).await? {
-            None => ClaimOne::NotFound,
-            Some(failure) => ClaimOne::Refused(Box::new(failure)),
+            None => ClaimById::NotFound,
+            Some(failure) => ClaimById::Refused(Box::new(failure)),
         })
     }
 

@@ -45,7 +45,7 @@ use uuid::Uuid;
 pub use batch::MAX_BATCH_ROWS;
 pub use error::{ErrorClass, StorageError};
 pub use types::{
-    Changed, ClaimOne, CreateOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
+    Changed, ClaimById, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
     ResolvedByHand,
 };
 

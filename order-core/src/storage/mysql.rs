@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::engine::Engine;
 use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
-use super::{Changed, CreateOutcome, Recorded, StorageError};
+use super::{Changed, InsertOutcome, Recorded, StorageError};
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderStatus};
 use crate::settings::DatabaseSettings;
 
@@ -206,7 +206,7 @@ impl Engine for MySqlStore {
         (FAILURE_ROWS, self.statement_bytes())
     }
 
-    async fn insert_orders(&self, batch: &[&NewOrder]) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+    async fn insert_orders(&self, batch: &[&NewOrder]) -> Result<Vec<InsertOutcome>, sqlx::Error> {
         let now = super::now();
         let budget = self.statement_bytes();
         // Purchases that already have an order are answered without taking a
@@ -291,8 +291,8 @@ impl Engine for MySqlStore {
         batch
             .iter()
             .map(|o| match owners.get(&o.key()) {
-                Some(id) if *id == o.order_id => Ok(CreateOutcome::Created(o.order_id)),
-                Some(id) => Ok(CreateOutcome::Duplicate(*id)),
+                Some(id) if *id == o.order_id => Ok(InsertOutcome::Created(o.order_id)),
+                Some(id) => Ok(InsertOutcome::Duplicate(*id)),
                 // The upsert waited on a concurrent batch that then rolled back
                 // (a deadlock victim): run this batch again.
                 None => Err(sqlx::Error::RowNotFound),

@@ -11,7 +11,7 @@ use super::batch::narrow;
 use super::engine::Engine;
 use super::rows::{ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_orders};
 use super::{
-    Changed, CreateOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
+    Changed, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
     dispatch, error, now, numbered, on_pool,
 };
 use crate::domain::{NewOrder, Order, OrderStatus, TransitionError};
@@ -33,7 +33,7 @@ impl Storage {
     pub async fn create_orders(
         &self,
         orders: &[NewOrder],
-    ) -> Result<Vec<CreateOutcome>, StorageError> {
+    ) -> Result<Vec<InsertOutcome>, StorageError> {
         // The first purchase of each key is the one written; the others follow it.
         let mut canonical: HashMap<(i64, i64), usize> = HashMap::with_capacity(orders.len());
         let mut unique: Vec<&NewOrder> = Vec::with_capacity(orders.len());
@@ -57,11 +57,11 @@ impl Storage {
             |order, err| {
                 let (user, product) = order.key();
                 tracing::debug!(order.user_id = user, order.product_id = product, error = %err, "purchase refused by the database");
-                CreateOutcome::Failed(error::describe(err, "order"))
+                InsertOutcome::Failed(error::describe(err, "order"))
             },
         )
         .await?;
-        let mut unique_outcomes = vec![CreateOutcome::Failed(String::new()); unique.len()];
+        let mut unique_outcomes = vec![InsertOutcome::Failed(String::new()); unique.len()];
         for (outcome, &i) in sorted_outcomes.into_iter().zip(&order_of) {
             unique_outcomes[i] = outcome;
         }
@@ -73,10 +73,10 @@ impl Storage {
                 let i = canonical[&order.key()];
                 if std::mem::replace(&mut seen[i], true) {
                     match &unique_outcomes[i] {
-                        CreateOutcome::Created(id) | CreateOutcome::Duplicate(id) => {
-                            CreateOutcome::Duplicate(*id)
+                        InsertOutcome::Created(id) | InsertOutcome::Duplicate(id) => {
+                            InsertOutcome::Duplicate(*id)
                         }
-                        CreateOutcome::Failed(reason) => CreateOutcome::Failed(format!(
+                        InsertOutcome::Failed(reason) => InsertOutcome::Failed(format!(
                             "same purchase as a message that failed in this batch: {reason}"
                         )),
                     }

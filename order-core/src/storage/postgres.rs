@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::engine::Engine;
 use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures, qualified};
-use super::{Changed, CreateOutcome, Recorded, StorageError, numbered};
+use super::{Changed, InsertOutcome, Recorded, StorageError, numbered};
 use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder};
 use crate::settings::DatabaseSettings;
 
@@ -56,7 +56,7 @@ impl Engine for PgStore {
         (super::MAX_BATCH_ROWS, super::batch::DEFAULT_STATEMENT_BYTES)
     }
 
-    async fn insert_orders(&self, batch: &[&NewOrder]) -> Result<Vec<CreateOutcome>, sqlx::Error> {
+    async fn insert_orders(&self, batch: &[&NewOrder]) -> Result<Vec<InsertOutcome>, sqlx::Error> {
         let now = super::now();
         let users: Vec<i64> = batch.iter().map(|o| o.key().0).collect();
         let products: Vec<i64> = batch.iter().map(|o| o.key().1).collect();
@@ -152,11 +152,11 @@ impl Engine for PgStore {
             .iter()
             .map(|o| {
                 if inserted.contains(&o.order_id) {
-                    Ok(CreateOutcome::Created(o.order_id))
+                    Ok(InsertOutcome::Created(o.order_id))
                 } else {
                     existing
                         .get(&o.key())
-                        .map(|id| CreateOutcome::Duplicate(*id))
+                        .map(|id| InsertOutcome::Duplicate(*id))
                         // Only if the conflicting batch rolled back in between: run again.
                         .ok_or(sqlx::Error::RowNotFound)
                 }

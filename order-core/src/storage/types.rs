@@ -12,7 +12,7 @@ use crate::domain::{Failure, FailureStatus, Lease, Order, OrderStatus, ResolveRe
 
 /// What became of one purchase handed to [`super::Storage::create_orders`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
+pub enum InsertOutcome {
     /// A new order was committed.
     Created(Uuid),
     /// The (user, product) already had this order; nothing was written.
@@ -34,7 +34,7 @@ pub enum Recorded {
     AlreadyRecorded,
 }
 
-impl CreateOutcome {
+impl InsertOutcome {
     /// The order, for `Created` and `Duplicate`.
     #[must_use]
     pub fn order_id(&self) -> Option<Uuid> {
@@ -118,7 +118,7 @@ pub struct Changed {
 
 /// The result of claiming one failure by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOne {
+pub enum ClaimById {
     /// Claimed: the holder must resolve it with the lease.
     Claimed(Box<Failure>, Lease),
     /// No failure has this id.

@@ -47,6 +47,34 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+impl Settings {
+    /// The failure ledger's retry policy (`compensator.max_retries`,
+    /// `backoff_base`, `backoff_max`). It is one policy for every role that
+    /// writes failures: the worker and the API date a new failure's first
+    /// retry with it, the compensator and an operator's retry reschedule with
+    /// it, so it is read from here rather than from one role's section.
+    #[must_use]
+    pub fn retry_policy(&self) -> order_core::domain::RetryPolicy {
+        let c = &self.compensator;
+        order_core::domain::RetryPolicy {
+            base: c.backoff_base,
+            max: c.backoff_max,
+            max_retries: c.max_retries,
+        }
+    }
+
+    /// A [`Retrier`](order_core::service::Retrier) with the retry policy and
+    /// the compensator's lease and batch size.
+    #[must_use]
+    pub fn retrier(
+        &self,
+        creator: order_core::service::OrderCreator,
+    ) -> order_core::service::Retrier {
+        let c = &self.compensator;
+        order_core::service::Retrier::new(creator, self.retry_policy(), c.lease, c.batch_size)
+    }
+}
+
 /// `server.*`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -287,28 +315,6 @@ impl Default for CompensatorSettings {
             lease: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(25),
         }
-    }
-}
-
-impl CompensatorSettings {
-    /// The retry policy these settings describe.
-    #[must_use]
-    pub fn retry_policy(&self) -> order_core::domain::RetryPolicy {
-        order_core::domain::RetryPolicy {
-            base: self.backoff_base,
-            max: self.backoff_max,
-            max_retries: self.max_retries,
-        }
-    }
-
-    /// A [`Retrier`](order_core::service::Retrier) with this policy, lease
-    /// and batch size.
-    #[must_use]
-    pub fn retrier(
-        &self,
-        creator: order_core::service::OrderCreator,
-    ) -> order_core::service::Retrier {
-        order_core::service::Retrier::new(creator, self.retry_policy(), self.lease, self.batch_size)
     }
 }
 
