@@ -2156,3 +2156,113 @@ async fn a_chunked_body_is_read_up_to_the_limit_and_refused_past_it() {
     let refused = post_chunked(&app, "/api/v1/failures/retry", big.as_bytes()).await;
     assert!(refused.contains(" 413 "), "{refused}");
 }
+
+async fn changes_through_the_api_write_events_that_operators_list(driver: Driver) {
+    let app = spawn_app_with(driver, |_| {}).await;
+    let mine = app.order(1, 10, "1.00", 1).await;
+    let other = app.order(2, 10, "2.50", 3).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let token = order_api::auth::mint(&app.settings.api, 1, Duration::from_secs(300)).unwrap();
+    let auth = format!("Bearer {token}");
+    let r = http::request(
+        app.addr,
+        "PUT",
+        &format!("/api/v1/orders/{mine}/cancel"),
+        &[("Authorization", &auth), ("traceparent", trace)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Cancelling again changes nothing and writes nothing.
+    let again = app
+        .as_user(1, "PUT", &format!("/api/v1/orders/{mine}/cancel"))
+        .await;
+    assert_eq!(again.status, 200);
+    let r = app
+        .put(
+            &format!("/api/v1/orders/{other}/status"),
+            Some(json!({"status": "completed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A refused change (completed → cancelled) writes none either.
+    assert_eq!(
+        app.put(&format!("/api/v1/orders/{other}/cancel"), None)
+            .await
+            .status,
+        409
+    );
+
+    let all = app.get("/api/v1/events").await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let items = all.json()["items"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.created",
+            "order.created",
+            "order.cancelled",
+            "order.completed"
+        ]
+    );
+    assert_eq!(all.json()["next_after"], Value::Null);
+    let cancelled = &items[2];
+    assert_eq!(cancelled["status"], "pending");
+    assert_eq!(cancelled["traceparent"], trace);
+    assert_eq!(cancelled["event"]["type"], "order.cancelled");
+    assert_eq!(cancelled["event"]["id"], cancelled["id"]);
+    assert_eq!(cancelled["event"]["traceparent"], trace);
+    assert_eq!(
+        cancelled["event"]["data"]["reason"],
+        "cancelled by the buyer"
+    );
+    assert_eq!(cancelled["event"]["data"]["user_id"], 1);
+    assert_eq!(
+        items[3]["event"]["data"]["reason"],
+        "set to completed by an operator"
+    );
+    assert_eq!(items[3]["event"]["data"]["total_amount"], "7.50");
+
+    let of_other = app.get(&format!("/api/v1/events?orderId={other}")).await;
+    assert_eq!(of_other.json()["items"].as_array().unwrap().len(), 2);
+    let page = app.get("/api/v1/events?pageSize=3").await;
+    assert_eq!(page.json()["items"].as_array().unwrap().len(), 3);
+    let next = page.json()["next_after"].as_i64().unwrap();
+    let rest = app.get(&format!("/api/v1/events?after={next}")).await;
+    assert_eq!(rest.json()["items"][0]["event_type"], "order.completed");
+    assert_eq!(
+        app.get("/api/v1/events?status=published").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    for bad in [
+        "/api/v1/events?status=sent",
+        "/api/v1/events?orderId=42",
+        "/api/v1/events?after=-1",
+        "/api/v1/events?pageSize=0",
+        "/api/v1/events?order=1",
+    ] {
+        assert_error(&app.get(bad).await, 400, "bad_request");
+    }
+    assert_error(
+        &app.as_user(1, "GET", "/api/v1/events").await,
+        403,
+        "forbidden",
+    );
+}
+
+#[tokio::test]
+async fn changes_through_the_api_write_events_that_operators_list_postgres() {
+    changes_through_the_api_write_events_that_operators_list(Driver::Postgres).await;
+}
+
+#[tokio::test]
+async fn changes_through_the_api_write_events_that_operators_list_mysql() {
+    changes_through_the_api_write_events_that_operators_list(Driver::Mysql).await;
+}

@@ -6,7 +6,8 @@
 //! - `expire-unpaid` (`compensator.expire_cron`): pending orders older than
 //!   `orders.payment_timeout` become cancelled; their cache entries go.
 //! - `purge-resolved` (`compensator.purge_cron`): resolved failures older than
-//!   `compensator.failure_retention` are deleted in small batches.
+//!   `compensator.failure_retention`, and order events published more than
+//!   `events.retention` ago, are deleted in small batches.
 //!
 //! Any number of replicas may run: claims never overlap across processes,
 //! and a job never overlaps itself within one (a tick that finds the previous
@@ -121,6 +122,8 @@ pub enum JobReport {
     PurgeResolved {
         /// Failures deleted.
         purged: u64,
+        /// Published order events deleted.
+        purged_events: u64,
     },
     /// The previous run of this job was still going: nothing done.
     Skipped {
@@ -138,7 +141,10 @@ impl JobReport {
                 released, claimed, ..
             } => released == 0 && claimed == 0,
             Self::ExpireUnpaid { expired } => expired == 0,
-            Self::PurgeResolved { purged } => purged == 0,
+            Self::PurgeResolved {
+                purged,
+                purged_events,
+            } => purged == 0 && purged_events == 0,
             Self::Skipped { .. } => true,
         }
     }
@@ -178,8 +184,16 @@ impl JobReport {
             Self::ExpireUnpaid { expired } => {
                 at_level!(job = "expire-unpaid", expired, "run finished");
             }
-            Self::PurgeResolved { purged } => {
-                at_level!(job = "purge-resolved", purged, "run finished");
+            Self::PurgeResolved {
+                purged,
+                purged_events,
+            } => {
+                at_level!(
+                    job = "purge-resolved",
+                    purged,
+                    purged_events,
+                    "run finished"
+                );
             }
             // Logged by the run that found its predecessor still going.
             Self::Skipped { .. } => {}
@@ -300,6 +314,12 @@ impl Compensator {
                 purged: maintenance::purge_resolved(
                     &self.storage,
                     c.failure_retention,
+                    c.batch_size,
+                )
+                .await?,
+                purged_events: maintenance::purge_published_events(
+                    &self.storage,
+                    self.settings.events.retention,
                     c.batch_size,
                 )
                 .await?,

@@ -9,9 +9,9 @@ use chrono::Utc;
 use order_compensator::{Compensator, Job, JobReport};
 use order_core::cache::Cached;
 use order_core::domain::{
-    FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
+    EventType, FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
 };
-use order_core::storage::{PageRequest, Storage};
+use order_core::storage::{EventFilter, PageRequest, Storage};
 use order_runtime::config::{Driver, Settings};
 use order_testkit::fixtures::Seckill;
 use order_testkit::{TestDatabase, redis_settings};
@@ -325,6 +325,22 @@ async fn unpaid_orders_past_the_timeout_are_cancelled_and_leave_the_cache(driver
 
     let report = compensator.run_once(Job::ExpireUnpaid).await.unwrap();
     assert_eq!(report, JobReport::ExpireUnpaid { expired: 2 });
+    let expired = db
+        .storage
+        .list_events(EventFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::Expired)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        expired.iter().map(|e| e.order_id).collect::<HashSet<_>>(),
+        HashSet::from([orders[0].order_id, orders[1].order_id])
+    );
+    for event in &expired {
+        let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(body["data"]["reason"], "not paid within 30m");
+    }
     let expected = [
         OrderStatus::Cancelled,
         OrderStatus::Cancelled,
@@ -406,13 +422,37 @@ async fn purge_removes_only_resolved_failures_older_than_the_retention(driver: D
         old.join(", ")
     ))
     .await;
+    // Order events: three published (two of them 8 days ago), one not.
+    let orders: Vec<NewOrder> = (1..=4)
+        .map(|p| NewOrder::new(SeckillMessage::parse(&message(3, p, "1.00", 1)).unwrap()))
+        .collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    let (events, lease) = db
+        .storage
+        .claim_events(3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    db.storage.mark_published(&seqs, &lease).await.unwrap();
+    db.execute(&format!(
+        "UPDATE order_events SET published_at = published_at - INTERVAL '8' DAY WHERE seq IN ({}, {})",
+        seqs[0], seqs[1]
+    ))
+    .await;
     let mut settings = settings(&db);
     settings.compensator.batch_size = 2; // three statements
     let report = compensator(&settings)
         .run_once(Job::PurgeResolved)
         .await
         .unwrap();
-    assert_eq!(report, JobReport::PurgeResolved { purged: 5 });
+    assert_eq!(
+        report,
+        JobReport::PurgeResolved {
+            purged: 5,
+            purged_events: 2
+        }
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM order_events").await, 2);
     let left = db
         .storage
         .list_failures(
@@ -461,7 +501,10 @@ async fn a_job_never_overlaps_itself_in_one_process() {
     let other_job = compensator.run_once(Job::PurgeResolved).await.unwrap();
     assert_eq!(
         other_job,
-        JobReport::PurgeResolved { purged: 0 },
+        JobReport::PurgeResolved {
+            purged: 0,
+            purged_events: 0
+        },
         "other jobs still run"
     );
     let first = first.await.unwrap();

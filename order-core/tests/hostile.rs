@@ -3,7 +3,7 @@
 //! once, may fail a batch. Only an outage does.
 
 use chrono::Utc;
-use order_core::domain::{Encoding, FailureStatus, NewOrder, SeckillMessage, Source};
+use order_core::domain::{Cause, Encoding, FailureStatus, NewOrder, SeckillMessage, Source};
 use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::PageRequest;
 use order_runtime::config::{Driver, Settings};
@@ -198,6 +198,11 @@ async fn ten_thousand_new_purchases_in_one_batch_all_commit(driver: Driver) {
     assert_eq!(outcomes.unwrap().len(), 10_000);
     assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 10_000);
     assert_eq!(db.count("SELECT COUNT(*) FROM order_items").await, 10_000);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_events").await,
+        10_000,
+        "one order.created each, under both engines' statement limits"
+    );
     // Redelivered whole: all duplicates, nothing new.
     let again = db.storage.create_orders(&orders).await;
     assert!(again.is_ok(), "{again:?}");
@@ -235,10 +240,20 @@ async fn the_compensator_claims_and_retries_seven_thousand_failures_in_one_run(d
         .await;
     let expired = db
         .storage
-        .expire_unpaid(Utc::now() - chrono::Duration::hours(1), 7000)
+        .expire_unpaid(
+            Utc::now() - chrono::Duration::hours(1),
+            7000,
+            &Cause::because("not paid within 1h"),
+        )
         .await
         .unwrap();
     assert_eq!(expired.len(), 7000);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_events WHERE event_type = 'order.expired'")
+            .await,
+        7000,
+        "one event per expired order, in the same run"
+    );
 }
 
 async fn an_error_that_is_neither_an_outage_nor_the_rows_data_narrows_to_its_message(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use order_core::domain::{
-    FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal, RetryPolicy,
-    SeckillMessage, Source,
+    Cause, FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal,
+    RetryPolicy, SeckillMessage, Source,
 };
 use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::{
@@ -79,11 +79,12 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
     assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 4);
+    assert_eq!(applied.len(), 5);
     let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
         "idempotency_records",
+        "order_events",
         "order_failures",
         "order_items",
         "orders",
@@ -99,7 +100,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         "second run applies nothing"
     );
     assert_eq!(db.table_names().await, tables);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 4);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 5);
 }
 
 async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver: Driver) {
@@ -1020,13 +1021,21 @@ async fn unpaid_orders_older_than_the_cutoff_are_cancelled_in_batches(driver: Dr
     )
     .await;
     let cutoff = Utc::now() - chrono::Duration::minutes(30);
-    let first = db.storage.expire_unpaid(cutoff, 3).await.unwrap();
+    let first = db
+        .storage
+        .expire_unpaid(cutoff, 3, &Cause::default())
+        .await
+        .unwrap();
     assert_eq!(first.len(), 3);
-    let second = db.storage.expire_unpaid(cutoff, 3).await.unwrap();
+    let second = db
+        .storage
+        .expire_unpaid(cutoff, 3, &Cause::default())
+        .await
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert!(
         db.storage
-            .expire_unpaid(cutoff, 3)
+            .expire_unpaid(cutoff, 3, &Cause::default())
             .await
             .unwrap()
             .is_empty()

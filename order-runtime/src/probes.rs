@@ -317,6 +317,51 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Failures pending a retry after the last retry run",
     ),
+    (
+        "order_events_written_total",
+        Kind::Counter,
+        "Order events written to the outbox with the change that caused them, by type",
+    ),
+    (
+        "order_events_published_total",
+        Kind::Counter,
+        "Order events a broker confirmed, by type and broker",
+    ),
+    (
+        "order_events_publish_failures_total",
+        Kind::Counter,
+        "Order events a broker refused (tried again after a backoff), by type and broker",
+    ),
+    (
+        "order_events_commit_to_confirm_seconds",
+        Kind::Histogram,
+        "Time from an order event's write to the broker's confirmation",
+    ),
+    (
+        "order_events_publish_round_seconds",
+        Kind::Histogram,
+        "Time of one relay round's publish, from the first send to the last confirmation",
+    ),
+    (
+        "order_events_unpublished",
+        Kind::Gauge,
+        "Order events in the outbox not yet published (the backlog)",
+    ),
+    (
+        "order_events_oldest_unpublished_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest unpublished order event (0 when none)",
+    ),
+    (
+        "order_events_relay_pauses_total",
+        Kind::Counter,
+        "Times the relay found its broker unreachable and paused publishing",
+    ),
+    (
+        "order_events_purged_total",
+        Kind::Counter,
+        "Published order events deleted after events.retention",
+    ),
 ];
 
 /// Gives every metric of [`METRICS`] its `# HELP` text.

@@ -377,6 +377,39 @@ fn detach<M: Message>(message: &M) -> Consumed {
     }
 }
 
+/// Creates `topic` unless it exists, with the broker's own defaults
+/// (partitions, and replication so that `acks=all` meets its
+/// `min.insync.replicas`); a broker older than Kafka 2.4 wants them
+/// spelled out, so one partition and one replica are tried next.
+///
+/// # Errors
+/// The broker's reason, when neither worked.
+pub async fn create_topic(config: &ClientConfig, topic: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let mut outcome = Ok(());
+    for (partitions, replication) in [(-1, -1), (1, 1)] {
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(replication),
+                )],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await;
+        outcome = match created.map(|r| r.into_iter().next()) {
+            Ok(Some(Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None) => Ok(()),
+            Ok(Some(Err((_, code)))) => Err(code.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    outcome
+}
+
 /// The dead-letter topic: created on first use unless it exists, written
 /// with `acks=all`.
 struct DeadLetterTopic {
@@ -404,33 +437,8 @@ impl DeadLetterTopic {
                 .set("acks", "all")
                 .set("message.timeout.ms", "10000")
                 .set("message.max.bytes", "16777216");
-            let admin: AdminClient<DefaultClientContext> = config.create()?;
             let topic = &self.settings.dead_letter_topic;
-            // The broker's own defaults first (partitions, replication, so
-            // that `acks=all` meets its `min.insync.replicas`); a broker
-            // older than Kafka 2.4 wants them spelled out.
-            let mut outcome = None;
-            for (partitions, replication) in [(-1, -1), (1, 1)] {
-                let created = admin
-                    .create_topics(
-                        &[NewTopic::new(
-                            topic,
-                            partitions,
-                            TopicReplication::Fixed(replication),
-                        )],
-                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-                    )
-                    .await;
-                outcome = match created.map(|r| r.into_iter().next()) {
-                    Ok(Some(Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None) => None,
-                    Ok(Some(Err((_, code)))) => Some(code.to_string()),
-                    Err(e) => Some(e.to_string()),
-                };
-                if outcome.is_none() {
-                    break;
-                }
-            }
-            if let Some(error) = outcome {
+            if let Err(error) = create_topic(&config, topic).await {
                 tracing::warn!(topic = %topic, error, "could not create the dead-letter topic; producing to it anyway");
             }
             self.producer = Some(config.create()?);

@@ -1,5 +1,8 @@
 //! order-worker: turns seckill-success messages into orders.
 //!
+//! With `events.relay` (the default) it also runs the outbox relay
+//! ([`relay`]), which publishes order events; a worker may run it alone.
+//!
 //! Each enabled source ([`rabbitmq`], [`kafka`]; both may run at once) gathers a batch (up
 //! to `worker.batch_size` messages or `worker.batch_linger_ms`), hands it to
 //! the core creation path ([`order_core::service::OrderCreator::process_batch`])
@@ -11,6 +14,7 @@ pub mod batch;
 pub mod kafka;
 pub mod outage;
 pub mod rabbitmq;
+pub mod relay;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,9 +99,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), readiness("kafka"));
         consumers.spawn(consumer.run(stop.clone()));
     }
+    if settings.events.relay {
+        let relay = settings.relay(storage.clone());
+        consumers.spawn(relay::run(
+            settings.clone(),
+            relay,
+            readiness("relay"),
+            stop.clone(),
+        ));
+    }
     anyhow::ensure!(
         !consumers.is_empty(),
-        "no source is enabled: set rabbitmq.enabled or kafka.enabled"
+        "nothing to do: set rabbitmq.enabled or kafka.enabled, or events.relay"
     );
 
     probes::install_metrics("order-worker");

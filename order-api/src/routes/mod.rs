@@ -1,6 +1,7 @@
 //! The routes, one module per resource, mirroring the URLs.
 
 pub mod docs;
+pub mod events;
 pub mod failures;
 pub mod orders;
 pub mod stats;
@@ -56,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/failures/{failureId}"),
     ("POST", "/api/v1/failures/{failureId}/retry"),
     ("POST", "/api/v1/failures/{failureId}/resolve"),
+    ("GET", "/api/v1/events"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/health"),
     ("GET", "/health/live"),
@@ -128,6 +130,8 @@ pub fn router(
         warp::any().map(move || state.clone())
     };
     let auth = warp::header::optional::<String>("authorization");
+    // The W3C trace context of a change, stored with its event.
+    let trace = warp::header::optional::<String>("traceparent");
     // Every pair, so that a repeated parameter is refused, not half-read.
     let query = warp::query::<Vec<(String, String)>>().and_then(|pairs| async move {
         crate::params::unique(pairs).map_err(warp::reject::custom)
@@ -146,17 +150,19 @@ pub fn router(
         .and(warp::put())
         .and(with_state.clone())
         .and(auth)
+        .and(trace)
         .and(json_body.clone())
-        .then(move |id, st, auth, body| async move {
-            respond(timeout, orders::set_status(st, id, auth, body)).await
+        .then(move |id, st, auth, trace, body| async move {
+            respond(timeout, orders::set_status(st, id, auth, trace, body)).await
         });
     let cancel = warp::path!("api" / "v1" / "orders" / String / "cancel")
         .and(warp::put())
         .and(with_state.clone())
         .and(auth)
-        .then(
-            move |id, st, auth| async move { respond(timeout, orders::cancel(st, id, auth)).await },
-        );
+        .and(trace)
+        .then(move |id, st, auth, trace| async move {
+            respond(timeout, orders::cancel(st, id, auth, trace)).await
+        });
     let user_orders = warp::path!("api" / "v1" / "users" / String / "orders")
         .and(warp::get())
         .and(with_state.clone())
@@ -209,6 +215,12 @@ pub fn router(
         .then(move |id, st, auth, body| async move {
             respond(timeout, failures::resolve_one(st, auth, id, body)).await
         });
+    let list_events = warp::path!("api" / "v1" / "events")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth)
+        .and(query)
+        .then(move |st, auth, q| async move { respond(timeout, events::list(st, auth, q)).await });
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
         .map(|| {
@@ -236,6 +248,8 @@ pub fn router(
         .or(retry_one)
         .unify()
         .or(resolve_one)
+        .unify()
+        .or(list_events)
         .unify()
         .boxed();
     let documents_and_probes = openapi

@@ -32,11 +32,13 @@ struct StatusBody {
     status: String,
 }
 
-/// `PUT /api/v1/orders/{orderId}/status` (operator).
+/// `PUT /api/v1/orders/{orderId}/status` (operator). A `traceparent`
+/// header is stored with the change's event.
 pub async fn set_status(
     st: Arc<AppState>,
     id: String,
     authorization: Option<String>,
+    traceparent: Option<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     st.auth.operator(authorization.as_deref())?;
@@ -45,7 +47,11 @@ pub async fn set_status(
     let to: OrderStatus = status
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
-    Ok(json(&st.orders.set_status(Caller::Operator, id, to).await?))
+    Ok(json(
+        &st.orders
+            .set_status(Caller::Operator, id, to, traceparent.as_deref())
+            .await?,
+    ))
 }
 
 /// `PUT /api/v1/orders/{orderId}/cancel`: pending → cancelled, for its
@@ -54,8 +60,11 @@ pub async fn cancel(
     st: Arc<AppState>,
     id: String,
     authorization: Option<String>,
+    traceparent: Option<String>,
 ) -> Result<Response, ApiError> {
     let caller = st.auth.caller(authorization.as_deref())?;
     let id = params::order_id(&id)?;
-    Ok(json(&st.orders.cancel(caller, id).await?))
+    Ok(json(
+        &st.orders.cancel(caller, id, traceparent.as_deref()).await?,
+    ))
 }

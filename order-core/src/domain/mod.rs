@@ -4,6 +4,7 @@
 //! cannot exist once it has been built.
 
 mod backoff;
+mod event;
 mod failure;
 mod failure_status;
 mod ids;
@@ -15,6 +16,7 @@ mod quantity;
 mod seckill_id;
 
 pub use backoff::{Backoff, Jitter, RetryDecision, RetryPolicy};
+pub use event::{Cause, EVENT_SOURCE, EventType, OrderEvent, UnknownEventType, valid_traceparent};
 pub use failure::{
     Encoding, Failure, KeptMessage, Lease, NewFailure, ResolutionNote, printable_error,
 };

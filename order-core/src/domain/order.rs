@@ -74,6 +74,9 @@ pub struct NewOrder {
     pub order_id: Uuid,
     /// The purchase.
     pub message: SeckillMessage,
+    /// The W3C trace context the message came with, if any (stored with
+    /// the order's `order.created` event).
+    pub traceparent: Option<String>,
 }
 
 impl NewOrder {
@@ -83,7 +86,18 @@ impl NewOrder {
         Self {
             order_id: Uuid::now_v7(),
             message,
+            traceparent: None,
         }
+    }
+
+    /// The same purchase within the trace `traceparent` (kept only when it
+    /// is a valid W3C `traceparent`).
+    #[must_use]
+    pub fn in_trace(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent
+            .and_then(super::valid_traceparent)
+            .map(str::to_owned);
+        self
     }
 
     /// The idempotency key: one order per (user, product).

@@ -1,15 +1,18 @@
-//! Housekeeping: cancelling unpaid orders, purging resolved failures.
+//! Housekeeping: cancelling unpaid orders, purging resolved failures and
+//! published events.
 
 use std::time::Duration;
 
 use chrono::Utc;
 
 use super::Orders;
+use crate::domain::Cause;
 use crate::storage::{Storage, StorageError};
 
 /// Pending orders older than `payment_timeout` become cancelled, `batch` per
-/// statement until none is left; their cache entries are deleted. A zero
-/// timeout disables expiry. Returns how many were cancelled.
+/// statement until none is left, each with an `order.expired` event; their
+/// cache entries are deleted. A zero timeout disables expiry. Returns how
+/// many were cancelled.
 ///
 /// # Errors
 /// When the database is unreachable (what was cancelled before stays so).
@@ -23,7 +26,13 @@ pub async fn expire_unpaid(
     }
     let cutoff =
         Utc::now() - chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
-    orders.expire_unpaid(cutoff, batch).await
+    let reason = format!(
+        "not paid within {}",
+        humantime::format_duration(payment_timeout)
+    );
+    orders
+        .expire_unpaid(cutoff, batch, Cause::because(reason))
+        .await
 }
 
 /// Deletes resolved failures last changed more than `retention` ago, `batch`
@@ -43,6 +52,30 @@ pub async fn purge_resolved(
         let purged = storage.purge_resolved_failures(cutoff, batch).await?;
         total += purged;
         metrics::counter!("order_failures_purged_total").increment(purged);
+        if purged < u64::from(batch) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes order events published more than `retention` ago, `batch` per
+/// statement until none is left; unpublished events are never deleted.
+/// Returns how many were deleted.
+///
+/// # Errors
+/// When the database is unreachable.
+pub async fn purge_published_events(
+    storage: &Storage,
+    retention: Duration,
+    batch: u32,
+) -> Result<u64, StorageError> {
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let purged = storage.purge_published_events(cutoff, batch).await?;
+        total += purged;
+        metrics::counter!("order_events_purged_total").increment(purged);
         if purged < u64::from(batch) {
             return Ok(total);
         }

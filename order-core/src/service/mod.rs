@@ -4,9 +4,11 @@ mod creation;
 mod failures;
 pub mod maintenance;
 mod orders;
+mod relay;
 mod retry;
 
 pub use creation::{BatchReport, FailureRecords, MessageOutcome, OrderCreator, Settlement};
 pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
 pub use orders::{Caller, OrderError, Orders};
+pub use relay::{Delivery, Publisher, Relay, RelayRound};
 pub use retry::{HandRetry, Retrier, RetryReport};

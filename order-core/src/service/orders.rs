@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::cache::{CachedJson, OrderCache};
-use crate::domain::{Order, OrderStatus, TransitionError};
+use crate::domain::{Cause, Order, OrderStatus, TransitionError};
 use crate::storage::{Changed, Storage, StorageError};
 
 /// Who asks.
@@ -38,6 +38,20 @@ impl Caller {
         match self {
             Self::Operator | Self::Anyone => true,
             Self::User(me) => me == user_id,
+        }
+    }
+
+    /// Why an order changed, as its event says: who changed it.
+    #[must_use]
+    pub fn reason(self, to: OrderStatus) -> String {
+        let who = match self {
+            Self::Operator => "an operator",
+            Self::User(_) => "the buyer",
+            Self::Anyone => "an unauthenticated caller",
+        };
+        match to {
+            OrderStatus::Cancelled => format!("cancelled by {who}"),
+            other => format!("set to {other} by {who}"),
         }
     }
 
@@ -165,7 +179,8 @@ impl Orders {
 
     /// Moves an order to `to` (operator only), if the status machine allows
     /// it; an order already in `to` is a success that changes nothing, so a
-    /// retried request gets the answer of the first.
+    /// retried request gets the answer of the first. The change's event is
+    /// written in the trace `traceparent` (when valid).
     ///
     /// # Errors
     /// [`OrderError::Forbidden`], [`OrderError::NotFound`],
@@ -176,19 +191,27 @@ impl Orders {
         caller: Caller,
         order_id: Uuid,
         to: OrderStatus,
+        traceparent: Option<&str>,
     ) -> Result<Order, OrderError> {
         caller.operator()?;
-        self.move_to(caller, order_id, to).await
+        self.move_to(caller, order_id, to, traceparent).await
     }
 
     /// Cancels a pending order of the caller's; cancelling a cancelled
-    /// order is a success that changes nothing.
+    /// order is a success that changes nothing. The `order.cancelled` event
+    /// says who cancelled it, in the trace `traceparent` (when valid).
     ///
     /// # Errors
     /// [`OrderError::NotFound`], [`OrderError::Transition`] for a completed
     /// or failed order, or the database's error.
-    pub async fn cancel(&self, caller: Caller, order_id: Uuid) -> Result<Order, OrderError> {
-        self.move_to(caller, order_id, OrderStatus::Cancelled).await
+    pub async fn cancel(
+        &self,
+        caller: Caller,
+        order_id: Uuid,
+        traceparent: Option<&str>,
+    ) -> Result<Order, OrderError> {
+        self.move_to(caller, order_id, OrderStatus::Cancelled, traceparent)
+            .await
     }
 
     /// The one way a caller changes an order: to `to` if the machine allows
@@ -199,6 +222,7 @@ impl Orders {
         caller: Caller,
         order_id: Uuid,
         to: OrderStatus,
+        traceparent: Option<&str>,
     ) -> Result<Order, OrderError> {
         let current = self.visible(caller, order_id).await?;
         if current.status == to {
@@ -208,7 +232,8 @@ impl Orders {
             .status
             .transition_to(to)
             .map_err(OrderError::Transition)?;
-        match self.transition(current, to).await {
+        let cause = Cause::because(caller.reason(to)).in_trace(traceparent);
+        match self.transition(current, to, cause).await {
             Err(OrderError::Transition(t)) if t.from == to => self.visible(caller, order_id).await,
             other => other,
         }
@@ -216,14 +241,19 @@ impl Orders {
 
     /// Writes a transition the machine allows and invalidates the cache,
     /// detached from the caller (see the module documentation).
-    async fn transition(&self, current: Order, to: OrderStatus) -> Result<Order, OrderError> {
+    async fn transition(
+        &self,
+        current: Order,
+        to: OrderStatus,
+        cause: Cause,
+    ) -> Result<Order, OrderError> {
         let (storage, cache) = (self.storage.clone(), self.cache.clone());
         let change = Changed {
             order_id: current.order_id,
             version: current.version + 1,
         };
         let task = self.changes.spawn(async move {
-            let result = storage.apply_transition(current, to).await;
+            let result = storage.apply_transition(current, to, &cause).await;
             // Committed, or maybe committed (the answer was lost): either
             // way no copy older than the change may be served.
             if !matches!(
@@ -243,8 +273,9 @@ impl Orders {
     }
 
     /// Cancels pending orders created before `cutoff`, `batch` per statement
-    /// until none is left, invalidating each batch's cache entries after
-    /// its commit. Returns how many were cancelled.
+    /// until none is left, each with an `order.expired` event carrying
+    /// `cause`, invalidating each batch's cache entries after its commit.
+    /// Returns how many were cancelled.
     ///
     /// # Errors
     /// When the database is unreachable (what was cancelled before stays
@@ -253,12 +284,13 @@ impl Orders {
         &self,
         cutoff: DateTime<Utc>,
         batch: u32,
+        cause: Cause,
     ) -> Result<u64, StorageError> {
         let (storage, cache) = (self.storage.clone(), self.cache.clone());
         let task = self.changes.spawn(async move {
             let mut total = 0;
             loop {
-                let expired = storage.expire_unpaid(cutoff, batch).await?;
+                let expired = storage.expire_unpaid(cutoff, batch, &cause).await?;
                 cache.invalidate(&expired).await;
                 total += expired.len() as u64;
                 metrics::counter!("orders_expired_total").increment(expired.len() as u64);

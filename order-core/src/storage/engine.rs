@@ -6,8 +6,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use super::events::EventRow;
 use super::{Changed, InsertOutcome, Recorded, StorageError};
-use crate::domain::{Failure, Lease, NewFailure, NewOrder};
+use crate::domain::{Cause, Failure, Lease, NewFailure, NewOrder};
 
 /// The statements whose form differs by engine: PostgreSQL sends a batch as
 /// arrays (`UNNEST`) and updates with `RETURNING`; MySQL sends multi-row
@@ -19,7 +20,7 @@ pub(crate) trait Engine {
 
     /// Writes a batch of new purchases in one transaction: idempotency
     /// records with conflict-ignore, then orders and items for the keys that
-    /// were new. Each purchase is answered `Created` or `Duplicate` (the
+    /// were new, and an `order.created` event for each order written. Each purchase is answered `Created` or `Duplicate` (the
     /// order its key already has), in the order of `batch`.
     fn insert_orders(
         &self,
@@ -51,16 +52,36 @@ pub(crate) trait Engine {
     ) -> impl Future<Output = Result<Vec<(Failure, Lease)>, StorageError>> + Send;
 
     /// Cancels up to `limit` pending orders created before `cutoff`, oldest
-    /// first, skipping rows another expirer has locked.
+    /// first, skipping rows another expirer has locked, and writes an
+    /// `order.expired` event for each, with `cause`, in the same
+    /// transaction.
     fn expire_unpaid(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> impl Future<Output = Result<Vec<Changed>, StorageError>> + Send;
 
     /// Deletes up to `limit` ended failures last changed before `cutoff`.
     fn purge_resolved_failures(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+
+    /// Claims up to `limit` events a relay may publish now
+    /// ([`super::events::CLAIMABLE`]), oldest first, skipping rows another
+    /// relay is claiming, under `lease`.
+    fn claim_events(
+        &self,
+        limit: u32,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<EventRow>, StorageError>> + Send;
+
+    /// Deletes up to `limit` events published before `cutoff`.
+    fn purge_published_events(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,

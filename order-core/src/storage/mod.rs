@@ -28,6 +28,7 @@
 mod batch;
 mod engine;
 mod error;
+pub(crate) mod events;
 mod failures;
 pub(crate) mod mysql;
 mod orders;
@@ -44,6 +45,7 @@ use uuid::Uuid;
 
 pub use batch::MAX_BATCH_ROWS;
 pub use error::{ErrorClass, StorageError};
+pub use events::{Backlog, EventFilter, EventStatus, EventWakeups, StoredEvent};
 pub use types::{
     Changed, ClaimById, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
     ResolvedByHand,

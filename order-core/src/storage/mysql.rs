@@ -18,9 +18,14 @@ use sqlx::{Executor, QueryBuilder};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
+use super::events::{CLAIMABLE, EVENT_COLUMNS, EventRow, write_events};
+use super::rows::{
+    FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders,
+};
 use super::{Changed, InsertOutcome, Recorded, StorageError};
-use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderStatus};
+use crate::domain::{
+    Cause, EventType, Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderEvent, OrderStatus,
+};
 use crate::settings::DatabaseSettings;
 
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
@@ -284,7 +289,10 @@ impl Engine for MySqlStore {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
+            let events: Vec<OrderEvent> = new.iter().map(|o| OrderEvent::created(o, now)).collect();
+            write_events!(tx, &events, budget).await?;
             tx.commit().await?;
+            super::events::count_written(&events);
             owners.extend(fresh_owners);
         }
 
@@ -305,12 +313,13 @@ impl Engine for MySqlStore {
         cutoff: DateTime<Utc>,
         limit: u32,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<Changed>, StorageError> {
         let mut tx = self.pool.begin().await?;
-        let due: Vec<(i64, Uuid, i32)> = sqlx::query_as(
-            "SELECT id, order_id, version FROM orders WHERE status = 'pending' AND created_at < ? \
-             ORDER BY created_at LIMIT ? FOR UPDATE SKIP LOCKED",
-        )
+        let due: Vec<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'pending' AND created_at < ? \
+             ORDER BY created_at LIMIT ? FOR UPDATE SKIP LOCKED"
+        ))
         .bind(cutoff)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -318,23 +327,34 @@ impl Engine for MySqlStore {
         if due.is_empty() {
             return Ok(Vec::new());
         }
+        let due = into_orders(due)?;
         for part in due.chunks(super::batch::mysql_rows(1, 1)) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "UPDATE orders SET status = 'cancelled', version = version + 1, updated_at = ",
             );
             qb.push_bind(now)
                 .push(" WHERE status = 'pending' AND id IN (");
-            push_list(&mut qb, part.iter().map(|(id, _, _)| *id));
+            push_list(&mut qb, part.iter().map(|o| o.id));
             qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         // The rows are locked and pending: each moved exactly once.
-        Ok(due
+        let expired: Vec<_> = due
             .into_iter()
-            .map(|(_, order_id, version)| Changed {
-                order_id,
-                version: version + 1,
+            .map(|o| o.moved_to(OrderStatus::Cancelled, now))
+            .collect();
+        let events: Vec<OrderEvent> = expired
+            .iter()
+            .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
+            .collect();
+        write_events!(tx, &events, self.statement_bytes()).await?;
+        tx.commit().await?;
+        super::events::count_written(&events);
+        Ok(expired
+            .into_iter()
+            .map(|o| Changed {
+                order_id: o.order_id,
+                version: o.version,
             })
             .collect())
     }
@@ -468,6 +488,61 @@ impl Engine for MySqlStore {
     ) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "DELETE FROM order_failures WHERE status IN ('success', 'failed', 'resolved') AND updated_at < ? ORDER BY id LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_events(
+        &self,
+        limit: u32,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let seqs: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT e.seq FROM order_events e WHERE {CLAIMABLE} \
+             ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::with_capacity(seqs.len());
+        for part in seqs.chunks(KEY_LOOKUP_ROWS) {
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE order_events SET locked_until = ");
+            qb.push_bind(lease.until)
+                .push(", lease_token = ")
+                .push_bind(lease.token)
+                .push(" WHERE seq IN (");
+            push_list(&mut qb, part.iter().copied());
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+            let mut qb = QueryBuilder::<MySql>::new(format!(
+                "SELECT {EVENT_COLUMNS} FROM order_events WHERE seq IN ("
+            ));
+            push_list(&mut qb, part.iter().copied());
+            qb.push(") ORDER BY seq");
+            rows.extend(qb.build_query_as::<EventRow>().fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    async fn purge_published_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "DELETE FROM order_events WHERE published_at < ? ORDER BY published_at LIMIT ?",
         )
         .bind(cutoff)
         .bind(i64::from(limit))

@@ -9,12 +9,13 @@ use uuid::Uuid;
 
 use super::batch::narrow;
 use super::engine::Engine;
+use super::events::write_events;
 use super::rows::{ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_orders};
 use super::{
     Changed, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
     dispatch, error, now, numbered, on_pool,
 };
-use crate::domain::{NewOrder, Order, OrderStatus, TransitionError};
+use crate::domain::{Cause, EventType, NewOrder, Order, OrderEvent, OrderStatus, TransitionError};
 
 impl Storage {
     /// Creates the orders of a batch, at most one per (user, product), ever.
@@ -208,7 +209,8 @@ impl Storage {
 
     /// Moves an order to `to` if the status machine allows it from its
     /// current status, as a conditional update: of two concurrent
-    /// transitions only one wins. Returns the order as it is afterwards.
+    /// transitions only one wins, and only the winner writes its event.
+    /// Returns the order as it is afterwards.
     /// (The API and the jobs change orders through
     /// [`crate::service::Orders`], which also keeps the cache right.)
     ///
@@ -225,12 +227,13 @@ impl Storage {
             .await?
             .ok_or(StorageError::NotFound)?;
         current.status.transition_to(to)?;
-        self.apply_transition(current, to).await
+        self.apply_transition(current, to, &Cause::default()).await
     }
 
     /// Writes `current` → `to` (already allowed by the status machine) if
-    /// the order is still at `current.version`. Returns the order as it is
-    /// afterwards, without reading it again.
+    /// the order is still at `current.version`, with its event (see
+    /// [`EventType::of_transition`]) and `cause` in the same transaction.
+    /// Returns the order as it is afterwards, without reading it again.
     ///
     /// # Errors
     /// [`StorageError::Transition`] when another change came first (naming
@@ -239,31 +242,43 @@ impl Storage {
         &self,
         current: Order,
         to: OrderStatus,
+        cause: &Cause,
     ) -> Result<Order, StorageError> {
         let at = now();
+        let (order_id, version, before) = (current.order_id, current.version, current.status);
+        let after = current.moved_to(to, at);
+        let event = OrderEvent::changed(before, &after, EventType::of_transition(to), cause);
         let update = "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
                       WHERE order_id = ? AND version = ?";
         let changed = on_pool!(self, |pool, sql| {
-            sqlx::query(&sql(update))
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(&sql(update))
                 .bind(to.as_str())
                 .bind(at)
-                .bind(current.order_id)
-                .bind(current.version)
-                .execute(pool)
+                .bind(order_id)
+                .bind(version)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1
+                == 1;
+            // A lost update writes no event: the transaction rolls back.
+            if changed {
+                write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+                tx.commit().await?;
+            }
+            changed
         });
         if changed {
-            return Ok(current.moved_to(to, at));
+            super::events::count_written(std::slice::from_ref(&event));
+            return Ok(after);
         }
         // Somebody else moved it first: report what it is now.
-        let after = self
-            .get_order(current.order_id)
+        let now = self
+            .get_order(order_id)
             .await?
             .ok_or(StorageError::NotFound)?;
         Err(StorageError::Transition(TransitionError {
-            from: after.status,
+            from: now.status,
             to,
         }))
     }
@@ -316,9 +331,9 @@ impl Storage {
     }
 
     /// Pending orders created before `cutoff` become cancelled, at most
-    /// `limit` of them (oldest first); returns them with their new
-    /// versions. Rows locked by
-    /// another expirer are skipped, and the update is conditional on the
+    /// `limit` of them (oldest first), each with an `order.expired` event
+    /// carrying `cause`; returns them with their new versions. Rows locked
+    /// by another expirer are skipped, and the update is conditional on the
     /// order still being pending.
     ///
     /// # Errors
@@ -327,7 +342,8 @@ impl Storage {
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
+        cause: &Cause,
     ) -> Result<Vec<Changed>, StorageError> {
-        dispatch!(self.expire_unpaid(cutoff, limit, now()))
+        dispatch!(self.expire_unpaid(cutoff, limit, now(), cause))
     }
 }

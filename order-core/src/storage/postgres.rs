@@ -11,9 +11,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures, qualified};
+use super::events::{CLAIMABLE, EVENT_COLUMNS, EventRow, write_events};
+use super::rows::{
+    FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders, qualified,
+};
 use super::{Changed, InsertOutcome, Recorded, StorageError, numbered};
-use crate::domain::{Failure, FailureStatus, Lease, NewFailure, NewOrder};
+use crate::domain::{
+    Cause, EventType, Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderEvent, OrderStatus,
+};
 use crate::settings::DatabaseSettings;
 
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -145,8 +150,13 @@ impl Engine for PgStore {
             .bind(&totals)
             .execute(&mut *tx)
             .await?;
+            let events: Vec<OrderEvent> = new.iter().map(|o| OrderEvent::created(o, now)).collect();
+            write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+            tx.commit().await?;
+            super::events::count_written(&events);
+        } else {
+            tx.commit().await?;
         }
-        tx.commit().await?;
 
         batch
             .iter()
@@ -169,21 +179,35 @@ impl Engine for PgStore {
         cutoff: DateTime<Utc>,
         limit: u32,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<Changed>, StorageError> {
-        let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
             "WITH due AS MATERIALIZED (SELECT id FROM orders WHERE status = 'pending' AND created_at < $1 \
                                        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
              UPDATE orders o SET status = 'cancelled', updated_at = $3, version = o.version + 1 FROM due \
-             WHERE o.id = due.id AND o.status = 'pending' RETURNING o.order_id, o.version",
-        )
+             WHERE o.id = due.id AND o.status = 'pending' RETURNING {}",
+            qualified(ORDER_COLUMNS, "o")
+        ))
         .bind(cutoff)
         .bind(i64::from(limit))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(rows
+        let expired = into_orders(rows)?;
+        let events: Vec<OrderEvent> = expired
+            .iter()
+            .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
+            .collect();
+        write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+        tx.commit().await?;
+        super::events::count_written(&events);
+        Ok(expired
             .into_iter()
-            .map(|(order_id, version)| Changed { order_id, version })
+            .map(|o| Changed {
+                order_id: o.order_id,
+                version: o.version,
+            })
             .collect())
     }
 
@@ -264,6 +288,47 @@ impl Engine for PgStore {
             "WITH old AS MATERIALIZED (SELECT id FROM order_failures \
                                        WHERE status IN ('success', 'failed', 'resolved') AND updated_at < $1 ORDER BY id LIMIT $2) \
              DELETE FROM order_failures f USING old WHERE f.id = old.id",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_events(
+        &self,
+        limit: u32,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        let mut rows = sqlx::query_as::<_, EventRow>(&numbered(&format!(
+            "WITH due AS MATERIALIZED (SELECT e.seq FROM order_events e WHERE {CLAIMABLE} \
+                                       ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED) \
+             UPDATE order_events o SET locked_until = ?, lease_token = ? \
+             FROM due WHERE o.seq = due.seq RETURNING {}",
+            qualified(EVENT_COLUMNS, "o")
+        )))
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(lease.until)
+        .bind(lease.token)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort_by_key(EventRow::seq);
+        Ok(rows)
+    }
+
+    async fn purge_published_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "WITH old AS MATERIALIZED (SELECT seq FROM order_events \
+                                       WHERE published_at < $1 ORDER BY published_at LIMIT $2) \
+             DELETE FROM order_events e USING old WHERE e.seq = old.seq",
         )
         .bind(cutoff)
         .bind(i64::from(limit))

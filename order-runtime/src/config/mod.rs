@@ -227,6 +227,17 @@ impl Settings {
             "compensator.backoff_max",
             "must be at least compensator.backoff_base",
         )?;
+        let e = &self.events;
+        check(
+            e.backoff_max >= e.backoff_base,
+            "events.backoff_max",
+            "must be at least events.backoff_base",
+        )?;
+        check(
+            e.publish_timeout < e.lease,
+            "events.publish_timeout",
+            "must be shorter than events.lease (a claim must outlive the wait for its broker)",
+        )?;
         Ok(())
     }
 

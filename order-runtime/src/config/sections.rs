@@ -39,6 +39,8 @@ pub struct Settings {
     pub compensator: CompensatorSettings,
     /// Order rules.
     pub orders: OrderSettings,
+    /// Order events: the outbox relay and retention.
+    pub events: EventSettings,
     /// order-api's own settings.
     pub api: ApiSettings,
     /// Probes and metrics of worker and compensator.
@@ -315,6 +317,104 @@ impl Default for CompensatorSettings {
             lease: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(25),
         }
+    }
+}
+
+/// Where the relay publishes order events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventBroker {
+    /// RabbitMQ when `rabbitmq.enabled`, else Kafka.
+    Auto,
+    /// The `events.exchange` topic exchange on `rabbitmq.*`'s broker.
+    Rabbitmq,
+    /// The `events.topic` topic on `kafka.brokers`.
+    Kafka,
+}
+
+/// `events.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// Run the outbox relay in this worker (a worker may also run it alone:
+    /// `rabbitmq.enabled` and `kafka.enabled` false).
+    pub relay: bool,
+    /// Published events are deleted this long after publishing (by the
+    /// compensator's purge job).
+    #[serde(with = "check::positive_duration")]
+    pub retention: Duration,
+    /// Where events go.
+    pub broker: EventBroker,
+    /// RabbitMQ: the durable topic exchange (routing key = event type).
+    #[serde(deserialize_with = "check::not_empty")]
+    pub exchange: String,
+    /// Kafka: the topic (key = order id).
+    #[serde(deserialize_with = "check::not_empty")]
+    pub topic: String,
+    /// Events claimed per round.
+    #[serde(deserialize_with = "checks::batch_rows")]
+    pub batch_size: u32,
+    /// How often the relay looks for events without being woken (MySQL
+    /// always; PostgreSQL wakes at each commit and looks this often too).
+    #[serde(with = "check::positive_duration")]
+    pub poll_interval: Duration,
+    /// How long a relay's claim on events holds.
+    #[serde(with = "check::positive_duration")]
+    pub lease: Duration,
+    /// How long a broker has to confirm a round; past it the events count
+    /// as unsent and are tried again (below `events.lease`).
+    #[serde(with = "check::positive_duration")]
+    pub publish_timeout: Duration,
+    /// First delay before an event the broker refused is tried again.
+    #[serde(with = "check::positive_duration")]
+    pub backoff_base: Duration,
+    /// Longest such delay.
+    #[serde(with = "duration_text")]
+    pub backoff_max: Duration,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            relay: true,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            broker: EventBroker::Auto,
+            exchange: "order.events".into(),
+            topic: "order-events".into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+            lease: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Settings {
+    /// The broker the relay publishes to.
+    #[must_use]
+    pub fn event_broker(&self) -> EventBroker {
+        match self.events.broker {
+            EventBroker::Auto if self.rabbitmq.enabled || !self.kafka.enabled => {
+                EventBroker::Rabbitmq
+            }
+            EventBroker::Auto => EventBroker::Kafka,
+            chosen => chosen,
+        }
+    }
+
+    /// The outbox relay these settings describe.
+    #[must_use]
+    pub fn relay(&self, storage: order_core::storage::Storage) -> order_core::service::Relay {
+        let e = &self.events;
+        order_core::service::Relay::new(
+            storage,
+            e.batch_size,
+            e.lease,
+            e.backoff_base,
+            e.backoff_max,
+        )
     }
 }
 

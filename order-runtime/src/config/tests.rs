@@ -209,6 +209,16 @@ fn rules_beyond_types_name_the_key() {
             "1s",
             "compensator.backoff_max",
         ),
+        ("ORDER__EVENTS__BACKOFF_MAX", "10ms", "events.backoff_max"),
+        (
+            "ORDER__EVENTS__PUBLISH_TIMEOUT",
+            "30s",
+            "events.publish_timeout",
+        ),
+        ("ORDER__EVENTS__BATCH_SIZE", "0", "events.batch_size"),
+        ("ORDER__EVENTS__BROKER", "nats", "events.broker"),
+        ("ORDER__EVENTS__EXCHANGE", "", "events.exchange"),
+        ("ORDER__EVENTS__POLL_INTERVAL", "0s", "events.poll_interval"),
         ("ORDER__DATABASE__URL", "sqlite://x", "database.url"),
         ("ORDER__REDIS__KEY_PREFIX", "", "redis.key_prefix"),
         ("ORDER__LOG__LEVEL", "info,[", "log.level"),
@@ -383,4 +393,25 @@ fn secrets_never_show_in_debug_output() {
         assert!(!shown.contains(secret), "{secret} leaked");
     }
     assert!(shown.contains("***"));
+}
+
+#[test]
+fn the_events_broker_follows_the_enabled_source_unless_named() {
+    let mut s = Settings::default();
+    assert_eq!(s.event_broker(), EventBroker::Rabbitmq);
+    s.rabbitmq.enabled = false;
+    s.kafka.enabled = true;
+    assert_eq!(s.event_broker(), EventBroker::Kafka);
+    s.rabbitmq.enabled = true;
+    assert_eq!(s.event_broker(), EventBroker::Rabbitmq, "both: RabbitMQ");
+    s.events.broker = EventBroker::Kafka;
+    assert_eq!(s.event_broker(), EventBroker::Kafka);
+    s.kafka.enabled = false;
+    s.rabbitmq.enabled = false;
+    s.events.broker = EventBroker::Auto;
+    assert_eq!(
+        s.event_broker(),
+        EventBroker::Rabbitmq,
+        "a relay-only worker"
+    );
 }

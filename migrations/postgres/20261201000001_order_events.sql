@@ -1,0 +1,45 @@
+-- The transactional outbox: one row per committed change of an order,
+-- written in the change's own transaction, published by the relay.
+CREATE TABLE order_events (
+    -- Write order: per order, events are published in this order.
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The CloudEvents id (UUID v7), the same in every re-send.
+    event_id        UUID          NOT NULL,
+    order_id        UUID          NOT NULL,
+    event_type      VARCHAR(32)   NOT NULL
+                    CHECK (event_type IN ('order.created', 'order.completed', 'order.cancelled',
+                                          'order.failed', 'order.expired')),
+    -- The CloudEvent, structured JSON, exactly as sent.
+    payload         TEXT          NOT NULL,
+    -- The W3C trace context of the change, sent as a header.
+    traceparent     VARCHAR(55),
+    created_at      TIMESTAMPTZ   NOT NULL,
+    -- Set once a broker confirmed the event.
+    published_at    TIMESTAMPTZ,
+    -- Publishing attempts that failed, and when to try again.
+    attempts        INTEGER       NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ   NOT NULL,
+    last_error      TEXT,
+    -- A relay's claim: only its holder marks the event.
+    locked_until    TIMESTAMPTZ,
+    lease_token     UUID,
+    CONSTRAINT order_events_event_id_key UNIQUE (event_id)
+);
+-- The relay's claims: unpublished events in write order.
+CREATE INDEX order_events_unpublished_idx ON order_events (seq) WHERE published_at IS NULL;
+-- An order's events (the per-order order, and the operators' listing).
+CREATE INDEX order_events_order_idx ON order_events (order_id, seq);
+-- Retention: published events, oldest first.
+CREATE INDEX order_events_published_idx ON order_events (published_at) WHERE published_at IS NOT NULL;
+
+-- Wakes the relays (LISTEN order_events) when a transaction that wrote
+-- events commits: PostgreSQL delivers a notification at commit, once per
+-- transaction for the same payload, and never for a rollback.
+CREATE FUNCTION order_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('order_events', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER order_events_notify AFTER INSERT ON order_events
+    FOR EACH STATEMENT EXECUTE FUNCTION order_events_notify();

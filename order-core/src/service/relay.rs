@@ -1,0 +1,186 @@
+//! The outbox relay: claims events, hands them to a [`Publisher`] (a
+//! broker), and marks each as the broker answered.
+//!
+//! - **Confirmed**: marked published (only now: at least once).
+//! - **Refused** by the broker (this event's own problem: a nack, a record
+//!   too large, no such exchange): tried again after a backoff that grows
+//!   with its attempts, counted, and listed as `failing` for operators. The
+//!   events after it of the same order wait; other orders go on.
+//! - **Unsent** (the broker is out of reach, or did not answer in time):
+//!   the event is not at fault. Its claim is let go at once, and the round
+//!   says so, so that the caller pauses and reconnects: events accumulate
+//!   in the outbox meanwhile, and publishing resumes by itself.
+//!
+//! The transport (RabbitMQ, Kafka) lives in the worker; the rules live
+//! here.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::domain::{Backoff, Jitter};
+use crate::storage::{Storage, StorageError, StoredEvent};
+
+/// What a broker said of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Confirmed: durable on the broker.
+    Confirmed,
+    /// Refused for a reason of its own; worth trying later.
+    Refused(String),
+    /// Not sent or not confirmed, through no fault of the event (the broker
+    /// is out of reach or too slow).
+    Unsent(String),
+}
+
+/// A broker the relay publishes to.
+pub trait Publisher: Send + Sync {
+    /// The broker's name, for logs and metrics (`rabbitmq`, `kafka`).
+    fn name(&self) -> &'static str;
+
+    /// Publishes `events` and answers one [`Delivery`] each, in order. The
+    /// events are of distinct orders, so they may go out concurrently.
+    fn publish<'a>(
+        &'a self,
+        events: &'a [StoredEvent],
+    ) -> impl Future<Output = Vec<Delivery>> + Send + 'a;
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayRound {
+    /// Events claimed.
+    pub claimed: usize,
+    /// Confirmed and marked published.
+    pub published: usize,
+    /// Refused by the broker; rescheduled.
+    pub refused: usize,
+    /// Not sent (broker unreachable); released at once.
+    pub unsent: usize,
+    /// The first reason an event was unsent, for the log.
+    pub unsent_reason: Option<String>,
+}
+
+/// Claims, publishes and marks events. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    storage: Storage,
+    batch: u32,
+    lease: Duration,
+    refused: Backoff,
+}
+
+impl Relay {
+    /// A relay claiming `batch` events a round under a `lease`, retrying a
+    /// refused event after `backoff_base` doubling up to `backoff_max`.
+    #[must_use]
+    pub fn new(
+        storage: Storage,
+        batch: u32,
+        lease: Duration,
+        backoff_base: Duration,
+        backoff_max: Duration,
+    ) -> Self {
+        Self {
+            storage,
+            batch: batch.max(1),
+            lease,
+            refused: Backoff::new(backoff_base, backoff_max, Jitter::Equal),
+        }
+    }
+
+    /// The storage.
+    #[must_use]
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Events claimed per round: a round that claimed this many suggests
+    /// more are waiting.
+    #[must_use]
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// One round: claim, publish through `publisher`, mark.
+    ///
+    /// # Errors
+    /// When the database is unreachable (claimed events are then left to
+    /// their lease, and published again by whoever claims them next).
+    pub async fn run_once<P: Publisher>(&self, publisher: &P) -> Result<RelayRound, StorageError> {
+        let (events, lease) = self.storage.claim_events(self.batch, self.lease).await?;
+        let mut round = RelayRound {
+            claimed: events.len(),
+            ..RelayRound::default()
+        };
+        if events.is_empty() {
+            return Ok(round);
+        }
+        let sent_at = Instant::now();
+        let deliveries = publisher.publish(&events).await;
+        let broker = publisher.name();
+        let mut confirmed = Vec::with_capacity(events.len());
+        let mut unsent = Vec::new();
+        for (event, delivery) in events.iter().zip(deliveries) {
+            let kind = event.event_type.as_str();
+            match delivery {
+                Delivery::Confirmed => confirmed.push(event),
+                Delivery::Refused(reason) => {
+                    round.refused += 1;
+                    metrics::counter!("order_events_publish_failures_total", "type" => kind, "broker" => broker)
+                        .increment(1);
+                    let attempt = u32::try_from(event.attempts).unwrap_or(0);
+                    let retry_at = Utc::now()
+                        + chrono::Duration::from_std(self.refused.delay(attempt))
+                            .unwrap_or(chrono::Duration::MAX);
+                    tracing::warn!(event.id = %event.id, order.id = %event.order_id, event.r#type = kind, attempts = attempt + 1, %reason, "the broker refused an event; it is tried again later");
+                    self.storage
+                        .mark_publish_failed(event.seq, &lease, &reason, retry_at)
+                        .await?;
+                }
+                Delivery::Unsent(reason) => {
+                    round.unsent += 1;
+                    round.unsent_reason.get_or_insert(reason);
+                    unsent.push(event.seq);
+                }
+            }
+        }
+        if !unsent.is_empty() {
+            self.storage.release_events(&unsent, &lease).await?;
+        }
+        let seqs: Vec<i64> = confirmed.iter().map(|e| e.seq).collect();
+        round.published = usize::try_from(self.storage.mark_published(&seqs, &lease).await?)
+            .unwrap_or(usize::MAX);
+        let now = Utc::now();
+        for event in confirmed {
+            let kind = event.event_type.as_str();
+            metrics::counter!("order_events_published_total", "type" => kind, "broker" => broker)
+                .increment(1);
+            // From the change's commit (about its write time) to the
+            // broker's confirmation.
+            let latency = (now - event.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("order_events_commit_to_confirm_seconds")
+                .record(latency.as_secs_f64());
+        }
+        metrics::histogram!("order_events_publish_round_seconds")
+            .record(sent_at.elapsed().as_secs_f64());
+        Ok(round)
+    }
+
+    /// Exports the outbox backlog: `order_events_unpublished` and
+    /// `order_events_oldest_unpublished_age_seconds`.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn export_backlog(&self) -> Result<(), StorageError> {
+        let backlog = self.storage.event_backlog().await?;
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("order_events_unpublished").set(backlog.unpublished as f64);
+        let age = backlog.oldest.map_or(0.0, |t| {
+            (Utc::now() - t).to_std().unwrap_or_default().as_secs_f64()
+        });
+        metrics::gauge!("order_events_oldest_unpublished_age_seconds").set(age);
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! The outbox's part of the contract: writing events with the change that
+//! causes them, claiming them for a relay, marking them published or
+//! failed, listing and purging them.
+//!
+//! # Per-order order
+//!
+//! An event is claimable only when no earlier event of its order is still
+//! unpublished ([`CLAIMABLE`]): a later event waits until the earlier one is
+//! confirmed, and one order's stuck event holds back that order alone. A
+//! claim is a lease, as for failures: while it holds, no other relay takes
+//! the event; a relay that dies mid-publish lets its lease lapse and the
+//! event is sent again (at least once; consumers dedupe by `id`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::engine::Engine;
+use super::{Storage, StorageError, dispatch, new_lease, now, on_pool};
+use crate::domain::{EventType, Lease};
+
+/// The columns an event is written with (see [`write_events!`]).
+pub(crate) const EVENT_INSERT: &str = "INSERT INTO order_events (event_id, order_id, event_type, payload, traceparent, created_at, next_attempt_at) ";
+
+/// The columns of [`EventRow`], in order.
+pub(crate) const EVENT_COLUMNS: &str = "seq, event_id, order_id, event_type, payload, traceparent, created_at, published_at, attempts, next_attempt_at, last_error";
+
+/// Which unpublished events (`e`) a relay may claim at `?` (now, bound
+/// twice): due, not under another relay's lease, and the oldest unpublished
+/// event of their order.
+pub(crate) const CLAIMABLE: &str = "e.published_at IS NULL AND e.next_attempt_at <= ? \
+     AND (e.locked_until IS NULL OR e.locked_until <= ?) \
+     AND NOT EXISTS (SELECT 1 FROM order_events p \
+                     WHERE p.order_id = e.order_id AND p.published_at IS NULL AND p.seq < e.seq)";
+
+/// Writes `$events` (`&[OrderEvent]`) on `$conn` (a connection or
+/// transaction of either engine) with multi-row statements under both
+/// engines' placeholder limit and `$max_bytes` each; evaluates to
+/// `Result<(), sqlx::Error>`.
+macro_rules! write_events {
+    ($conn:expr, $events:expr, $max_bytes:expr) => {
+        async {
+            for part in $crate::storage::batch::chunks(
+                $events,
+                $crate::storage::batch::mysql_rows(7, 0),
+                $max_bytes,
+                |e: &$crate::domain::OrderEvent| e.body.len() + 160,
+            ) {
+                let mut qb = sqlx::QueryBuilder::new($crate::storage::events::EVENT_INSERT);
+                qb.push_values(part, |mut row, e| {
+                    row.push_bind(e.id)
+                        .push_bind(e.order_id)
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.body.as_str())
+                        .push_bind(e.traceparent.as_deref())
+                        .push_bind(e.time)
+                        .push_bind(e.time);
+                });
+                qb.build().execute(&mut *$conn).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
+}
+pub(crate) use write_events;
+
+/// Counts events written by a committed transaction
+/// (`order_events_written_total{type}`).
+pub(crate) fn count_written(events: &[crate::domain::OrderEvent]) {
+    for kind in EventType::ALL {
+        let n = events.iter().filter(|e| e.event_type == kind).count() as u64;
+        if n > 0 {
+            metrics::counter!("order_events_written_total", "type" => kind.as_str()).increment(n);
+        }
+    }
+}
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Not published yet, and no attempt has failed.
+    Pending,
+    /// Not published yet: at least one attempt failed; tried again later.
+    Failing,
+    /// A broker confirmed it.
+    Published,
+}
+
+impl EventStatus {
+    /// The name used in the API.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Failing => "failing",
+            Self::Published => "published",
+        }
+    }
+
+    /// The condition on `order_events` that selects this status.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Pending => "published_at IS NULL AND attempts = 0",
+            Self::Failing => "published_at IS NULL AND attempts > 0",
+            Self::Published => "published_at IS NOT NULL",
+        }
+    }
+}
+
+impl std::str::FromStr for EventStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "failing" => Ok(Self::Failing),
+            "published" => Ok(Self::Published),
+            other => Err(format!(
+                "unknown event status {other:?} (expected pending, failing or published)"
+            )),
+        }
+    }
+}
+
+/// An event as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredEvent {
+    /// Write order.
+    pub seq: i64,
+    /// The CloudEvents id.
+    pub id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// What happened.
+    pub event_type: EventType,
+    /// Where it is.
+    pub status: EventStatus,
+    /// The CloudEvent, structured JSON, as sent.
+    #[serde(skip)]
+    pub body: String,
+    /// The trace of the change.
+    pub traceparent: Option<String>,
+    /// When the change was written.
+    pub created_at: DateTime<Utc>,
+    /// When a broker confirmed it.
+    pub published_at: Option<DateTime<Utc>>,
+    /// Failed publishing attempts.
+    pub attempts: i32,
+    /// When it is tried next (unpublished events).
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last publishing error.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    seq: i64,
+    event_id: Uuid,
+    order_id: Uuid,
+    event_type: String,
+    payload: String,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    published_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+}
+
+impl EventRow {
+    pub(crate) fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    fn into_event(self) -> Result<StoredEvent, StorageError> {
+        let status = match (self.published_at, self.attempts) {
+            (Some(_), _) => EventStatus::Published,
+            (None, 0) => EventStatus::Pending,
+            (None, _) => EventStatus::Failing,
+        };
+        Ok(StoredEvent {
+            seq: self.seq,
+            id: self.event_id,
+            order_id: self.order_id,
+            event_type: self
+                .event_type
+                .parse()
+                .map_err(|e: crate::domain::UnknownEventType| {
+                    StorageError::Corrupt(e.to_string())
+                })?,
+            status,
+            body: self.payload,
+            traceparent: self.traceparent,
+            created_at: self.created_at,
+            published_at: self.published_at,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error,
+        })
+    }
+}
+
+pub(crate) fn into_events(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StorageError> {
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+/// What the outbox holds back: unpublished events and the oldest one's age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Unpublished events.
+    pub unpublished: i64,
+    /// When the oldest unpublished event was written.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events in this status.
+    pub status: Option<EventStatus>,
+    /// Only this order's events.
+    pub order_id: Option<Uuid>,
+    /// Only events written after this one (`seq`), for paging.
+    pub after: Option<i64>,
+}
+
+impl Storage {
+    /// Claims up to `limit` events ready to publish (see [`CLAIMABLE`]),
+    /// oldest first, under a lease of `length`; rows another relay is
+    /// claiming are skipped. At most one event per order is claimed.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn claim_events(
+        &self,
+        limit: u32,
+        length: Duration,
+    ) -> Result<(Vec<StoredEvent>, Lease), StorageError> {
+        let now = now();
+        let lease = new_lease(now, length);
+        let rows = dispatch!(self.claim_events(limit, lease, now))?;
+        Ok((into_events(rows)?, lease))
+    }
+
+    /// Marks the events `seqs` claimed under `lease` published. Returns how
+    /// many were marked (an event whose lease lapsed and was claimed again
+    /// is left to its new holder).
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn mark_published(&self, seqs: &[i64], lease: &Lease) -> Result<u64, StorageError> {
+        self.end_claims(seqs, lease, Some(now())).await
+    }
+
+    /// Lets go of the claims on `seqs` held under `lease`, unchanged, so
+    /// that they can be claimed again at once (they were not sent).
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn release_events(&self, seqs: &[i64], lease: &Lease) -> Result<u64, StorageError> {
+        self.end_claims(seqs, lease, None).await
+    }
+
+    /// Ends the claims on `seqs` held under `lease`, marking them published
+    /// at `published_at` if given.
+    async fn end_claims(
+        &self,
+        seqs: &[i64],
+        lease: &Lease,
+        published_at: Option<DateTime<Utc>>,
+    ) -> Result<u64, StorageError> {
+        let set = if published_at.is_some() {
+            "published_at = ?, "
+        } else {
+            ""
+        };
+        let mut ended = 0;
+        for part in seqs.chunks(1000) {
+            let update = format!(
+                "UPDATE order_events SET {set}locked_until = NULL, lease_token = NULL \
+                 WHERE lease_token = ? AND seq IN ({})",
+                vec!["?"; part.len()].join(", ")
+            );
+            ended += on_pool!(self, |pool, sql| {
+                let text = sql(&update);
+                let mut query = sqlx::query(&text);
+                if let Some(at) = published_at {
+                    query = query.bind(at);
+                }
+                query = query.bind(lease.token);
+                for seq in part {
+                    query = query.bind(*seq);
+                }
+                query.execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(ended)
+    }
+
+    /// Records a failed attempt to publish the event `seq` claimed under
+    /// `lease`: one more attempt, `error`, and not before `retry_at`.
+    /// Returns false when the lease was no longer held.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn mark_publish_failed(
+        &self,
+        seq: i64,
+        lease: &Lease,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let update = "UPDATE order_events SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, \
+                      locked_until = NULL, lease_token = NULL WHERE seq = ? AND lease_token = ?";
+        let error = crate::domain::printable_error(error);
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query(&sql(update))
+                .bind(error.as_str())
+                .bind(retry_at)
+                .bind(seq)
+                .bind(lease.token)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
+    }
+
+    /// Events in write order, `limit` of them, as `filter` selects.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn list_events(
+        &self,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let mut select = format!("SELECT {EVENT_COLUMNS} FROM order_events WHERE seq > ?");
+        if let Some(status) = filter.status {
+            select.push_str(" AND ");
+            select.push_str(status.condition());
+        }
+        if filter.order_id.is_some() {
+            select.push_str(" AND order_id = ?");
+        }
+        select.push_str(" ORDER BY seq LIMIT ?");
+        let rows = on_pool!(self, |pool, sql| {
+            let text = sql(&select);
+            let mut query = sqlx::query_as::<_, EventRow>(&text).bind(filter.after.unwrap_or(0));
+            if let Some(order_id) = filter.order_id {
+                query = query.bind(order_id);
+            }
+            query.bind(i64::from(limit)).fetch_all(pool).await?
+        });
+        into_events(rows)
+    }
+
+    /// How many events are unpublished, and since when.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn event_backlog(&self) -> Result<Backlog, StorageError> {
+        let select =
+            "SELECT COUNT(*), MIN(created_at) FROM order_events WHERE published_at IS NULL";
+        let (unpublished, oldest) = on_pool!(self, |pool, sql| {
+            sqlx::query_as::<_, (i64, Option<DateTime<Utc>>)>(&sql(select))
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(Backlog {
+            unpublished,
+            oldest,
+        })
+    }
+
+    /// Deletes up to `limit` events published before `cutoff`.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn purge_published_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError> {
+        dispatch!(self.purge_published_events(cutoff, limit))
+    }
+}
+
+/// The PostgreSQL channel a commit that wrote events notifies (by the
+/// `order_events_notify` trigger).
+const CHANNEL: &str = "order_events";
+
+/// Wakes a relay when events may be waiting: at once after a commit that
+/// wrote events on PostgreSQL (`LISTEN order_events`), by polling on MySQL.
+#[derive(Debug)]
+pub struct EventWakeups(Wakeups);
+
+#[derive(Debug)]
+enum Wakeups {
+    Listen {
+        pool: sqlx::PgPool,
+        listener: Option<sqlx::postgres::PgListener>,
+    },
+    Poll,
+}
+
+impl Storage {
+    /// How a relay on this engine learns of new events.
+    #[must_use]
+    pub fn event_wakeups(&self) -> EventWakeups {
+        EventWakeups(match self {
+            Self::Postgres(s) => Wakeups::Listen {
+                pool: s.pool().clone(),
+                listener: None,
+            },
+            Self::Mysql(_) => Wakeups::Poll,
+        })
+    }
+}
+
+impl EventWakeups {
+    /// Waits at most `at_most` for a commit that wrote events. Returns
+    /// early also when a lost listening connection may have missed one.
+    pub async fn wait(&mut self, at_most: Duration) {
+        let Wakeups::Listen { pool, listener } = &mut self.0 else {
+            tokio::time::sleep(at_most).await;
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        if listener.is_none() {
+            let listen = async {
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match tokio::time::timeout(at_most, listen).await {
+                Ok(Ok(l)) => *listener = Some(l),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot listen for events yet; polling");
+                }
+                Err(_) => return,
+            }
+        }
+        let left = at_most.saturating_sub(started.elapsed());
+        let Some(l) = listener else {
+            tokio::time::sleep(left).await;
+            return;
+        };
+        match tokio::time::timeout(left, l.try_recv()).await {
+            // A commit, or the connection was lost and is reopened on the
+            // next call (a notification may have been missed): look now.
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "listening for events failed; listening again");
+                *listener = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The outbox on both engines: one event per committed change, none for a
+//! change that does not happen, claims in per-order write order, leases,
+//! listing and retention.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use std::sync::Mutex;
+
+use order_core::domain::{Cause, EventType, NewOrder, OrderStatus, SeckillMessage};
+use order_core::service::{Delivery, Publisher, Relay};
+use order_core::storage::{EventFilter, EventStatus, InsertOutcome, StorageError, StoredEvent};
+use order_runtime::config::Driver;
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
+use uuid::Uuid;
+
+order_testkit::on_both_engines!(
+    every_committed_change_writes_exactly_one_event_with_the_order_in_it,
+    a_refused_or_lost_change_and_a_rolled_back_row_write_no_event,
+    expiry_writes_one_expired_event_per_order_with_the_reason,
+    an_orders_later_event_waits_until_the_earlier_one_is_published,
+    two_concurrent_relays_claim_disjoint_events_covering_all_of_them,
+    a_lapsed_lease_is_claimed_again_and_only_the_holder_marks_it,
+    events_are_listed_by_status_and_order_and_purged_when_published_and_old,
+    the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_events,
+);
+
+fn new_order(user: i64, product: i64, price: &str) -> NewOrder {
+    let bytes = Seckill::new(user, product)
+        .raw("unit_price", price)
+        .seckill_id(&format!("sk_{product}"))
+        .bytes();
+    NewOrder::new(SeckillMessage::parse(&bytes).unwrap())
+}
+
+async fn all_events(db: &TestDatabase) -> Vec<StoredEvent> {
+    db.storage
+        .list_events(EventFilter::default(), 100_000)
+        .await
+        .unwrap()
+}
+
+fn body(event: &StoredEvent) -> serde_json::Value {
+    serde_json::from_str(&event.body).unwrap()
+}
+
+async fn every_committed_change_writes_exactly_one_event_with_the_order_in_it(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let a = new_order(1, 10, "19.99");
+    let b = new_order(2, 20, "5");
+    // The same purchase as `a` in the batch, and again in a second batch.
+    let batch = vec![a.clone(), b.clone(), new_order(1, 10, "19.99")];
+    db.storage.create_orders(&batch).await.unwrap();
+    db.storage
+        .create_orders(&[new_order(1, 10, "19.99")])
+        .await
+        .unwrap();
+    let created = all_events(&db).await;
+    assert_eq!(created.len(), 2, "one event per order, none for duplicates");
+    for (event, order) in created.iter().zip([&a, &b]) {
+        assert_eq!(event.event_type, EventType::Created);
+        assert_eq!(event.order_id, order.order_id);
+        assert_eq!(event.status, EventStatus::Pending);
+        let json = body(event);
+        assert_eq!(json["id"], event.id.to_string());
+        assert_eq!(json["subject"], order.order_id.to_string());
+        assert_eq!(json["data"]["user_id"], order.message.user_id.get());
+        assert_eq!(json["data"]["status"], "pending");
+    }
+    assert_eq!(body(&created[0])["data"]["unit_price"], "19.99");
+
+    db.storage
+        .transition_order(a.order_id, OrderStatus::Completed)
+        .await
+        .unwrap();
+    let current = db.storage.get_order(b.order_id).await.unwrap().unwrap();
+    let cause = Cause::because("cancelled by the buyer").in_trace(Some(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ));
+    db.storage
+        .apply_transition(current, OrderStatus::Cancelled, &cause)
+        .await
+        .unwrap();
+
+    let events = all_events(&db).await;
+    assert_eq!(events.len(), 4);
+    let completed = &events[2];
+    assert_eq!(completed.event_type, EventType::Completed);
+    assert_eq!(completed.order_id, a.order_id);
+    assert_eq!(body(completed)["data"]["previous_status"], "pending");
+    assert_eq!(body(completed)["data"]["status"], "completed");
+    assert_eq!(body(completed)["data"]["version"], 1);
+    let cancelled = &events[3];
+    assert_eq!(cancelled.event_type, EventType::Cancelled);
+    let json = body(cancelled);
+    assert_eq!(json["data"]["reason"], "cancelled by the buyer");
+    assert_eq!(json["data"]["product_id"], 20);
+    assert_eq!(json["data"]["quantity"], 1);
+    assert_eq!(json["data"]["seckill_id"], "sk_20");
+    assert_eq!(
+        cancelled.traceparent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(json["traceparent"], cancelled.traceparent.clone().unwrap());
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 4, "distinct ids");
+}
+
+async fn a_refused_or_lost_change_and_a_rolled_back_row_write_no_event(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    // A row the database refuses (its total overflows NUMERIC(12,2)) is
+    // narrowed out after the whole batch rolled back: its neighbours'
+    // events are written once, its own never.
+    let mut batch: Vec<NewOrder> = (1..=5).map(|p| new_order(3, p, "10.00")).collect();
+    let overflow = NewOrder::new(
+        SeckillMessage::parse(
+            &Seckill::new(3, 100)
+                .quantity(2)
+                .raw("unit_price", "9999999999.99")
+                .bytes(),
+        )
+        .unwrap(),
+    );
+    batch.insert(2, overflow.clone());
+    let outcomes = db.storage.create_orders(&batch).await.unwrap();
+    assert!(matches!(outcomes[2], InsertOutcome::Failed(_)));
+    let events = all_events(&db).await;
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.order_id != overflow.order_id));
+
+    // Refused by the status machine.
+    let first = batch[0].order_id;
+    db.storage
+        .transition_order(first, OrderStatus::Completed)
+        .await
+        .unwrap();
+    let refused = db
+        .storage
+        .transition_order(first, OrderStatus::Cancelled)
+        .await;
+    assert!(matches!(refused, Err(StorageError::Transition(_))));
+    // Lost: written against a version that another change moved past.
+    let second = batch[1].order_id;
+    let stale = db.storage.get_order(second).await.unwrap().unwrap();
+    db.storage
+        .transition_order(second, OrderStatus::Cancelled)
+        .await
+        .unwrap();
+    let lost = db
+        .storage
+        .apply_transition(stale, OrderStatus::Completed, &Cause::default())
+        .await;
+    assert!(matches!(lost, Err(StorageError::Transition(_))));
+
+    let events = all_events(&db).await;
+    let types: Vec<EventType> = events.iter().skip(5).map(|e| e.event_type).collect();
+    assert_eq!(types, [EventType::Completed, EventType::Cancelled]);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_events").await,
+        7,
+        "nothing else was written"
+    );
+}
+
+async fn expiry_writes_one_expired_event_per_order_with_the_reason(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders: Vec<NewOrder> = (1..=4).map(|p| new_order(4, p, "2.50")).collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    db.storage
+        .transition_order(orders[0].order_id, OrderStatus::Completed)
+        .await
+        .unwrap();
+    db.execute(match driver {
+        Driver::Postgres => "UPDATE orders SET created_at = created_at - INTERVAL '1 hour'",
+        Driver::Mysql => "UPDATE orders SET created_at = created_at - INTERVAL 1 HOUR",
+    })
+    .await;
+    let cause = Cause::because("not paid within 30m");
+    let cutoff = Utc::now() - chrono::Duration::minutes(30);
+    let expired = db.storage.expire_unpaid(cutoff, 2, &cause).await.unwrap();
+    let more = db.storage.expire_unpaid(cutoff, 2, &cause).await.unwrap();
+    assert_eq!(expired.len() + more.len(), 3);
+    assert!(
+        db.storage
+            .expire_unpaid(cutoff, 2, &cause)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let events: Vec<StoredEvent> = all_events(&db)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::Expired)
+        .collect();
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.order_id).collect();
+    let want: HashSet<Uuid> = orders[1..].iter().map(|o| o.order_id).collect();
+    assert_eq!(ids, want);
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        let json = body(event);
+        assert_eq!(json["type"], "order.expired");
+        assert_eq!(json["data"]["reason"], "not paid within 30m");
+        assert_eq!(json["data"]["previous_status"], "pending");
+        assert_eq!(json["data"]["status"], "cancelled");
+        assert_eq!(json["data"]["user_id"], 4);
+        assert_eq!(json["data"]["quantity"], 1);
+        assert_eq!(json["data"]["total_amount"], "2.50");
+    }
+}
+
+async fn an_orders_later_event_waits_until_the_earlier_one_is_published(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let (a, b) = (new_order(5, 1, "1"), new_order(5, 2, "1"));
+    db.storage
+        .create_orders(&[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    db.storage
+        .transition_order(a.order_id, OrderStatus::Cancelled)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(60);
+
+    // a: created, cancelled; b: created. Only the first of each order.
+    let (claimed, first) = db.storage.claim_events(100, lease).await.unwrap();
+    let types: Vec<(Uuid, EventType)> =
+        claimed.iter().map(|e| (e.order_id, e.event_type)).collect();
+    assert_eq!(
+        types,
+        [
+            (a.order_id, EventType::Created),
+            (b.order_id, EventType::Created)
+        ]
+    );
+    assert!(
+        db.storage
+            .claim_events(100, lease)
+            .await
+            .unwrap()
+            .0
+            .is_empty(),
+        "claimed events are not claimed twice, and a's cancel waits"
+    );
+
+    // a's created is refused by the broker: a's cancel still waits, b goes on.
+    let retry_at = Utc::now() + chrono::Duration::hours(1);
+    assert!(
+        db.storage
+            .mark_publish_failed(claimed[0].seq, &first, "NOT_FOUND - no exchange", retry_at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.storage
+            .mark_published(&[claimed[1].seq], &first)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        db.storage
+            .claim_events(100, lease)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let failing = db
+        .storage
+        .list_events(
+            EventFilter {
+                status: Some(EventStatus::Failing),
+                ..EventFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0].attempts, 1);
+    assert_eq!(
+        failing[0].last_error.as_deref(),
+        Some("NOT_FOUND - no exchange")
+    );
+
+    // Once due again and published, the cancel follows.
+    db.execute("UPDATE order_events SET next_attempt_at = created_at")
+        .await;
+    let (again, second) = db.storage.claim_events(100, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event_type, EventType::Created);
+    db.storage
+        .mark_published(&[again[0].seq], &second)
+        .await
+        .unwrap();
+    let (last, _) = db.storage.claim_events(100, lease).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(
+        (last[0].order_id, last[0].event_type),
+        (a.order_id, EventType::Cancelled)
+    );
+}
+
+async fn two_concurrent_relays_claim_disjoint_events_covering_all_of_them(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders: Vec<NewOrder> = (1..=300).map(|p| new_order(6, p, "1")).collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    let relay = |storage: order_core::storage::Storage| async move {
+        let mut mine = Vec::new();
+        loop {
+            let (events, lease) = storage
+                .claim_events(17, Duration::from_secs(60))
+                .await
+                .unwrap();
+            if events.is_empty() {
+                return mine;
+            }
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert_eq!(
+                storage.mark_published(&seqs, &lease).await.unwrap(),
+                seqs.len() as u64
+            );
+            mine.extend(seqs);
+        }
+    };
+    let (one, two) = tokio::join!(
+        tokio::spawn(relay(db.storage.clone())),
+        tokio::spawn(relay(db.storage.clone()))
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let a: HashSet<i64> = one.iter().copied().collect();
+    let b: HashSet<i64> = two.iter().copied().collect();
+    assert!(a.is_disjoint(&b), "no event claimed by both");
+    assert_eq!(a.len() + b.len(), 300);
+    assert_eq!(one.len() + two.len(), 300, "none claimed twice by one");
+    assert_eq!(db.storage.event_backlog().await.unwrap().unpublished, 0);
+}
+
+async fn a_lapsed_lease_is_claimed_again_and_only_the_holder_marks_it(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let order = new_order(7, 1, "1");
+    db.storage
+        .create_orders(std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    let (first, old) = db
+        .storage
+        .claim_events(10, Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The relay that held it died: its lease lapsed, another takes it.
+    let (second, new) = db
+        .storage
+        .claim_events(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, first[0].id, "the same event, the same id");
+    assert_eq!(
+        db.storage
+            .mark_published(&[first[0].seq], &old)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        !db.storage
+            .mark_publish_failed(first[0].seq, &old, "late", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.storage
+            .mark_published(&[second[0].seq], &new)
+            .await
+            .unwrap(),
+        1
+    );
+    let backlog = db.storage.event_backlog().await.unwrap();
+    assert_eq!((backlog.unpublished, backlog.oldest), (0, None));
+}
+
+async fn events_are_listed_by_status_and_order_and_purged_when_published_and_old(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders: Vec<NewOrder> = (1..=4).map(|p| new_order(8, p, "1")).collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    let (claimed, lease) = db
+        .storage
+        .claim_events(2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = claimed.iter().map(|e| e.seq).collect();
+    db.storage.mark_published(&seqs, &lease).await.unwrap();
+
+    let backlog = db.storage.event_backlog().await.unwrap();
+    assert_eq!(backlog.unpublished, 2);
+    assert!(backlog.oldest.is_some());
+    let list = |status, order_id, after| {
+        let storage = db.storage.clone();
+        async move {
+            storage
+                .list_events(
+                    EventFilter {
+                        status,
+                        order_id,
+                        after,
+                    },
+                    10,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        list(Some(EventStatus::Published), None, None).await.len(),
+        2
+    );
+    assert_eq!(list(Some(EventStatus::Pending), None, None).await.len(), 2);
+    assert!(
+        list(Some(EventStatus::Failing), None, None)
+            .await
+            .is_empty()
+    );
+    let one = list(None, Some(orders[3].order_id), None).await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].order_id, orders[3].order_id);
+    let after = list(None, None, Some(seqs[1])).await;
+    assert_eq!(after.len(), 2, "paging after a seq");
+
+    // Published an hour ago: purged; unpublished ones never are.
+    db.execute(match driver {
+        Driver::Postgres => "UPDATE order_events SET published_at = published_at - INTERVAL '1 hour' WHERE published_at IS NOT NULL",
+        Driver::Mysql => "UPDATE order_events SET published_at = published_at - INTERVAL 1 HOUR WHERE published_at IS NOT NULL",
+    })
+    .await;
+    let cutoff = Utc::now() - chrono::Duration::minutes(30);
+    assert_eq!(
+        db.storage.purge_published_events(cutoff, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        db.storage.purge_published_events(cutoff, 10).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        db.storage
+            .purge_published_events(Utc::now(), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM order_events").await, 2);
+}
+
+/// A broker that refuses the events of one order, is unreachable while
+/// `down`, and confirms everything else, remembering what it confirmed.
+struct FakeBroker {
+    refuse: Uuid,
+    down: std::sync::atomic::AtomicBool,
+    confirmed: Mutex<Vec<(Uuid, EventType)>>,
+}
+
+impl Publisher for FakeBroker {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Vec<Delivery> {
+        let orders: HashSet<Uuid> = events.iter().map(|e| e.order_id).collect();
+        assert_eq!(orders.len(), events.len(), "one event per order per round");
+        events
+            .iter()
+            .map(|e| {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    Delivery::Unsent("connection refused".into())
+                } else if e.order_id == self.refuse {
+                    Delivery::Refused("the broker nacked the event".into())
+                } else {
+                    self.confirmed
+                        .lock()
+                        .unwrap()
+                        .push((e.order_id, e.event_type));
+                    Delivery::Confirmed
+                }
+            })
+            .collect()
+    }
+}
+
+async fn the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_events(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders: Vec<NewOrder> = (1..=3).map(|p| new_order(9, p, "1")).collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    for order in &orders {
+        db.storage
+            .transition_order(order.order_id, OrderStatus::Cancelled)
+            .await
+            .unwrap();
+    }
+    let broker = FakeBroker {
+        refuse: orders[0].order_id,
+        down: true.into(),
+        confirmed: Mutex::new(Vec::new()),
+    };
+    let relay = Relay::new(
+        db.storage.clone(),
+        100,
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
+
+    // Unreachable: nothing is marked, nothing counts as an attempt, and the
+    // events can be claimed again at once.
+    let round = relay.run_once(&broker).await.unwrap();
+    assert_eq!((round.claimed, round.unsent, round.published), (3, 3, 0));
+    assert_eq!(round.unsent_reason.as_deref(), Some("connection refused"));
+    assert!(
+        all_events(&db)
+            .await
+            .iter()
+            .all(|e| e.status == EventStatus::Pending)
+    );
+
+    broker
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let round = relay.run_once(&broker).await.unwrap();
+    assert_eq!((round.claimed, round.published, round.refused), (3, 2, 1));
+    let round = relay.run_once(&broker).await.unwrap();
+    assert_eq!(
+        (round.claimed, round.published),
+        (2, 2),
+        "the cancels of the confirmed orders follow; the refused order's waits"
+    );
+    assert_eq!(relay.run_once(&broker).await.unwrap().claimed, 0);
+
+    let confirmed = broker.confirmed.lock().unwrap().clone();
+    for order in &orders[1..] {
+        let mine: Vec<EventType> = confirmed
+            .iter()
+            .filter(|(id, _)| *id == order.order_id)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(mine, [EventType::Created, EventType::Cancelled], "in order");
+    }
+    let stuck = all_events(&db).await;
+    let stuck: Vec<&StoredEvent> = stuck
+        .iter()
+        .filter(|e| e.order_id == orders[0].order_id)
+        .collect();
+    assert_eq!(stuck[0].status, EventStatus::Failing);
+    assert_eq!(stuck[0].attempts, 1);
+    assert!(stuck[0].next_attempt_at > Utc::now() + chrono::Duration::minutes(20));
+    assert_eq!(stuck[1].status, EventStatus::Pending);
+    let backlog = db.storage.event_backlog().await.unwrap();
+    assert_eq!(backlog.unpublished, 2);
+}
