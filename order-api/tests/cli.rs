@@ -42,8 +42,8 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
         assert!(log.contains("applied migrations"), "{driver:?}: {log}");
         assert_eq!(
             tables(&db).await,
-            5,
-            "{driver:?}: four tables and the migrations table"
+            TestDatabase::MIGRATED_TABLES,
+            "{driver:?}: every table and the migrations table"
         );
 
         let second = migrate(&db);
@@ -55,7 +55,7 @@ async fn migrate_creates_the_tables_on_an_empty_database_and_a_second_run_change
         assert!(log.contains("up to date"), "{driver:?}: {log}");
         // sqlx's notices about its own table stay out of an INFO log.
         assert!(!log.contains("already exists, skipping"), "{log}");
-        assert_eq!(tables(&db).await, 5);
+        assert_eq!(tables(&db).await, TestDatabase::MIGRATED_TABLES);
     }
 }
 
@@ -236,7 +236,7 @@ async fn serve_migrates_on_start_and_exits_0_on_sigterm() {
     api.wait_for("order-api started", Duration::from_secs(30));
     assert_eq!(
         tables(&db).await,
-        5,
+        TestDatabase::MIGRATED_TABLES,
         "database.auto_migrate is on by default"
     );
     let status = api.terminate(Duration::from_secs(10));
@@ -267,7 +267,7 @@ async fn serve_started_while_the_database_is_down_waits_for_it_then_starts() {
     assert_eq!(tables(&db).await, 0, "nothing could be migrated yet");
     proxy.heal();
     api.wait_for("order-api started", Duration::from_secs(30));
-    assert_eq!(tables(&db).await, 5);
+    assert_eq!(tables(&db).await, TestDatabase::MIGRATED_TABLES);
     let status = api.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }

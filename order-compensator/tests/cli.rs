@@ -83,7 +83,7 @@ async fn serves_health_and_metrics_runs_on_schedule_and_exits_0_on_sigterm() {
     child.wait_for("order-compensator started", Duration::from_secs(30));
     assert_eq!(
         db.table_names().await.len(),
-        5,
+        TestDatabase::MIGRATED_TABLES,
         "database.auto_migrate is on by default"
     );
     let addr = ([127, 0, 0, 1], port).into();

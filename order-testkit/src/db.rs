@@ -219,6 +219,9 @@ impl TestDatabase {
         value.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The tables a migrated database has, the migrations' own included.
+    pub const MIGRATED_TABLES: usize = 6;
+
     /// The names of the database's tables, sorted.
     ///
     /// # Panics

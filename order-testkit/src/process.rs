@@ -132,3 +132,14 @@ impl Running {
         self.seen.join("\n")
     }
 }
+
+/// A test that panics before stopping its process must not leave it
+/// running: it would hold its ports and its database for the tests after.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

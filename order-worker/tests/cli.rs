@@ -33,7 +33,7 @@ async fn starts_on_mariadb_serves_probes_and_exits_0_on_sigterm() {
     worker.wait_for("consuming from RabbitMQ", Duration::from_secs(30));
     assert_eq!(
         db.table_names().await.len(),
-        5,
+        TestDatabase::MIGRATED_TABLES,
         "database.auto_migrate is on by default"
     );
     let addr = ([127, 0, 0, 1], port).into();

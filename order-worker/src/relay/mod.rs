@@ -66,7 +66,10 @@ pub async fn run(
     while !stop.is_cancelled() {
         let served = match broker {
             EventBroker::Kafka => match kafka::KafkaPublisher::connect(&settings).await {
-                Ok(publisher) => serve(&settings, &relay, &publisher, &connected, &stop).await,
+                Ok(publisher) => {
+                    connected.set("relay", true);
+                    serve(&settings, &relay, &publisher, &stop).await
+                }
                 Err(e) => Served::BrokerDown {
                     reason: format!("{e:#}"),
                     healthy: false,
@@ -74,7 +77,8 @@ pub async fn run(
             },
             _ => match rabbitmq::RabbitPublisher::connect(&settings).await {
                 Ok(publisher) => {
-                    let served = serve(&settings, &relay, &publisher, &connected, &stop).await;
+                    connected.set("relay", true);
+                    let served = serve(&settings, &relay, &publisher, &stop).await;
                     publisher.close().await;
                     served
                 }
@@ -115,7 +119,6 @@ async fn serve<P: Publisher>(
     settings: &Settings,
     relay: &Relay,
     publisher: &P,
-    connected: &Connected,
     stop: &CancellationToken,
 ) -> Served {
     let mut wakeups = relay.storage().event_wakeups();
@@ -143,7 +146,6 @@ async fn serve<P: Publisher>(
             Ok(round) => {
                 if !healthy {
                     healthy = true;
-                    connected.set("relay", true);
                     tracing::info!(
                         broker = publisher.name(),
                         "order events relay connected to its broker"

@@ -88,7 +88,11 @@ impl Drop for Names {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(order_loadgen::rabbitmq::delete_topology(&settings));
+                .block_on(async {
+                    order_loadgen::rabbitmq::delete_topology(&settings).await;
+                    let events = format!("{}.events", settings.exchange);
+                    order_loadgen::rabbitmq::delete_exchange(&settings, &events).await;
+                });
         })
         .join();
     }
@@ -130,6 +134,7 @@ pub fn kafka_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ("ORDER__KAFKA__ENABLED", "true".to_owned()),
         ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
         ("ORDER__KAFKA__TOPIC", k.topic.clone()),
+        ("ORDER__EVENTS__TOPIC", format!("{}-events", k.topic)),
         ("ORDER__KAFKA__GROUP_ID", k.group_id.clone()),
         (
             "ORDER__KAFKA__SESSION_TIMEOUT",
@@ -150,6 +155,11 @@ pub fn worker_env(settings: &Settings) -> Vec<(&'static str, String)> {
     )];
     env.extend(order_testkit::rabbitmq_env(&settings.rabbitmq));
     env.extend([
+        // The relay's events go to the test's own exchange.
+        (
+            "ORDER__EVENTS__EXCHANGE",
+            format!("{}.events", settings.rabbitmq.exchange),
+        ),
         (
             "ORDER__WORKER__BATCH_SIZE",
             settings.worker.batch_size.to_string(),

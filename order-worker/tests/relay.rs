@@ -1,0 +1,434 @@
+//! The outbox relay against the real brokers, on both engines: every event
+//! arrives, each order's in write order, published by two relays at once
+//! and never by both; a broker cut loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
+use order_core::domain::{Cause, NewOrder, OrderStatus, SeckillMessage};
+use order_core::storage::{EventFilter, StoredEvent};
+use order_runtime::config::{Driver, EventBroker, Settings};
+use order_testkit::TestDatabase;
+use order_testkit::fixtures::Seckill;
+use order_testkit::proxy::FaultProxy;
+use order_worker::Connected;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+mod common;
+use common::{Names, kafka_settings};
+
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// One event as a consumer received it.
+#[derive(Debug, Clone)]
+struct Received {
+    id: Uuid,
+    order_id: Uuid,
+    event_type: String,
+    /// The routing key (RabbitMQ) or record key (Kafka).
+    key: String,
+    traceparent: Option<String>,
+}
+
+/// A consumer of the events, collecting what arrives.
+struct Subscriber {
+    received: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    fn parse(body: &[u8], key: String, traceparent: Option<String>) -> Received {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        Received {
+            id: json["id"].as_str().unwrap().parse().unwrap(),
+            order_id: json["subject"].as_str().unwrap().parse().unwrap(),
+            event_type: json["type"].as_str().unwrap().to_owned(),
+            key,
+            traceparent,
+        }
+    }
+
+    /// A queue bound to the events exchange with `#`, declared before any
+    /// event is published.
+    async fn rabbitmq(settings: &Settings) -> Self {
+        let connection =
+            Connection::connect(&settings.rabbitmq.url(), ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let exchange = settings.events.exchange.as_str();
+        channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "relay-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            let _keep = (connection, channel);
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let props = &delivery.properties;
+                assert_eq!(
+                    props.content_type().as_ref().map(|c| c.as_str()),
+                    Some("application/cloudevents+json")
+                );
+                assert_eq!(*props.delivery_mode(), Some(2), "persistent");
+                let traceparent = props
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("traceparent").cloned())
+                    .and_then(|v| match v {
+                        AMQPValue::LongString(s) => Some(s.to_string()),
+                        _ => None,
+                    });
+                let event = Self::parse(
+                    &delivery.data,
+                    delivery.routing_key.to_string(),
+                    traceparent,
+                );
+                assert_eq!(
+                    props.message_id().as_ref().map(|m| m.to_string()),
+                    Some(event.id.to_string())
+                );
+                sink.lock().await.push(event);
+            }
+        });
+        Self { received, task }
+    }
+
+    /// A consumer of the events topic from its start.
+    async fn kafka(settings: &Settings) -> Self {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", settings.kafka.brokers.join(","));
+        order_worker::kafka::create_topic(&config, &settings.events.topic)
+            .await
+            .unwrap();
+        let consumer: StreamConsumer = config
+            .set("group.id", format!("relay-test-{}", Uuid::now_v7()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&settings.events.topic]).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(message) = consumer.recv().await else {
+                    continue;
+                };
+                let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+                let traceparent = message.headers().and_then(|h| {
+                    h.iter()
+                        .find(|header| header.key == "traceparent")
+                        .and_then(|header| header.value)
+                        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                });
+                let event = Self::parse(message.payload().unwrap(), key, traceparent);
+                sink.lock().await.push(event);
+            }
+        });
+        Self { received, task }
+    }
+
+    /// Waits until `n` events arrived (panics after `limit`).
+    async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let started = Instant::now();
+        loop {
+            let got = self.received.lock().await.clone();
+            if got.len() >= n {
+                // A moment more, to catch any event sent twice.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return self.received.lock().await.clone();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{} of {n} events after {limit:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Settings of a test: its own database, exchange and topic.
+fn settings(db: &TestDatabase, names: &Names, broker: EventBroker) -> Settings {
+    let mut settings = common::settings(db, names, 100);
+    settings.kafka = kafka_settings();
+    settings.events.broker = broker;
+    settings.events.exchange = format!("{}.events", names.settings.exchange);
+    settings.events.topic = format!("{}-events", settings.kafka.topic);
+    settings.events.batch_size = 25;
+    settings.events.poll_interval = Duration::from_millis(20);
+    settings.events.publish_timeout = Duration::from_secs(2);
+    settings
+}
+
+/// Relays running in this process.
+struct Relays {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Relays {
+    fn start(settings: &Settings, db: &TestDatabase, n: usize) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = (0..n)
+            .map(|_| {
+                tokio::spawn(order_worker::relay::run(
+                    settings.clone(),
+                    settings.relay(db.storage.clone()),
+                    Arc::new(Connected::default()),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("a relay stops within its publish timeout")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+fn new_order(user: i64, product: i64) -> NewOrder {
+    let bytes = Seckill::new(user, product)
+        .raw("unit_price", "3.00")
+        .bytes();
+    NewOrder::new(SeckillMessage::parse(&bytes).unwrap())
+}
+
+/// Creates `n` orders and changes some: a third cancelled (with a trace),
+/// a sixth completed, the rest of the first half expired.
+async fn changes(db: &TestDatabase, user: i64, n: i64) {
+    let orders: Vec<NewOrder> = (1..=n).map(|p| new_order(user, p)).collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    for (i, order) in orders.iter().enumerate() {
+        let current = db.storage.get_order(order.order_id).await.unwrap().unwrap();
+        let to = match i % 6 {
+            0 | 3 => OrderStatus::Cancelled,
+            1 => OrderStatus::Completed,
+            _ => continue,
+        };
+        let cause = Cause::because("test").in_trace(Some(TRACE));
+        db.storage
+            .apply_transition(current, to, &cause)
+            .await
+            .unwrap();
+    }
+    db.execute(&format!(
+        "UPDATE orders SET created_at = created_at - INTERVAL '1' DAY WHERE user_id = {user} AND status = 'pending' AND product_id <= {}",
+        n / 2
+    ))
+    .await;
+    db.storage
+        .expire_unpaid(
+            Utc::now() - chrono::Duration::hours(1),
+            1000,
+            &Cause::because("not paid within 30m"),
+        )
+        .await
+        .unwrap();
+}
+
+async fn outbox(db: &TestDatabase) -> Vec<StoredEvent> {
+    db.storage
+        .list_events(EventFilter::default(), 100_000)
+        .await
+        .unwrap()
+}
+
+/// Every event of the outbox arrived exactly once (no faults here), each
+/// order's in write order, keyed as the broker's binding says.
+fn assert_delivered(events: &[StoredEvent], received: &[Received], broker: EventBroker) {
+    let ids: HashSet<Uuid> = received.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), received.len(), "no event published twice");
+    let want: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, want, "every event, and nothing else");
+    let mut sent: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for r in received {
+        sent.entry(r.order_id).or_default().push(r.id);
+        match broker {
+            EventBroker::Kafka => assert_eq!(r.key, r.order_id.to_string()),
+            _ => assert_eq!(r.key, r.event_type),
+        }
+    }
+    let mut written: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for e in events {
+        written.entry(e.order_id).or_default().push(e.id);
+        let r = received.iter().find(|r| r.id == e.id).unwrap();
+        assert_eq!(r.event_type, e.event_type.as_str());
+        assert_eq!(r.traceparent, e.traceparent, "the trace travels with it");
+    }
+    assert_eq!(sent, written, "per order, in the order written");
+}
+
+async fn every_event_arrives_once_in_order_from_two_relays(driver: Driver, broker: EventBroker) {
+    let db = TestDatabase::new(driver).await;
+    let names = Names::new();
+    let settings = settings(&db, &names, broker);
+    let subscriber = match broker {
+        EventBroker::Kafka => Subscriber::kafka(&settings).await,
+        _ => Subscriber::rabbitmq(&settings).await,
+    };
+    // Some events wait before the relays start, more come while they run.
+    changes(&db, 1, 60).await;
+    let relays = Relays::start(&settings, &db, 2);
+    changes(&db, 2, 60).await;
+    let events = outbox(&db).await;
+    assert!(events.len() > 200, "{} events", events.len());
+    assert!(events.iter().any(|e| e.traceparent.is_some()));
+    let received = subscriber
+        .wait_for(events.len(), Duration::from_secs(60))
+        .await;
+    relays.stop().await;
+    assert_delivered(&events, &received, broker);
+    assert_eq!(db.storage.event_backlog().await.unwrap().unpublished, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_in_order_from_two_relays_postgres_rabbitmq() {
+    every_event_arrives_once_in_order_from_two_relays(Driver::Postgres, EventBroker::Rabbitmq)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_in_order_from_two_relays_mysql_rabbitmq() {
+    every_event_arrives_once_in_order_from_two_relays(Driver::Mysql, EventBroker::Rabbitmq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_in_order_from_two_relays_postgres_kafka() {
+    every_event_arrives_once_in_order_from_two_relays(Driver::Postgres, EventBroker::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_in_order_from_two_relays_mysql_kafka() {
+    every_event_arrives_once_in_order_from_two_relays(Driver::Mysql, EventBroker::Kafka).await;
+}
+
+/// PostgreSQL wakes the relay at the commit: an event is confirmed well
+/// before the (here, long) poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_commit_wakes_the_relay_at_once() {
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let names = Names::new();
+    let mut settings = settings(&db, &names, EventBroker::Rabbitmq);
+    settings.events.poll_interval = Duration::from_secs(30);
+    let subscriber = Subscriber::rabbitmq(&settings).await;
+    let relays = Relays::start(&settings, &db, 1);
+    // Let it claim nothing and go to sleep on its wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    db.storage.create_orders(&[new_order(3, 1)]).await.unwrap();
+    subscriber.wait_for(1, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "woken by the commit, not the 30 s poll: {:?}",
+        started.elapsed()
+    );
+    relays.stop().await;
+}
+
+/// The broker connection is cut while changes go on: nothing is marked
+/// published that the broker did not confirm, the events wait in the
+/// outbox, and publishing resumes by itself once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_loses_no_event_and_publishing_resumes_by_itself() {
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let names = Names::new();
+    let mut settings = settings(&db, &names, EventBroker::Rabbitmq);
+    let subscriber = Subscriber::rabbitmq(&settings).await;
+    let proxy = FaultProxy::start(([127, 0, 0, 1], settings.rabbitmq.port).into()).await;
+    settings.rabbitmq.port = proxy.addr().port();
+    let relays = Relays::start(&settings, &db, 1);
+    changes(&db, 1, 30).await;
+    let before = outbox(&db).await.len();
+    subscriber.wait_for(before, Duration::from_secs(30)).await;
+
+    proxy.cut();
+    changes(&db, 2, 30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let backlog = db.storage.event_backlog().await.unwrap();
+    assert!(
+        backlog.unpublished > 0,
+        "nothing can be confirmed while the broker is cut"
+    );
+    proxy.heal();
+    let events = outbox(&db).await;
+    let received = subscriber
+        .wait_for(events.len(), Duration::from_secs(60))
+        .await;
+    relays.stop().await;
+    let ids: HashSet<Uuid> = received.iter().map(|r| r.id).collect();
+    let want: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, want, "every event arrived (at least once)");
+    assert_eq!(db.storage.event_backlog().await.unwrap().unpublished, 0);
+}
