@@ -11,6 +11,7 @@
 //! database that took it once turns into duplicates only.
 
 pub mod corpus;
+pub mod events;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod sql;

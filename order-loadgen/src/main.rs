@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use order_loadgen::Plan;
 use order_runtime::startup::ConfigArgs;
 
@@ -12,10 +12,17 @@ use order_runtime::startup::ConfigArgs;
 /// holds: purchases a database already has are not created again (check the
 /// API's stats for that).
 #[derive(Debug, Parser)]
-#[command(name = "order-loadgen", version)]
+#[command(
+    name = "order-loadgen",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Something else than publishing
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where to publish (names from rabbitmq.* / kafka.* settings)
     #[arg(long, value_enum, default_value_t = Broker::Rabbitmq)]
     broker: Broker,
@@ -53,6 +60,77 @@ struct Cli {
     quiet: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Order events
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsAction {
+    /// Prints order events as they arrive, one JSON line each (type, id,
+    /// order id, key, traceparent and the whole CloudEvent), from the
+    /// broker `events.broker` names, until Ctrl-C
+    Tail {
+        /// RabbitMQ binding: `#` for every event, `order.cancelled` for one type
+        #[arg(long, default_value = "#")]
+        binding: String,
+        /// Kafka: from the topic's start (default: from now on)
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many events
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+/// `order-loadgen events tail`.
+async fn tail(
+    settings: &order_runtime::config::Settings,
+    binding: &str,
+    from_start: bool,
+    count: Option<usize>,
+) -> anyhow::Result<()> {
+    use order_runtime::config::EventBroker;
+    let events = &settings.events;
+    let (mut received, from) = match settings.event_broker() {
+        EventBroker::Kafka => (
+            order_loadgen::events::subscribe_kafka(&settings.kafka, &events.topic, from_start)
+                .await?,
+            format!("Kafka topic {}", events.topic),
+        ),
+        _ => (
+            order_loadgen::events::subscribe_rabbitmq(
+                &settings.rabbitmq,
+                &events.exchange,
+                binding,
+            )
+            .await?,
+            format!("RabbitMQ exchange {} ({binding})", events.exchange),
+        ),
+    };
+    order_runtime::output::error_line(&format!("order-loadgen: order events from {from}"));
+    let mut seen = 0;
+    loop {
+        let event = tokio::select! {
+            event = received.recv() => event,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(event) = event else {
+            anyhow::bail!("the subscription ended");
+        };
+        let event = event?;
+        let _ = order_runtime::output::line(&serde_json::to_string(&event)?);
+        seen += 1;
+        if count.is_some_and(|n| seen >= n) {
+            return Ok(());
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Broker {
     Rabbitmq,
@@ -79,6 +157,26 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(Command::Events {
+        action:
+            EventsAction::Tail {
+                binding,
+                from_start,
+                count,
+            },
+    }) = &cli.command
+    {
+        return match tail(&settings, binding, *from_start, *count).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                order_runtime::output::error_line(&format!(
+                    "error: {}",
+                    order_runtime::telemetry::error_chain(e.as_ref())
+                ));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let seed = cli.seed.unwrap_or_else(order_loadgen::random_seed);
     let plan = Plan {
         count: cli.count,

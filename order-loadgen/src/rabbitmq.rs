@@ -89,6 +89,23 @@ async fn settle(confirm: lapin::PublisherConfirm) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes the exchange `name` (a per-test or per-run order events
+/// exchange); errors are ignored.
+pub async fn delete_exchange(settings: &RabbitMqSettings, name: &str) {
+    use lapin::options::ExchangeDeleteOptions;
+    let Ok(connection) =
+        Connection::connect(&settings.url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = channel
+            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// Deletes the queue, the dead-letter queue and both exchanges named by
 /// `settings` (per-test and per-run names); errors are ignored.
 pub async fn delete_topology(settings: &RabbitMqSettings) {

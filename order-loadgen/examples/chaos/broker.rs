@@ -19,6 +19,8 @@ use crate::{Broker, Cli, say, secs};
 pub struct BrokerUnderTest {
     pub proxy: FaultProxy,
     kind: Transport,
+    /// The run's order events exchange (RabbitMQ) or topic (Kafka).
+    events: String,
 }
 
 enum Transport {
@@ -60,6 +62,7 @@ impl BrokerUnderTest {
                         settings: Box::new(settings),
                         direct: Box::new(direct),
                     },
+                    events: format!("ordertest.chaos.{run_id}.events"),
                 })
             }
             Broker::Kafka => {
@@ -116,16 +119,22 @@ impl BrokerUnderTest {
                         tansu: child,
                         dir,
                     },
+                    events: format!("ordertest-chaos-{run_id}-events"),
                 })
             }
         }
     }
 
-    /// The workers' broker settings.
+    /// The workers' broker settings, their order events included.
     pub fn env(&self) -> Vec<(String, String)> {
         let env: Vec<(&str, String)> = match &self.kind {
-            Transport::Rabbit { settings, .. } => order_testkit::rabbitmq_env(settings),
+            Transport::Rabbit { settings, .. } => {
+                let mut env = order_testkit::rabbitmq_env(settings);
+                env.push(("ORDER__EVENTS__EXCHANGE", self.events.clone()));
+                env
+            }
             Transport::Kafka { settings: k, .. } => vec![
+                ("ORDER__EVENTS__TOPIC", self.events.clone()),
                 ("ORDER__RABBITMQ__ENABLED", "false".into()),
                 ("ORDER__KAFKA__ENABLED", "true".into()),
                 ("ORDER__KAFKA__BROKERS", k.brokers.join(",")),
@@ -198,6 +207,24 @@ impl BrokerUnderTest {
         }
     }
 
+    /// A consumer of the run's order events, from now on (RabbitMQ: a queue
+    /// bound with `#`, straight to the broker; Kafka: the topic from its
+    /// start, through the proxy as every client).
+    pub async fn subscribe_events(
+        &self,
+    ) -> anyhow::Result<
+        tokio::sync::mpsc::UnboundedReceiver<anyhow::Result<order_loadgen::events::ReceivedEvent>>,
+    > {
+        match &self.kind {
+            Transport::Rabbit { direct, .. } => {
+                order_loadgen::events::subscribe_rabbitmq(direct, &self.events, "#").await
+            }
+            Transport::Kafka { settings, .. } => {
+                order_loadgen::events::subscribe_kafka(settings, &self.events, true).await
+            }
+        }
+    }
+
     pub fn drained_what(&self) -> &'static str {
         match self.kind {
             Transport::Rabbit { .. } => "queue empty and nothing unacknowledged",
@@ -235,6 +262,7 @@ impl BrokerUnderTest {
     pub async fn stop(&self) {
         if let Transport::Rabbit { direct, .. } = &self.kind {
             order_loadgen::rabbitmq::delete_topology(direct).await;
+            order_loadgen::rabbitmq::delete_exchange(direct, &self.events).await;
         }
     }
 }

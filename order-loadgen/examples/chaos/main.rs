@@ -16,6 +16,7 @@ mod api_reads;
 mod auth;
 mod broker;
 mod checks;
+mod events;
 mod scenario;
 mod settings;
 mod stack;

@@ -17,6 +17,7 @@ use crate::api_reads::{read_orders, sample_orders};
 use crate::auth::Auth;
 use crate::broker::BrokerUnderTest;
 use crate::checks::{check, database_checks, settle};
+use crate::events;
 use crate::settings::{GRACE, environment};
 use crate::stack::{End, Role, Stack};
 use crate::{Cli, Run, say, secs};
@@ -52,6 +53,8 @@ pub async fn scenario(
         run_id,
         &auth,
     );
+    // The run's order events, consumed from before anything is written.
+    let received = events::Received::collect(broker.subscribe_events().await?);
     let mut stack = Stack::new(&cli.bin_dir, log_dir, env)?;
     for (name, role) in [
         ("worker-1", Role::Worker),
@@ -228,11 +231,73 @@ pub async fn scenario(
         .await
         .is_ok_and(|r| r.status == 200);
 
+    // ----------------------------------------------------- order events ---
+    // Buyers cancel some orders, then every order still unpaid expires.
+    let mut cancelled_by_buyers = 0;
+    for (id, order) in sample.iter().take(10) {
+        let bearer = auth.user_bearer(order);
+        let r = http::try_request(
+            api,
+            "PUT",
+            &format!("/api/v1/orders/{id}/cancel"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+        if r.is_ok_and(|r| r.status == 200) {
+            cancelled_by_buyers += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expiry = stack
+        .run_once(
+            "expire-all",
+            Role::Compensator,
+            &["run-once", "expire-unpaid"],
+            &[("ORDER__ORDERS__PAYMENT_TIMEOUT", "1s")],
+        )
+        .await;
+    say(format!(
+        "{:>5.1}s  {cancelled_by_buyers} orders cancelled by their buyers, the unpaid rest expired{}",
+        secs(started),
+        expiry
+            .as_ref()
+            .err()
+            .map_or_else(String::new, |e| format!(" (expiry failed: {e:#})"))
+    ));
+    let events_settled = events::settle(db, &received, timing.settle).await;
+    say(format!(
+        "{:>5.1}s  order events {}",
+        secs(started),
+        match &events_settled {
+            Ok(()) => "all published and received".to_owned(),
+            Err(e) => format!("not settled: {e:#}"),
+        }
+    ));
+
     stack.reap();
     stack.stop_all(GRACE).await;
 
     // ------------------------------------------------------------ checks ---
     let mut checks = database_checks(db, expected).await;
+    checks.push(check(
+        "buyers' cancellations and the expiry of the rest went through",
+        format!(
+            "{cancelled_by_buyers} of {} cancelled; expiry {}",
+            sample.len().min(10),
+            expiry
+                .as_ref()
+                .map_or_else(|e| format!("failed: {e:#}"), |()| "ran".to_owned())
+        ),
+        cancelled_by_buyers == sample.len().min(10) && expiry.is_ok(),
+    ));
+    match events::checks(db, &received).await {
+        Ok(more) => checks.extend(more),
+        Err(e) => checks.push(check("order events", format!("{e:#}"), false)),
+    }
+    if let Err(e) = &events_settled {
+        checks.push(check("order events settled", format!("{e:#}"), false));
+    }
     checks.push(match drained {
         Ok(figure) => check(broker.drained_what(), figure, true),
         Err(e) => check(broker.drained_what(), format!("{e:#}"), false),

@@ -124,6 +124,56 @@ impl Stack {
         self.attach(name, Duration::from_secs(60)).await
     }
 
+    /// Runs a one-off command of a `role` binary (`args`, e.g. `run-once
+    /// expire-unpaid`) with the role's environment and `extra`, its output
+    /// appended to `<name>.log`; fails unless it exits 0.
+    pub async fn run_once(
+        &self,
+        name: &str,
+        role: Role,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        let mut command = Command::new(self.bin_dir.join(role.binary()));
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, value) in &self.env[&role] {
+            command.env(key, value);
+        }
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().with_context(|| format!("start {name}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("{name} did not finish in 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        anyhow::ensure!(
+            status.success(),
+            "{name}: {status} (see {})",
+            log_path.display()
+        );
+        Ok(())
+    }
+
     /// Starts `name` as a `role` process without waiting for it. The port is
     /// picked by the process (0): a port picked here could be taken by
     /// another socket before the process binds it.
