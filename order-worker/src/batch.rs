@@ -94,7 +94,7 @@ pub fn received(source: Source, messages: usize) {
 ///
 /// # Errors
 /// When the database is unavailable: acknowledge nothing.
-pub async fn settle<P: AsRef<[u8]>>(
+pub async fn settle<P: order_core::service::Incoming>(
     creator: &OrderCreator,
     source: Source,
     payloads: &[P],

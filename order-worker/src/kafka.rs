@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use order_core::domain::Source;
-use order_core::service::OrderCreator;
+use order_core::service::{OrderCreator, Traced};
 use order_runtime::config::{KafkaSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -33,7 +33,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -53,6 +53,8 @@ struct Consumed {
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
+    /// The `traceparent` record header, if any.
+    traceparent: Option<String>,
 }
 
 /// The consumer's context: commits processed offsets of revoked partitions,
@@ -216,7 +218,13 @@ impl KafkaConsumer {
             // included: nothing in `held` is committed unsettled).
             let mut dead_letter_retry = (Backoff::outage(), false);
             loop {
-                let payloads: Vec<&[u8]> = held.iter().map(|m| m.payload.as_slice()).collect();
+                let payloads: Vec<Traced<'_>> = held
+                    .iter()
+                    .map(|m| Traced {
+                        payload: &m.payload,
+                        traceparent: m.traceparent.as_deref(),
+                    })
+                    .collect();
                 let (delay, for_database) = match batch::settle(
                     &self.creator,
                     Source::Kafka,
@@ -374,6 +382,14 @@ fn detach<M: Message>(message: &M) -> Consumed {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        traceparent: message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key.eq_ignore_ascii_case("traceparent"))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned)
+        }),
     }
 }
 

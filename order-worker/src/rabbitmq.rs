@@ -28,7 +28,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use order_core::domain::Source;
-use order_core::service::OrderCreator;
+use order_core::service::{OrderCreator, Traced};
 use order_runtime::config::{RabbitMqSettings, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,16 @@ use crate::batch::{self, Gathered};
 use crate::outage::{self, Outage};
 
 const SOURCE: &str = "rabbitmq";
+
+/// The `traceparent` header of `delivery`, if it is text.
+fn traceparent(delivery: &lapin::message::Delivery) -> Option<&str> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("traceparent")? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
 
 /// How a consuming session ended.
 enum SessionEnd {
@@ -231,7 +241,13 @@ impl RabbitConsumer {
                     } => (items, received_at),
                 };
 
-            let payloads: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
+            let payloads: Vec<Traced<'_>> = deliveries
+                .iter()
+                .map(|d| Traced {
+                    payload: &d.data,
+                    traceparent: traceparent(d),
+                })
+                .collect();
             batch::received(Source::Rabbitmq, payloads.len());
             match batch::settle(&self.creator, Source::Rabbitmq, &payloads, received_at).await {
                 Ok(settled) => {

@@ -432,3 +432,116 @@ async fn a_broker_cut_loses_no_event_and_publishing_resumes_by_itself() {
     assert_eq!(ids, want, "every event arrived (at least once)");
     assert_eq!(db.storage.event_backlog().await.unwrap().unpublished, 0);
 }
+
+/// A seckill message's `traceparent` header (AMQP or Kafka) continues into
+/// its order's `order.created` event: the same trace, a span of the
+/// worker's own; a malformed header is dropped, and a message without one
+/// makes an event without one.
+async fn a_messages_trace_continues_into_its_order_created_event(broker: EventBroker) {
+    use order_core::service::OrderCreator;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let names = Names::new();
+    let mut settings = settings(&db, &names, broker);
+    settings.kafka.enabled = broker == EventBroker::Kafka;
+    let bodies: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (Seckill::new(1, 1).bytes(), Some(TRACE)),
+        (Seckill::new(1, 2).bytes(), Some("00-not-a-trace")),
+        (Seckill::new(1, 3).bytes(), None),
+    ];
+    let stop = CancellationToken::new();
+    let creator = OrderCreator::new(db.storage.clone(), settings.retry_policy());
+    let connected = Arc::new(Connected::default());
+    let consumer = if broker == EventBroker::Kafka {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", settings.kafka.brokers.join(","));
+        order_worker::kafka::create_topic(&config, &settings.kafka.topic)
+            .await
+            .unwrap();
+        let producer: FutureProducer = config.create().unwrap();
+        for (body, trace) in &bodies {
+            let mut record = FutureRecord::to(&settings.kafka.topic)
+                .key("1")
+                .payload(body.as_slice());
+            if let Some(trace) = trace {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: "traceparent",
+                    value: Some(*trace),
+                }));
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        tokio::spawn(
+            order_worker::kafka::KafkaConsumer::new(&settings, creator, connected)
+                .run(stop.clone()),
+        )
+    } else {
+        let connection =
+            Connection::connect(&settings.rabbitmq.url(), ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        order_worker::rabbitmq::declare_topology(&channel, &settings.rabbitmq)
+            .await
+            .unwrap();
+        for (body, trace) in &bodies {
+            let mut headers = FieldTable::default();
+            if let Some(trace) = trace {
+                headers.insert("traceparent".into(), AMQPValue::LongString((*trace).into()));
+            }
+            channel
+                .basic_publish(
+                    settings.rabbitmq.exchange.as_str().into(),
+                    settings.rabbitmq.routing_key.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    body,
+                    lapin::BasicProperties::default().with_headers(headers),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let _ = connection.close(200, "".into()).await;
+        tokio::spawn(
+            order_worker::rabbitmq::RabbitConsumer::new(&settings, creator, connected)
+                .run(stop.clone()),
+        )
+    };
+    let started = Instant::now();
+    while db.count("SELECT COUNT(*) FROM orders").await < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "orders missing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+
+    let mut by_product = HashMap::new();
+    for event in outbox(&db).await {
+        let order = db.storage.get_order(event.order_id).await.unwrap().unwrap();
+        by_product.insert(order.product_id, event.traceparent);
+    }
+    let continued = by_product[&1].clone().expect("the trace continues");
+    assert_eq!(continued[..36], TRACE[..36], "the message's trace");
+    assert_ne!(continued, TRACE, "a span of the worker's own");
+    assert_eq!(by_product[&2], None, "a malformed header is dropped");
+    assert_eq!(by_product[&3], None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_trace_continues_into_its_order_created_event_rabbitmq() {
+    a_messages_trace_continues_into_its_order_created_event(EventBroker::Rabbitmq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_trace_continues_into_its_order_created_event_kafka() {
+    a_messages_trace_continues_into_its_order_created_event(EventBroker::Kafka).await;
+}

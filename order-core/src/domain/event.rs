@@ -118,11 +118,12 @@ impl Cause {
         }
     }
 
-    /// The same cause within the trace `traceparent` (a valid W3C
-    /// `traceparent`, or nothing: anything else is dropped).
+    /// The same cause within the trace of `traceparent` (see
+    /// [`continue_trace`]; anything but a valid W3C `traceparent` is
+    /// dropped).
     #[must_use]
     pub fn in_trace(mut self, traceparent: Option<&str>) -> Self {
-        self.traceparent = traceparent.and_then(valid_traceparent).map(str::to_owned);
+        self.traceparent = traceparent.and_then(continue_trace);
         self
     }
 }
@@ -152,6 +153,23 @@ pub fn valid_traceparent(traceparent: &str) -> Option<&str> {
         }
         _ => None,
     }
+}
+
+/// The `traceparent` of a span of this service continuing the trace of
+/// `incoming` (the request's or message's): the same trace id and flags,
+/// a span id of its own, whose parent is the caller's span. `None` when
+/// `incoming` is not a valid W3C `traceparent`.
+#[must_use]
+pub fn continue_trace(incoming: &str) -> Option<String> {
+    let valid = valid_traceparent(incoming)?;
+    let (trace, flags) = (&valid[3..35], &valid[53..55]);
+    let span = loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            break id;
+        }
+    };
+    Some(format!("00-{trace}-{span:016x}-{flags}"))
 }
 
 /// One event as written to the outbox.
@@ -348,13 +366,35 @@ mod tests {
         let event = OrderEvent::changed(OrderStatus::Pending, &order, EventType::Expired, &cause);
         let json: serde_json::Value = serde_json::from_str(&event.body).unwrap();
         assert_eq!(json["type"], "order.expired");
-        assert_eq!(json["traceparent"], trace);
-        assert_eq!(event.traceparent.as_deref(), Some(trace));
+        let ours = event.traceparent.clone().unwrap();
+        assert_eq!(json["traceparent"], ours);
+        assert_eq!(ours[..36], trace[..36], "the same trace");
+        assert_ne!(ours, trace, "a span of its own");
         assert_eq!(json["data"]["previous_status"], "pending");
         assert_eq!(json["data"]["status"], "cancelled");
         assert_eq!(json["data"]["version"], 1);
         assert_eq!(json["data"]["reason"], "not paid within 30m");
         assert_eq!(json["data"]["unit_price"], "5.00");
+    }
+
+    #[test]
+    fn a_continued_trace_keeps_the_trace_id_and_flags_with_a_new_span() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let a = continue_trace(incoming).unwrap();
+        let b = continue_trace(incoming).unwrap();
+        for ours in [&a, &b] {
+            assert_eq!(valid_traceparent(ours), Some(ours.as_str()));
+            assert!(ours.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+            assert!(ours.ends_with("-01"));
+            assert_ne!(&ours[36..52], "00f067aa0ba902b7");
+        }
+        assert_ne!(a, b, "each change is a span of its own");
+        assert_eq!(
+            continue_trace(" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ").unwrap()
+                [53..],
+            *"00"
+        );
+        assert_eq!(continue_trace("garbage"), None);
     }
 
     #[test]

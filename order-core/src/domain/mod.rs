@@ -16,7 +16,9 @@ mod quantity;
 mod seckill_id;
 
 pub use backoff::{Backoff, Jitter, RetryDecision, RetryPolicy};
-pub use event::{Cause, EVENT_SOURCE, EventType, OrderEvent, UnknownEventType, valid_traceparent};
+pub use event::{
+    Cause, EVENT_SOURCE, EventType, OrderEvent, UnknownEventType, continue_trace, valid_traceparent,
+};
 pub use failure::{
     Encoding, Failure, KeptMessage, Lease, NewFailure, ResolutionNote, printable_error,
 };

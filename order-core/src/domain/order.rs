@@ -90,13 +90,12 @@ impl NewOrder {
         }
     }
 
-    /// The same purchase within the trace `traceparent` (kept only when it
-    /// is a valid W3C `traceparent`).
+    /// The same purchase within the trace of `traceparent`, the message's
+    /// (see [`super::continue_trace`]; anything but a valid W3C
+    /// `traceparent` is dropped).
     #[must_use]
     pub fn in_trace(mut self, traceparent: Option<&str>) -> Self {
-        self.traceparent = traceparent
-            .and_then(super::valid_traceparent)
-            .map(str::to_owned);
+        self.traceparent = traceparent.and_then(super::continue_trace);
         self
     }
 

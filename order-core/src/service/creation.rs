@@ -10,6 +10,44 @@ use uuid::Uuid;
 use crate::domain::{NewFailure, NewOrder, RetryPolicy, SeckillMessage, Source};
 use crate::storage::{InsertOutcome, Recorded, Storage, StorageError};
 
+/// One message handed to the creation path: its bytes and, when its
+/// transport carried one, the W3C trace context it came with (an AMQP or
+/// Kafka `traceparent` header). Bytes alone (`Vec<u8>`, `&[u8]`) have none.
+pub trait Incoming {
+    /// The message's bytes.
+    fn payload(&self) -> &[u8];
+
+    /// Its `traceparent`, if it came with one.
+    fn traceparent(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl<T: AsRef<[u8]>> Incoming for T {
+    fn payload(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+/// A message with the trace context it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct Traced<'a> {
+    /// The message's bytes.
+    pub payload: &'a [u8],
+    /// Its `traceparent` header, as received (checked before use).
+    pub traceparent: Option<&'a str>,
+}
+
+impl Incoming for Traced<'_> {
+    fn payload(&self) -> &[u8] {
+        self.payload
+    }
+
+    fn traceparent(&self) -> Option<&str> {
+        self.traceparent
+    }
+}
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageOutcome {
@@ -152,7 +190,7 @@ impl OrderCreator {
     ///
     /// # Errors
     /// Only when the database is unreachable: nothing of it is settled.
-    pub async fn attempt<P: AsRef<[u8]>>(
+    pub async fn attempt<P: Incoming>(
         &self,
         payloads: &[P],
     ) -> Result<Vec<MessageOutcome>, StorageError> {
@@ -160,9 +198,9 @@ impl OrderCreator {
         let mut valid = Vec::with_capacity(payloads.len());
         let mut valid_at = Vec::with_capacity(payloads.len());
         for (i, payload) in payloads.iter().enumerate() {
-            match SeckillMessage::parse(payload.as_ref()) {
+            match SeckillMessage::parse(payload.payload()) {
                 Ok(message) => {
-                    valid.push(NewOrder::new(message));
+                    valid.push(NewOrder::new(message).in_trace(payload.traceparent()));
                     valid_at.push(i);
                     attempts.push(None);
                 }
@@ -206,7 +244,7 @@ impl OrderCreator {
     /// Only when the database is unreachable ([`StorageError::Unavailable`]):
     /// acknowledge nothing, redeliver later (orders are idempotent, failures
     /// are recorded once per message).
-    pub async fn process_batch<P: AsRef<[u8]>>(
+    pub async fn process_batch<P: Incoming>(
         &self,
         source: Source,
         payloads: &[P],
@@ -221,7 +259,7 @@ impl OrderCreator {
     ///
     /// # Errors
     /// As [`OrderCreator::process_batch`].
-    pub async fn process_batch_report<P: AsRef<[u8]>>(
+    pub async fn process_batch_report<P: Incoming>(
         &self,
         source: Source,
         payloads: &[P],
@@ -236,7 +274,7 @@ impl OrderCreator {
             .filter_map(|(i, (attempt, payload))| {
                 let failure = match attempt {
                     MessageOutcome::Poison(reason) => NewFailure::poison_kept(
-                        payload.as_ref(),
+                        payload.payload(),
                         self.kept_bytes,
                         reason.as_str(),
                         source,
@@ -246,7 +284,7 @@ impl OrderCreator {
                         let due = now
                             + chrono::Duration::from_std(self.retry.delay(0))
                                 .unwrap_or(chrono::Duration::zero());
-                        NewFailure::retryable(payload.as_ref(), reason.as_str(), source, due)
+                        NewFailure::retryable(payload.payload(), reason.as_str(), source, due)
                     }
                     MessageOutcome::Created(_) | MessageOutcome::Duplicate(_) => return None,
                 };

@@ -7,7 +7,9 @@ mod orders;
 mod relay;
 mod retry;
 
-pub use creation::{BatchReport, FailureRecords, MessageOutcome, OrderCreator, Settlement};
+pub use creation::{
+    BatchReport, FailureRecords, Incoming, MessageOutcome, OrderCreator, Settlement, Traced,
+};
 pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
 pub use orders::{Caller, OrderError, Orders};
 pub use relay::{Delivery, Publisher, Relay, RelayRound};
