@@ -21,6 +21,9 @@ DASHBOARD_TITLES = [
     "HTTP 5xx rate",
     "Cache hit ratio",
     "Consumer connected",
+    "Events written and published",
+    "Outbox backlog",
+    "Commit to confirm latency p50/p99",
     "DB pool connections",
     "Compensator retries by result",
 ]
