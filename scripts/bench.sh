@@ -85,6 +85,7 @@ use_names() {
     export ORDER__RABBITMQ__EXCHANGE="ordertest.${id}.seckill" ORDER__RABBITMQ__QUEUE="ordertest.${id}.orders"
     export ORDER__RABBITMQ__DEAD_LETTER_EXCHANGE="ordertest.${id}.dlx" ORDER__RABBITMQ__DEAD_LETTER_QUEUE="ordertest.${id}.dlq"
     export ORDER__KAFKA__TOPIC="ordertest-${id}" ORDER__KAFKA__GROUP_ID="ordertest-${id}"
+    export ORDER__EVENTS__EXCHANGE="ordertest.${id}.events" ORDER__EVENTS__TOPIC="ordertest-${id}-events"
     export ORDER__REDIS__KEY_PREFIX="ordertest:${id}:"
     queues+=("$ORDER__RABBITMQ__QUEUE" "$ORDER__RABBITMQ__DEAD_LETTER_QUEUE")
 }
@@ -138,7 +139,9 @@ commit_rate() { # URL -> orders per second from the first to the last commit
 rows=()
 row() { rows+=("$(printf '| %s | %s | %s |' "$1" "$2" "$3")"); say "$1: $2 ($3)"; }
 
-# ingest NAME DB_KIND BROKER WORKERS BATCH COUNT -> sets $rate (orders/s) and $worker_rss
+# ingest NAME DB_KIND BROKER WORKERS BATCH COUNT -> sets $rate (orders/s) and $worker_rss;
+# the workers also get ${ingest_env[@]} (empty unless set by the caller)
+ingest_env=()
 ingest() {
     local name=$1 kind=$2 broker=$3 workers=$4 batch=$5 count=$6
     use_names "$name"
@@ -163,7 +166,7 @@ ingest() {
     }
     start_workers() {
         for i in $(seq 1 "$workers"); do
-            start_worker "${name}-${i}" "${sources[@]}" ORDER__WORKER__BATCH_SIZE="$batch"
+            start_worker "${name}-${i}" "${sources[@]}" ORDER__WORKER__BATCH_SIZE="$batch" "${ingest_env[@]}"
             running+=("$worker_pid")
         done
     }
@@ -193,6 +196,13 @@ say "worker ingest: RabbitMQ → PostgreSQL, ${N} messages (20 % duplicates), ba
 ingest rmq_pg pg rabbitmq 1 500 "$N"
 batched=$rate
 row "ingest RabbitMQ → PostgreSQL, batch 500" "${batched} orders/s" "target ≥ 25,000; worker peak RSS ${worker_rss} MiB"
+
+say "worker ingest: the same with order events off (events.enabled: false)"
+ingest_env=(ORDER__EVENTS__ENABLED=false)
+ingest rmq_pg_noevents pg rabbitmq 1 500 "$N"
+ingest_env=()
+no_events=$rate
+row "ingest RabbitMQ → PostgreSQL, batch 500, events off" "${no_events} orders/s" "events on/off $(awk -v a="$batched" -v b="$no_events" 'BEGIN { printf "%.2f", a / b }')× (target ≥ 0.85×; on = one outbox row per order, written in the batch, and the relay publishing them in the same worker with confirms, no consumer bound)"
 
 say "worker ingest: the same, batch_size 1 (${N_PER_MESSAGE} messages)"
 ingest rmq_pg_single pg rabbitmq 1 1 "$N_PER_MESSAGE"
@@ -231,8 +241,18 @@ start_worker latency ORDER__RABBITMQ__ENABLED=true ORDER__KAFKA__ENABLED=false
 latency_summary=$("$bin/order-loadgen" --broker rabbitmq --count $((LAT_RATE * LAT_SECS)) --rate "$LAT_RATE" \
     --users 1000000 --products 1000 --seed 9 --quiet)
 wait_orders "$latency_url" "$(jq -r .distinct_pairs <<<"$latency_summary")"
+# Every order's event published too (the relay runs in the same worker).
+for _ in $(seq 1 600); do
+    [[ "$(sql "$latency_url" "SELECT COUNT(*) FROM order_events WHERE published_at IS NULL")" -eq 0 ]] && break
+    sleep 0.1
+done
 curl -fsS "http://127.0.0.1:${worker_port}/metrics" >"$scratch/latency.metrics"
 stop_pid "$worker_pid"
+confirm=$(sql "$latency_url" "SELECT format('p50 %s ms, p99 %s ms, max %s ms over %s events', \
+    round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d) * 1000)::numeric, 1), \
+    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY d) * 1000)::numeric, 1), \
+    round((max(d) * 1000)::numeric, 1), COUNT(*)) \
+    FROM (SELECT EXTRACT(EPOCH FROM published_at - created_at) AS d FROM order_events WHERE published_at IS NOT NULL) t")
 latency=$(python3 - "$scratch/latency.metrics" <<'PY'
 import re, sys
 buckets, count, total = [], 0.0, 0.0
@@ -258,6 +278,7 @@ print(f"p50 {q(0.5) * 1000:.1f} ms, p99 {q(0.99) * 1000:.1f} ms, mean {total / m
 PY
 )
 row "end-to-end latency (timestamp → commit) at ${LAT_RATE}/s" "$latency" "target p99 ≤ 50 ms; from the worker's histogram"
+row "order events, write → broker confirm, at ${LAT_RATE} events/s" "$confirm" "target p99 ≤ 100 ms; published_at − created_at of every event row (the write's time is taken before its commit)"
 
 say "API: wrk ${WRK_SECS} s per endpoint"
 use_names api

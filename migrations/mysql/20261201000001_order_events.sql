@@ -18,10 +18,8 @@ CREATE TABLE order_events (
     attempts        INT           NOT NULL DEFAULT 0,
     next_attempt_at DATETIME(6)   NOT NULL,
     last_error      TEXT          NULL,
-    -- A relay's claim: only its holder marks the event.
-    locked_until    DATETIME(6)   NULL,
-    lease_token     BINARY(16)    NULL,
-    CONSTRAINT order_events_event_id_key UNIQUE (event_id),
+    -- No unique key on event_id: ids are made unique by UUIDv7, and every
+    -- index is written with each event and again when it is published.
     CONSTRAINT order_events_type_check CHECK (event_type IN ('order.created', 'order.completed',
         'order.cancelled', 'order.failed', 'order.expired')),
     -- The relay's claims (unpublished: NULL, in write order) and retention.

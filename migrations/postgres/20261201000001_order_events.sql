@@ -19,18 +19,16 @@ CREATE TABLE order_events (
     -- Publishing attempts that failed, and when to try again.
     attempts        INTEGER       NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ   NOT NULL,
-    last_error      TEXT,
-    -- A relay's claim: only its holder marks the event.
-    locked_until    TIMESTAMPTZ,
-    lease_token     UUID,
-    CONSTRAINT order_events_event_id_key UNIQUE (event_id)
+    last_error      TEXT
 );
+-- Every index is written with each event and again when it is published,
+-- so there are only the two the relay needs (a relay's claim is a row lock
+-- held while it publishes, not a write; ids are made unique by UUIDv7, and
+-- retention walks the primary key).
 -- The relay's claims: unpublished events in write order.
 CREATE INDEX order_events_unpublished_idx ON order_events (seq) WHERE published_at IS NULL;
 -- An order's events (the per-order order, and the operators' listing).
 CREATE INDEX order_events_order_idx ON order_events (order_id, seq);
--- Retention: published events, oldest first.
-CREATE INDEX order_events_published_idx ON order_events (published_at) WHERE published_at IS NOT NULL;
 
 -- Wakes the relays (LISTEN order_events) when a transaction that wrote
 -- events commits: PostgreSQL delivers a notification at commit, once per

@@ -11,7 +11,7 @@ use order_core::cache::Cached;
 use order_core::domain::{
     EventType, FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
 };
-use order_core::storage::{EventFilter, PageRequest, Storage};
+use order_core::storage::{ClaimOutcome, EventFilter, PageRequest, Storage};
 use order_runtime::config::{Driver, Settings};
 use order_testkit::fixtures::Seckill;
 use order_testkit::{TestDatabase, redis_settings};
@@ -427,13 +427,15 @@ async fn purge_removes_only_resolved_failures_older_than_the_retention(driver: D
         .map(|p| NewOrder::new(SeckillMessage::parse(&message(3, p, "1.00", 1)).unwrap()))
         .collect();
     db.storage.create_orders(&orders).await.unwrap();
-    let (events, lease) = db
-        .storage
-        .claim_events(3, Duration::from_secs(60))
+    let claim = db.storage.claim_events(3).await.unwrap();
+    let seqs: Vec<i64> = claim.events().iter().map(|e| e.seq).collect();
+    claim
+        .finish(&ClaimOutcome {
+            published: seqs.clone(),
+            ..ClaimOutcome::default()
+        })
         .await
         .unwrap();
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    db.storage.mark_published(&seqs, &lease).await.unwrap();
     db.execute(&format!(
         "UPDATE order_events SET published_at = published_at - INTERVAL '8' DAY WHERE seq IN ({}, {})",
         seqs[0], seqs[1]

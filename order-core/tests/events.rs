@@ -1,5 +1,5 @@
 //! The outbox on both engines: one event per committed change, none for a
-//! change that does not happen, claims in per-order write order, leases,
+//! change that does not happen, claims in per-order write order, held claims,
 //! listing and retention.
 
 use std::collections::HashSet;
@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use order_core::domain::{Cause, EventType, NewOrder, OrderStatus, SeckillMessage};
 use order_core::service::{Delivery, Publisher, Relay};
-use order_core::storage::{EventFilter, EventStatus, InsertOutcome, StorageError, StoredEvent};
+use order_core::storage::{
+    ClaimOutcome, EventClaim, EventFilter, EventStatus, InsertOutcome, StorageError, StoredEvent,
+};
 use order_runtime::config::Driver;
 use order_testkit::TestDatabase;
 use order_testkit::fixtures::Seckill;
@@ -22,9 +24,10 @@ order_testkit::on_both_engines!(
     expiry_writes_one_expired_event_per_order_with_the_reason,
     an_orders_later_event_waits_until_the_earlier_one_is_published,
     two_concurrent_relays_claim_disjoint_events_covering_all_of_them,
-    a_lapsed_lease_is_claimed_again_and_only_the_holder_marks_it,
+    a_claim_dropped_unfinished_leaves_its_events_to_the_next_claim,
     events_are_listed_by_status_and_order_and_purged_when_published_and_old,
     the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_events,
+    a_pool_without_events_commits_changes_and_writes_no_event,
 );
 
 fn new_order(user: i64, product: i64, price: &str) -> NewOrder {
@@ -212,6 +215,18 @@ async fn expiry_writes_one_expired_event_per_order_with_the_reason(driver: Drive
     }
 }
 
+/// Publishes every event of `claim`, and finishes it.
+async fn publish_all(claim: EventClaim) -> u64 {
+    let published = claim.events().iter().map(|e| e.seq).collect();
+    claim
+        .finish(&ClaimOutcome {
+            published,
+            ..ClaimOutcome::default()
+        })
+        .await
+        .unwrap()
+}
+
 async fn an_orders_later_event_waits_until_the_earlier_one_is_published(driver: Driver) {
     let db = TestDatabase::new(driver).await;
     let (a, b) = (new_order(5, 1, "1"), new_order(5, 2, "1"));
@@ -223,10 +238,10 @@ async fn an_orders_later_event_waits_until_the_earlier_one_is_published(driver: 
         .transition_order(a.order_id, OrderStatus::Cancelled)
         .await
         .unwrap();
-    let lease = Duration::from_secs(60);
 
     // a: created, cancelled; b: created. Only the first of each order.
-    let (claimed, first) = db.storage.claim_events(100, lease).await.unwrap();
+    let first = db.storage.claim_events(100).await.unwrap();
+    let claimed = first.events().to_vec();
     let types: Vec<(Uuid, EventType)> =
         claimed.iter().map(|e| (e.order_id, e.event_type)).collect();
     assert_eq!(
@@ -238,35 +253,30 @@ async fn an_orders_later_event_waits_until_the_earlier_one_is_published(driver: 
     );
     assert!(
         db.storage
-            .claim_events(100, lease)
+            .claim_events(100)
             .await
             .unwrap()
-            .0
+            .events()
             .is_empty(),
         "claimed events are not claimed twice, and a's cancel waits"
     );
 
     // a's created is refused by the broker: a's cancel still waits, b goes on.
     let retry_at = Utc::now() + chrono::Duration::hours(1);
+    let published = first
+        .finish(&ClaimOutcome {
+            published: vec![claimed[1].seq],
+            refused: vec![(claimed[0].seq, "NOT_FOUND - no exchange".into(), retry_at)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(published, 1);
     assert!(
         db.storage
-            .mark_publish_failed(claimed[0].seq, &first, "NOT_FOUND - no exchange", retry_at)
+            .claim_events(100)
             .await
             .unwrap()
-    );
-    assert_eq!(
-        db.storage
-            .mark_published(&[claimed[1].seq], &first)
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(
-        db.storage
-            .claim_events(100, lease)
-            .await
-            .unwrap()
-            .0
+            .events()
             .is_empty()
     );
     let failing = db
@@ -290,17 +300,14 @@ async fn an_orders_later_event_waits_until_the_earlier_one_is_published(driver: 
     // Once due again and published, the cancel follows.
     db.execute("UPDATE order_events SET next_attempt_at = created_at")
         .await;
-    let (again, second) = db.storage.claim_events(100, lease).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].event_type, EventType::Created);
-    db.storage
-        .mark_published(&[again[0].seq], &second)
-        .await
-        .unwrap();
-    let (last, _) = db.storage.claim_events(100, lease).await.unwrap();
-    assert_eq!(last.len(), 1);
+    let again = db.storage.claim_events(100).await.unwrap();
+    assert_eq!(again.events().len(), 1);
+    assert_eq!(again.events()[0].event_type, EventType::Created);
+    publish_all(again).await;
+    let last = db.storage.claim_events(100).await.unwrap();
+    assert_eq!(last.events().len(), 1);
     assert_eq!(
-        (last[0].order_id, last[0].event_type),
+        (last.events()[0].order_id, last.events()[0].event_type),
         (a.order_id, EventType::Cancelled)
     );
 }
@@ -312,19 +319,14 @@ async fn two_concurrent_relays_claim_disjoint_events_covering_all_of_them(driver
     let relay = |storage: order_core::storage::Storage| async move {
         let mut mine = Vec::new();
         loop {
-            let (events, lease) = storage
-                .claim_events(17, Duration::from_secs(60))
-                .await
-                .unwrap();
-            if events.is_empty() {
+            let claim = storage.claim_events(17).await.unwrap();
+            if claim.events().is_empty() {
                 return mine;
             }
-            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            let seqs: Vec<i64> = claim.events().iter().map(|e| e.seq).collect();
+            // The claim is held while "publishing".
             tokio::time::sleep(Duration::from_millis(2)).await;
-            assert_eq!(
-                storage.mark_published(&seqs, &lease).await.unwrap(),
-                seqs.len() as u64
-            );
+            assert_eq!(publish_all(claim).await, seqs.len() as u64);
             mine.extend(seqs);
         }
     };
@@ -336,53 +338,38 @@ async fn two_concurrent_relays_claim_disjoint_events_covering_all_of_them(driver
     let a: HashSet<i64> = one.iter().copied().collect();
     let b: HashSet<i64> = two.iter().copied().collect();
     assert!(a.is_disjoint(&b), "no event claimed by both");
+    assert!(!a.is_empty() && !b.is_empty(), "both relays took a share");
     assert_eq!(a.len() + b.len(), 300);
     assert_eq!(one.len() + two.len(), 300, "none claimed twice by one");
     assert_eq!(db.storage.event_backlog().await.unwrap().unpublished, 0);
 }
 
-async fn a_lapsed_lease_is_claimed_again_and_only_the_holder_marks_it(driver: Driver) {
+async fn a_claim_dropped_unfinished_leaves_its_events_to_the_next_claim(driver: Driver) {
     let db = TestDatabase::new(driver).await;
     let order = new_order(7, 1, "1");
     db.storage
         .create_orders(std::slice::from_ref(&order))
         .await
         .unwrap();
-    let (first, old) = db
-        .storage
-        .claim_events(10, Duration::from_millis(1))
-        .await
-        .unwrap();
-    assert_eq!(first.len(), 1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    // The relay that held it died: its lease lapsed, another takes it.
-    let (second, new) = db
-        .storage
-        .claim_events(10, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(second.len(), 1);
-    assert_eq!(second[0].id, first[0].id, "the same event, the same id");
-    assert_eq!(
-        db.storage
-            .mark_published(&[first[0].seq], &old)
-            .await
-            .unwrap(),
-        0
-    );
+    let first = db.storage.claim_events(10).await.unwrap();
+    assert_eq!(first.events().len(), 1);
+    let id = first.events()[0].id;
     assert!(
-        !db.storage
-            .mark_publish_failed(first[0].seq, &old, "late", Utc::now())
+        db.storage
+            .claim_events(10)
             .await
             .unwrap()
+            .events()
+            .is_empty(),
+        "held while the first relay publishes"
     );
-    assert_eq!(
-        db.storage
-            .mark_published(&[second[0].seq], &new)
-            .await
-            .unwrap(),
-        1
-    );
+    // The relay that held it died: its transaction is rolled back.
+    drop(first);
+    let second = db.storage.claim_events(10).await.unwrap();
+    assert_eq!(second.events().len(), 1);
+    assert_eq!(second.events()[0].id, id, "the same event, the same id");
+    assert_eq!(second.events()[0].attempts, 0, "a dead relay is no attempt");
+    assert_eq!(publish_all(second).await, 1);
     let backlog = db.storage.event_backlog().await.unwrap();
     assert_eq!((backlog.unpublished, backlog.oldest), (0, None));
 }
@@ -391,13 +378,9 @@ async fn events_are_listed_by_status_and_order_and_purged_when_published_and_old
     let db = TestDatabase::new(driver).await;
     let orders: Vec<NewOrder> = (1..=4).map(|p| new_order(8, p, "1")).collect();
     db.storage.create_orders(&orders).await.unwrap();
-    let (claimed, lease) = db
-        .storage
-        .claim_events(2, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let seqs: Vec<i64> = claimed.iter().map(|e| e.seq).collect();
-    db.storage.mark_published(&seqs, &lease).await.unwrap();
+    let claim = db.storage.claim_events(2).await.unwrap();
+    let seqs: Vec<i64> = claim.events().iter().map(|e| e.seq).collect();
+    publish_all(claim).await;
 
     let backlog = db.storage.event_backlog().await.unwrap();
     assert_eq!(backlog.unpublished, 2);
@@ -512,7 +495,6 @@ async fn the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_event
     let relay = Relay::new(
         db.storage.clone(),
         100,
-        Duration::from_secs(60),
         Duration::from_secs(3600),
         Duration::from_secs(3600),
     );
@@ -562,4 +544,28 @@ async fn the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_event
     assert_eq!(stuck[1].status, EventStatus::Pending);
     let backlog = db.storage.event_backlog().await.unwrap();
     assert_eq!(backlog.unpublished, 2);
+}
+
+async fn a_pool_without_events_commits_changes_and_writes_no_event(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let storage = db.storage.clone().without_events();
+    assert!(!storage.writes_events() && db.storage.writes_events());
+    let orders: Vec<NewOrder> = (1..=3).map(|p| new_order(10, p, "1")).collect();
+    storage.create_orders(&orders).await.unwrap();
+    storage
+        .transition_order(orders[0].order_id, OrderStatus::Cancelled)
+        .await
+        .unwrap();
+    db.execute(match driver {
+        Driver::Postgres => "UPDATE orders SET created_at = created_at - INTERVAL '1 hour'",
+        Driver::Mysql => "UPDATE orders SET created_at = created_at - INTERVAL 1 HOUR",
+    })
+    .await;
+    let expired = storage
+        .expire_unpaid(Utc::now(), 10, &Cause::default())
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 2);
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 3);
+    assert_eq!(db.count("SELECT COUNT(*) FROM order_events").await, 0);
 }

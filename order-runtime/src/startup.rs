@@ -99,7 +99,7 @@ pub async fn open_storage(
     at_start: AtStart,
     stop: &CancellationToken,
 ) -> Result<Storage, StorageError> {
-    let storage = Storage::connect(&settings.database)?;
+    let storage = events_as_set(settings, Storage::connect(&settings.database)?);
     make_ready(settings, &storage, at_start, stop).await?;
     Ok(storage)
 }
@@ -119,7 +119,19 @@ pub async fn open_limited_storage(
     let ready = make_ready(settings, &unlimited, at_start, stop).await;
     unlimited.close().await;
     ready?;
-    Storage::connect_with(&settings.database, Some(statement_timeout))
+    Ok(events_as_set(
+        settings,
+        Storage::connect_with(&settings.database, Some(statement_timeout))?,
+    ))
+}
+
+/// `storage`, writing order events unless `events.enabled` is false.
+fn events_as_set(settings: &Settings, storage: Storage) -> Storage {
+    if settings.events.enabled {
+        storage
+    } else {
+        storage.without_events()
+    }
 }
 
 /// Reaches the database (waiting or not, see [`open_storage`]) and migrates

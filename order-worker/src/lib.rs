@@ -99,7 +99,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), readiness("kafka"));
         consumers.spawn(consumer.run(stop.clone()));
     }
-    if settings.events.relay {
+    if settings.events.enabled && settings.events.relay {
         let relay = settings.relay(storage.clone());
         consumers.spawn(relay::run(
             settings.clone(),

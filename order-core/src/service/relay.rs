@@ -7,9 +7,9 @@
 //!   with its attempts, counted, and listed as `failing` for operators. The
 //!   events after it of the same order wait; other orders go on.
 //! - **Unsent** (the broker is out of reach, or did not answer in time):
-//!   the event is not at fault. Its claim is let go at once, and the round
-//!   says so, so that the caller pauses and reconnects: events accumulate
-//!   in the outbox meanwhile, and publishing resumes by itself.
+//!   the event is not at fault and is left as it was. The claim ends, and
+//!   the round says so, so that the caller pauses and reconnects: events
+//!   accumulate in the outbox meanwhile, and publishing resumes by itself.
 //!
 //! The transport (RabbitMQ, Kafka) lives in the worker; the rules live
 //! here.
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::domain::{Backoff, Jitter};
-use crate::storage::{Storage, StorageError, StoredEvent};
+use crate::storage::{ClaimOutcome, Storage, StorageError, StoredEvent};
 
 /// What a broker said of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct RelayRound {
     pub published: usize,
     /// Refused by the broker; rescheduled.
     pub refused: usize,
-    /// Not sent (broker unreachable); released at once.
+    /// Not sent (broker unreachable); left as they were.
     pub unsent: usize,
     /// The first reason an event was unsent, for the log.
     pub unsent_reason: Option<String>,
@@ -67,25 +67,22 @@ pub struct RelayRound {
 pub struct Relay {
     storage: Storage,
     batch: u32,
-    lease: Duration,
     refused: Backoff,
 }
 
 impl Relay {
-    /// A relay claiming `batch` events a round under a `lease`, retrying a
-    /// refused event after `backoff_base` doubling up to `backoff_max`.
+    /// A relay claiming `batch` events a round, retrying a refused event
+    /// after `backoff_base` doubling up to `backoff_max`.
     #[must_use]
     pub fn new(
         storage: Storage,
         batch: u32,
-        lease: Duration,
         backoff_base: Duration,
         backoff_max: Duration,
     ) -> Self {
         Self {
             storage,
             batch: batch.max(1),
-            lease,
             refused: Backoff::new(backoff_base, backoff_max, Jitter::Equal),
         }
     }
@@ -103,13 +100,15 @@ impl Relay {
         self.batch
     }
 
-    /// One round: claim, publish through `publisher`, mark.
+    /// One round: claim, publish through `publisher`, mark, in one
+    /// transaction holding the claimed events.
     ///
     /// # Errors
-    /// When the database is unreachable (claimed events are then left to
-    /// their lease, and published again by whoever claims them next).
+    /// When the database is unreachable (nothing of the round is marked;
+    /// its events are published again by the next claim).
     pub async fn run_once<P: Publisher>(&self, publisher: &P) -> Result<RelayRound, StorageError> {
-        let (events, lease) = self.storage.claim_events(self.batch, self.lease).await?;
+        let claim = self.storage.claim_events(self.batch).await?;
+        let events = claim.events();
         let mut round = RelayRound {
             claimed: events.len(),
             ..RelayRound::default()
@@ -118,14 +117,17 @@ impl Relay {
             return Ok(round);
         }
         let sent_at = Instant::now();
-        let deliveries = publisher.publish(&events).await;
+        let deliveries = publisher.publish(events).await;
         let broker = publisher.name();
+        let mut outcome = ClaimOutcome::default();
         let mut confirmed = Vec::with_capacity(events.len());
-        let mut unsent = Vec::new();
         for (event, delivery) in events.iter().zip(deliveries) {
             let kind = event.event_type.as_str();
             match delivery {
-                Delivery::Confirmed => confirmed.push(event),
+                Delivery::Confirmed => {
+                    outcome.published.push(event.seq);
+                    confirmed.push((kind, event.created_at));
+                }
                 Delivery::Refused(reason) => {
                     round.refused += 1;
                     metrics::counter!("order_events_publish_failures_total", "type" => kind, "broker" => broker)
@@ -135,36 +137,27 @@ impl Relay {
                         + chrono::Duration::from_std(self.refused.delay(attempt))
                             .unwrap_or(chrono::Duration::MAX);
                     tracing::warn!(event.id = %event.id, order.id = %event.order_id, event.r#type = kind, attempts = attempt + 1, %reason, "the broker refused an event; it is tried again later");
-                    self.storage
-                        .mark_publish_failed(event.seq, &lease, &reason, retry_at)
-                        .await?;
+                    outcome.refused.push((event.seq, reason, retry_at));
                 }
                 Delivery::Unsent(reason) => {
                     round.unsent += 1;
                     round.unsent_reason.get_or_insert(reason);
-                    unsent.push(event.seq);
                 }
             }
         }
-        if !unsent.is_empty() {
-            self.storage.release_events(&unsent, &lease).await?;
-        }
-        let seqs: Vec<i64> = confirmed.iter().map(|e| e.seq).collect();
-        round.published = usize::try_from(self.storage.mark_published(&seqs, &lease).await?)
-            .unwrap_or(usize::MAX);
+        metrics::histogram!("order_events_publish_round_seconds")
+            .record(sent_at.elapsed().as_secs_f64());
+        round.published = usize::try_from(claim.finish(&outcome).await?).unwrap_or(usize::MAX);
         let now = Utc::now();
-        for event in confirmed {
-            let kind = event.event_type.as_str();
+        for (kind, created_at) in confirmed {
             metrics::counter!("order_events_published_total", "type" => kind, "broker" => broker)
                 .increment(1);
-            // From the change's commit (about its write time) to the
+            // From the change's write (just before its commit) to the
             // broker's confirmation.
-            let latency = (now - event.created_at).to_std().unwrap_or_default();
+            let latency = (now - created_at).to_std().unwrap_or_default();
             metrics::histogram!("order_events_commit_to_confirm_seconds")
                 .record(latency.as_secs_f64());
         }
-        metrics::histogram!("order_events_publish_round_seconds")
-            .record(sent_at.elapsed().as_secs_f64());
         Ok(round)
     }
 

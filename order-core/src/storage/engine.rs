@@ -6,7 +6,6 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::events::EventRow;
 use super::{Changed, InsertOutcome, Recorded, StorageError};
 use crate::domain::{Cause, Failure, Lease, NewFailure, NewOrder};
 
@@ -69,16 +68,6 @@ pub(crate) trait Engine {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> impl Future<Output = Result<u64, StorageError>> + Send;
-
-    /// Claims up to `limit` events a relay may publish now
-    /// ([`super::events::CLAIMABLE`]), oldest first, skipping rows another
-    /// relay is claiming, under `lease`.
-    fn claim_events(
-        &self,
-        limit: u32,
-        lease: Lease,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<EventRow>, StorageError>> + Send;
 
     /// Deletes up to `limit` events published before `cutoff`.
     fn purge_published_events(

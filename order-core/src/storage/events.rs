@@ -6,10 +6,18 @@
 //!
 //! An event is claimable only when no earlier event of its order is still
 //! unpublished ([`CLAIMABLE`]): a later event waits until the earlier one is
-//! confirmed, and one order's stuck event holds back that order alone. A
-//! claim is a lease, as for failures: while it holds, no other relay takes
-//! the event; a relay that dies mid-publish lets its lease lapse and the
-//! event is sent again (at least once; consumers dedupe by `id`).
+//! confirmed, and one order's stuck event holds back that order alone.
+//!
+//! # Claims
+//!
+//! A claim is a transaction holding the claimed rows' locks
+//! (`SELECT … FOR UPDATE SKIP LOCKED`) while the relay publishes them: no
+//! other relay takes them meanwhile, and the claim writes nothing of its
+//! own (one row write per event saved, against a lease). It ends with the
+//! marks of what the broker said, in the same transaction
+//! ([`EventClaim::finish`]). A relay that dies mid-publish drops its
+//! connection, the database rolls the claim back, and the events are sent
+//! again (at least once; consumers dedupe by `id`).
 
 use std::time::Duration;
 
@@ -17,8 +25,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::{Storage, StorageError, dispatch, new_lease, now, on_pool};
-use crate::domain::{EventType, Lease};
+use super::{Storage, StorageError, dispatch, now, on_pool};
+use crate::domain::EventType;
 
 /// The columns an event is written with (see [`write_events!`]).
 pub(crate) const EVENT_INSERT: &str = "INSERT INTO order_events (event_id, order_id, event_type, payload, traceparent, created_at, next_attempt_at) ";
@@ -26,11 +34,10 @@ pub(crate) const EVENT_INSERT: &str = "INSERT INTO order_events (event_id, order
 /// The columns of [`EventRow`], in order.
 pub(crate) const EVENT_COLUMNS: &str = "seq, event_id, order_id, event_type, payload, traceparent, created_at, published_at, attempts, next_attempt_at, last_error";
 
-/// Which unpublished events (`e`) a relay may claim at `?` (now, bound
-/// twice): due, not under another relay's lease, and the oldest unpublished
-/// event of their order.
+/// Which unpublished events (`e`) a relay may claim at `?` (now): due, and
+/// the oldest unpublished event of their order. (Rows another relay holds
+/// are skipped by the claim's `SKIP LOCKED`.)
 pub(crate) const CLAIMABLE: &str = "e.published_at IS NULL AND e.next_attempt_at <= ? \
-     AND (e.locked_until IS NULL OR e.locked_until <= ?) \
      AND NOT EXISTS (SELECT 1 FROM order_events p \
                      WHERE p.order_id = e.order_id AND p.published_at IS NULL AND p.seq < e.seq)";
 
@@ -170,10 +177,6 @@ pub(crate) struct EventRow {
 }
 
 impl EventRow {
-    pub(crate) fn seq(&self) -> i64 {
-        self.seq
-    }
-
     fn into_event(self) -> Result<StoredEvent, StorageError> {
         let status = match (self.published_at, self.attempts) {
             (Some(_), _) => EventStatus::Published,
@@ -226,106 +229,126 @@ pub struct EventFilter {
     pub after: Option<i64>,
 }
 
+/// A relay's claim on events: the transaction that holds their locks.
+/// Dropping it without [`EventClaim::finish`] rolls it back: the events are
+/// free to be claimed again, unchanged.
+#[derive(Debug)]
+pub struct EventClaim {
+    tx: ClaimTx,
+    events: Vec<StoredEvent>,
+}
+
+#[derive(Debug)]
+enum ClaimTx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Mysql(sqlx::Transaction<'static, sqlx::MySql>),
+}
+
+/// What the broker said of a claim's events, to be written with
+/// [`EventClaim::finish`]. Events in neither list were not sent: they are
+/// left as they were.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimOutcome {
+    /// Confirmed: marked published.
+    pub published: Vec<i64>,
+    /// Refused: `(seq, the broker's reason, when to try again)`; one more
+    /// attempt each.
+    pub refused: Vec<(i64, String, DateTime<Utc>)>,
+}
+
+impl EventClaim {
+    /// The claimed events, oldest first, at most one per order.
+    #[must_use]
+    pub fn events(&self) -> &[StoredEvent] {
+        &self.events
+    }
+
+    /// Writes `outcome` and commits, releasing every claimed event. Returns
+    /// how many were marked published.
+    ///
+    /// # Errors
+    /// When the database is unreachable (nothing is marked; the events are
+    /// sent again by the next claim).
+    pub async fn finish(self, outcome: &ClaimOutcome) -> Result<u64, StorageError> {
+        let at = now();
+        let mut published = 0;
+        let published_update = |n: usize| {
+            format!(
+                "UPDATE order_events SET published_at = ? WHERE seq IN ({})",
+                vec!["?"; n].join(", ")
+            )
+        };
+        let refused_update = "UPDATE order_events SET attempts = attempts + 1, last_error = ?, \
+                              next_attempt_at = ? WHERE seq = ?";
+        macro_rules! finish_on {
+            ($tx:ident, $sql:expr) => {{
+                for part in outcome.published.chunks(1000) {
+                    let text = $sql(&published_update(part.len())).into_owned();
+                    let mut query = sqlx::query(&text).bind(at);
+                    for seq in part {
+                        query = query.bind(*seq);
+                    }
+                    published += query.execute(&mut *$tx).await?.rows_affected();
+                }
+                let text = $sql(refused_update).into_owned();
+                for (seq, reason, retry_at) in &outcome.refused {
+                    sqlx::query(&text)
+                        .bind(crate::domain::printable_error(reason))
+                        .bind(*retry_at)
+                        .bind(*seq)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                $tx.commit().await?;
+            }};
+        }
+        match self.tx {
+            ClaimTx::Postgres(mut tx) => finish_on!(tx, super::numbered),
+            ClaimTx::Mysql(mut tx) => finish_on!(tx, super::as_is),
+        }
+        Ok(published)
+    }
+}
+
 impl Storage {
     /// Claims up to `limit` events ready to publish (see [`CLAIMABLE`]),
-    /// oldest first, under a lease of `length`; rows another relay is
-    /// claiming are skipped. At most one event per order is claimed.
+    /// oldest first, at most one per order, skipping rows another relay
+    /// holds. The claim holds them until it is finished or dropped.
     ///
     /// # Errors
     /// When the database is unreachable.
-    pub async fn claim_events(
-        &self,
-        limit: u32,
-        length: Duration,
-    ) -> Result<(Vec<StoredEvent>, Lease), StorageError> {
-        let now = now();
-        let lease = new_lease(now, length);
-        let rows = dispatch!(self.claim_events(limit, lease, now))?;
-        Ok((into_events(rows)?, lease))
-    }
-
-    /// Marks the events `seqs` claimed under `lease` published. Returns how
-    /// many were marked (an event whose lease lapsed and was claimed again
-    /// is left to its new holder).
-    ///
-    /// # Errors
-    /// When the database is unreachable.
-    pub async fn mark_published(&self, seqs: &[i64], lease: &Lease) -> Result<u64, StorageError> {
-        self.end_claims(seqs, lease, Some(now())).await
-    }
-
-    /// Lets go of the claims on `seqs` held under `lease`, unchanged, so
-    /// that they can be claimed again at once (they were not sent).
-    ///
-    /// # Errors
-    /// When the database is unreachable.
-    pub async fn release_events(&self, seqs: &[i64], lease: &Lease) -> Result<u64, StorageError> {
-        self.end_claims(seqs, lease, None).await
-    }
-
-    /// Ends the claims on `seqs` held under `lease`, marking them published
-    /// at `published_at` if given.
-    async fn end_claims(
-        &self,
-        seqs: &[i64],
-        lease: &Lease,
-        published_at: Option<DateTime<Utc>>,
-    ) -> Result<u64, StorageError> {
-        let set = if published_at.is_some() {
-            "published_at = ?, "
-        } else {
-            ""
-        };
-        let mut ended = 0;
-        for part in seqs.chunks(1000) {
-            let update = format!(
-                "UPDATE order_events SET {set}locked_until = NULL, lease_token = NULL \
-                 WHERE lease_token = ? AND seq IN ({})",
-                vec!["?"; part.len()].join(", ")
-            );
-            ended += on_pool!(self, |pool, sql| {
-                let text = sql(&update);
-                let mut query = sqlx::query(&text);
-                if let Some(at) = published_at {
-                    query = query.bind(at);
+    pub async fn claim_events(&self, limit: u32) -> Result<EventClaim, StorageError> {
+        let select = format!(
+            "SELECT {EVENT_COLUMNS} FROM order_events e WHERE {CLAIMABLE} \
+             ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED"
+        );
+        let at = now();
+        Ok(match self {
+            Self::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let rows = sqlx::query_as::<_, EventRow>(&super::numbered(&select))
+                    .bind(at)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                EventClaim {
+                    tx: ClaimTx::Postgres(tx),
+                    events: into_events(rows)?,
                 }
-                query = query.bind(lease.token);
-                for seq in part {
-                    query = query.bind(*seq);
+            }
+            Self::Mysql(s) => {
+                let mut tx = s.pool().begin().await?;
+                let rows = sqlx::query_as::<_, EventRow>(&select)
+                    .bind(at)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                EventClaim {
+                    tx: ClaimTx::Mysql(tx),
+                    events: into_events(rows)?,
                 }
-                query.execute(pool).await?.rows_affected()
-            });
-        }
-        Ok(ended)
-    }
-
-    /// Records a failed attempt to publish the event `seq` claimed under
-    /// `lease`: one more attempt, `error`, and not before `retry_at`.
-    /// Returns false when the lease was no longer held.
-    ///
-    /// # Errors
-    /// When the database is unreachable.
-    pub async fn mark_publish_failed(
-        &self,
-        seq: i64,
-        lease: &Lease,
-        error: &str,
-        retry_at: DateTime<Utc>,
-    ) -> Result<bool, StorageError> {
-        let update = "UPDATE order_events SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, \
-                      locked_until = NULL, lease_token = NULL WHERE seq = ? AND lease_token = ?";
-        let error = crate::domain::printable_error(error);
-        Ok(on_pool!(self, |pool, sql| {
-            sqlx::query(&sql(update))
-                .bind(error.as_str())
-                .bind(retry_at)
-                .bind(seq)
-                .bind(lease.token)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1
-        }))
+            }
+        })
     }
 
     /// Events in write order, `limit` of them, as `filter` selects.

@@ -45,7 +45,9 @@ use uuid::Uuid;
 
 pub use batch::MAX_BATCH_ROWS;
 pub use error::{ErrorClass, StorageError};
-pub use events::{Backlog, EventFilter, EventStatus, EventWakeups, StoredEvent};
+pub use events::{
+    Backlog, ClaimOutcome, EventClaim, EventFilter, EventStatus, EventWakeups, StoredEvent,
+};
 pub use types::{
     Changed, ClaimById, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
     ResolvedByHand,
@@ -199,6 +201,27 @@ impl Storage {
             Driver::Postgres => Self::Postgres(postgres::PgStore::connect(settings, timeout)?),
             Driver::Mysql => Self::Mysql(mysql::MySqlStore::connect(settings, timeout)?),
         })
+    }
+
+    /// This pool writing no order events (`events.enabled: false`: a
+    /// deployment with no consumer of them). Changes commit as before,
+    /// without their outbox rows.
+    #[must_use]
+    pub fn without_events(mut self) -> Self {
+        match &mut self {
+            Self::Postgres(s) => s.events = false,
+            Self::Mysql(s) => s.events = false,
+        }
+        self
+    }
+
+    /// Whether this pool writes order events with the changes.
+    #[must_use]
+    pub fn writes_events(&self) -> bool {
+        match self {
+            Self::Postgres(s) => s.events,
+            Self::Mysql(s) => s.events,
+        }
     }
 
     /// The engine.

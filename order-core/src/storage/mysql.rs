@@ -18,7 +18,7 @@ use sqlx::{Executor, QueryBuilder};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::events::{CLAIMABLE, EVENT_COLUMNS, EventRow, write_events};
+use super::events::write_events;
 use super::rows::{
     FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders,
 };
@@ -37,6 +37,8 @@ pub struct MySqlStore {
     /// The byte budget of one statement: half the smallest
     /// `max_allowed_packet` any connection has read (0 until one has).
     statement_bytes: Arc<AtomicUsize>,
+    /// Write order events with the changes (see [`super::Storage::without_events`]).
+    pub(crate) events: bool,
 }
 
 /// Rows of one failure INSERT (10 placeholders a row).
@@ -160,6 +162,7 @@ impl MySqlStore {
         Ok(Self {
             pool,
             statement_bytes,
+            events: true,
         })
     }
 
@@ -289,7 +292,11 @@ impl Engine for MySqlStore {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            let events: Vec<OrderEvent> = new.iter().map(|o| OrderEvent::created(o, now)).collect();
+            let events: Vec<OrderEvent> = if self.events {
+                new.iter().map(|o| OrderEvent::created(o, now)).collect()
+            } else {
+                Vec::new()
+            };
             write_events!(tx, &events, budget).await?;
             tx.commit().await?;
             super::events::count_written(&events);
@@ -345,6 +352,7 @@ impl Engine for MySqlStore {
             .collect();
         let events: Vec<OrderEvent> = expired
             .iter()
+            .filter(|_| self.events)
             .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
             .collect();
         write_events!(tx, &events, self.statement_bytes()).await?;
@@ -494,46 +502,6 @@ impl Engine for MySqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    async fn claim_events(
-        &self,
-        limit: u32,
-        lease: Lease,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<EventRow>, StorageError> {
-        let mut tx = self.pool.begin().await?;
-        let seqs: Vec<i64> = sqlx::query_scalar(&format!(
-            "SELECT e.seq FROM order_events e WHERE {CLAIMABLE} \
-             ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(now)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut rows = Vec::with_capacity(seqs.len());
-        for part in seqs.chunks(KEY_LOOKUP_ROWS) {
-            let mut qb = QueryBuilder::<MySql>::new("UPDATE order_events SET locked_until = ");
-            qb.push_bind(lease.until)
-                .push(", lease_token = ")
-                .push_bind(lease.token)
-                .push(" WHERE seq IN (");
-            push_list(&mut qb, part.iter().copied());
-            qb.push(")");
-            qb.build().execute(&mut *tx).await?;
-            let mut qb = QueryBuilder::<MySql>::new(format!(
-                "SELECT {EVENT_COLUMNS} FROM order_events WHERE seq IN ("
-            ));
-            push_list(&mut qb, part.iter().copied());
-            qb.push(") ORDER BY seq");
-            rows.extend(qb.build_query_as::<EventRow>().fetch_all(&mut *tx).await?);
-        }
-        tx.commit().await?;
-        Ok(rows)
     }
 
     async fn purge_published_events(

@@ -263,13 +263,17 @@ impl Storage {
                 == 1;
             // A lost update writes no event: the transaction rolls back.
             if changed {
-                write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+                if self.writes_events() {
+                    write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+                }
                 tx.commit().await?;
             }
             changed
         });
         if changed {
-            super::events::count_written(std::slice::from_ref(&event));
+            if self.writes_events() {
+                super::events::count_written(std::slice::from_ref(&event));
+            }
             return Ok(after);
         }
         // Somebody else moved it first: report what it is now.

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::events::{CLAIMABLE, EVENT_COLUMNS, EventRow, write_events};
+use super::events::write_events;
 use super::rows::{
     FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders, qualified,
 };
@@ -27,6 +27,8 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Write order events with the changes (see [`super::Storage::without_events`]).
+    pub(crate) events: bool,
 }
 
 impl PgStore {
@@ -46,7 +48,7 @@ impl PgStore {
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, events: true })
     }
 
     /// The pool, for tests and tools that need raw SQL.
@@ -150,7 +152,11 @@ impl Engine for PgStore {
             .bind(&totals)
             .execute(&mut *tx)
             .await?;
-            let events: Vec<OrderEvent> = new.iter().map(|o| OrderEvent::created(o, now)).collect();
+            let events: Vec<OrderEvent> = if self.events {
+                new.iter().map(|o| OrderEvent::created(o, now)).collect()
+            } else {
+                Vec::new()
+            };
             write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
             tx.commit().await?;
             super::events::count_written(&events);
@@ -197,6 +203,7 @@ impl Engine for PgStore {
         let expired = into_orders(rows)?;
         let events: Vec<OrderEvent> = expired
             .iter()
+            .filter(|_| self.events)
             .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
             .collect();
         write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
@@ -296,30 +303,6 @@ impl Engine for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn claim_events(
-        &self,
-        limit: u32,
-        lease: Lease,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<EventRow>, StorageError> {
-        let mut rows = sqlx::query_as::<_, EventRow>(&numbered(&format!(
-            "WITH due AS MATERIALIZED (SELECT e.seq FROM order_events e WHERE {CLAIMABLE} \
-                                       ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED) \
-             UPDATE order_events o SET locked_until = ?, lease_token = ? \
-             FROM due WHERE o.seq = due.seq RETURNING {}",
-            qualified(EVENT_COLUMNS, "o")
-        )))
-        .bind(now)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(lease.until)
-        .bind(lease.token)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.sort_by_key(EventRow::seq);
-        Ok(rows)
-    }
-
     async fn purge_published_events(
         &self,
         cutoff: DateTime<Utc>,
@@ -327,7 +310,7 @@ impl Engine for PgStore {
     ) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "WITH old AS MATERIALIZED (SELECT seq FROM order_events \
-                                       WHERE published_at < $1 ORDER BY published_at LIMIT $2) \
+                                       WHERE published_at < $1 ORDER BY seq LIMIT $2) \
              DELETE FROM order_events e USING old WHERE e.seq = old.seq",
         )
         .bind(cutoff)

@@ -81,8 +81,6 @@ pub fn environment(
     };
     let mut worker = common(redis);
     worker.push(("ORDER__WORKER__SHUTDOWN_TIMEOUT".into(), "20s".into()));
-    // A relay killed mid-publish leaves its claim for this long.
-    worker.push(("ORDER__EVENTS__LEASE".into(), "5s".into()));
     worker.push(("ORDER__EVENTS__PUBLISH_TIMEOUT".into(), "2s".into()));
     let mut compensator = common(redis);
     compensator.extend(

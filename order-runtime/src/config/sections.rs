@@ -336,6 +336,10 @@ pub enum EventBroker {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventSettings {
+    /// Write order events with the changes. False (a deployment with no
+    /// consumer of them) writes none and runs no relay: the changes made
+    /// meanwhile never get events.
+    pub enabled: bool,
     /// Run the outbox relay in this worker (a worker may also run it alone:
     /// `rabbitmq.enabled` and `kafka.enabled` false).
     pub relay: bool,
@@ -358,11 +362,8 @@ pub struct EventSettings {
     /// always; PostgreSQL wakes at each commit and looks this often too).
     #[serde(with = "check::positive_duration")]
     pub poll_interval: Duration,
-    /// How long a relay's claim on events holds.
-    #[serde(with = "check::positive_duration")]
-    pub lease: Duration,
     /// How long a broker has to confirm a round; past it the events count
-    /// as unsent and are tried again (below `events.lease`).
+    /// as unsent and are tried again (the round's claim is held meanwhile).
     #[serde(with = "check::positive_duration")]
     pub publish_timeout: Duration,
     /// First delay before an event the broker refused is tried again.
@@ -376,6 +377,7 @@ pub struct EventSettings {
 impl Default for EventSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             relay: true,
             retention: Duration::from_secs(7 * 24 * 3600),
             broker: EventBroker::Auto,
@@ -383,7 +385,6 @@ impl Default for EventSettings {
             topic: "order-events".into(),
             batch_size: 500,
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
@@ -408,13 +409,7 @@ impl Settings {
     #[must_use]
     pub fn relay(&self, storage: order_core::storage::Storage) -> order_core::service::Relay {
         let e = &self.events;
-        order_core::service::Relay::new(
-            storage,
-            e.batch_size,
-            e.lease,
-            e.backoff_base,
-            e.backoff_max,
-        )
+        order_core::service::Relay::new(storage, e.batch_size, e.backoff_base, e.backoff_max)
     }
 }
 
