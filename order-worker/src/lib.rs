@@ -80,39 +80,45 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // The consumers' own token: a consumer that ends stops the others too.
     let stop = shutdown.child_token();
     let mut checks = HealthChecks::new().with_database(storage.clone());
-    let mut consumers = tokio::task::JoinSet::new();
+    let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>> =
+        Vec::new();
 
-    // Each enabled source: a readiness check on its connection, and its task.
-    let mut readiness = |name: &'static str| {
+    // Each enabled source: a readiness check on its connection, and its
+    // task. A source's check is critical; the relay's is not (ingest goes
+    // on while its broker is away: the worker is degraded, not down).
+    let mut readiness = |name: &'static str, critical: bool| {
         let connected = Arc::new(Connected::default());
         let probe = connected.clone();
-        checks =
-            std::mem::take(&mut checks).with(name, true, move || std::future::ready(probe.get()));
+        checks = std::mem::take(&mut checks)
+            .with(name, critical, move || std::future::ready(probe.get()));
         connected
     };
     if settings.rabbitmq.enabled {
         let consumer =
-            rabbitmq::RabbitConsumer::new(&settings, creator.clone(), readiness("rabbitmq"));
-        consumers.spawn(consumer.run(stop.clone()));
+            rabbitmq::RabbitConsumer::new(&settings, creator.clone(), readiness("rabbitmq", true));
+        tasks.push(Box::pin(consumer.run(stop.clone())));
     }
     if settings.kafka.enabled {
-        let consumer = kafka::KafkaConsumer::new(&settings, creator.clone(), readiness("kafka"));
-        consumers.spawn(consumer.run(stop.clone()));
+        let consumer =
+            kafka::KafkaConsumer::new(&settings, creator.clone(), readiness("kafka", true));
+        tasks.push(Box::pin(consumer.run(stop.clone())));
     }
     if settings.events.enabled && settings.events.relay {
         let relay = settings.relay(storage.clone());
-        consumers.spawn(relay::run(
+        tasks.push(Box::pin(relay::run(
             settings.clone(),
             relay,
-            readiness("relay"),
+            readiness("relay", false),
             stop.clone(),
-        ));
+        )));
     }
     anyhow::ensure!(
-        !consumers.is_empty(),
+        !tasks.is_empty(),
         "nothing to do: set rabbitmq.enabled or kafka.enabled, or events.relay"
     );
 
+    // Metrics and probes first: what the tasks record from their first
+    // moment is kept, and a probe answers as soon as a task says it runs.
     probes::install_metrics("order-worker");
     let port = settings
         .observability
@@ -124,6 +130,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| {
             format!("binding observability.host {host} and observability.port {port}")
         })?;
+    let mut consumers = tokio::task::JoinSet::new();
+    for task in tasks {
+        consumers.spawn(task);
+    }
     tracing::info!(
         batch_size = settings.worker.batch_size,
         "order-worker started"

@@ -212,7 +212,7 @@ fn rules_beyond_types_name_the_key() {
         ("ORDER__EVENTS__BACKOFF_MAX", "10ms", "events.backoff_max"),
         (
             "ORDER__EVENTS__PUBLISH_TIMEOUT",
-            "30s",
+            "0s",
             "events.publish_timeout",
         ),
         ("ORDER__EVENTS__BATCH_SIZE", "0", "events.batch_size"),
