@@ -139,10 +139,11 @@ fi
 # and counted as such, not as passed.
 skipped=0
 check() {
-    local what=$1 code=0
+    local what=$1 code=0 started=$SECONDS
     shift
     say "$what"
     "$@" || code=$?
+    say "$((SECONDS - started))s: ${what}"
     case $code in
         0) passed=$((passed + 1)) ;;
         77)
