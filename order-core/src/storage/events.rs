@@ -37,9 +37,20 @@ pub(crate) const EVENT_COLUMNS: &str = "seq, event_id, order_id, event_type, pay
 /// Which unpublished events (`e`) a relay may claim at `?` (now): due, and
 /// the oldest unpublished event of their order. (Rows another relay holds
 /// are skipped by the claim's `SKIP LOCKED`.)
+///
+/// An `order.created` event is always its order's first, so only the
+/// others look for an earlier one. The look is a scalar subquery (the
+/// order's oldest unpublished event, by `order_events_order_idx`), run for
+/// each candidate row only: the claim costs what it returns, whatever the
+/// planner believes of a queue table's ever-changing size. (A `NOT EXISTS`
+/// anti-join, planned while the table was small, rescanned every
+/// unpublished event for each candidate: a relay under a burst spent more
+/// of the database than the burst's own writes.)
 pub(crate) const CLAIMABLE: &str = "e.published_at IS NULL AND e.next_attempt_at <= ? \
-     AND NOT EXISTS (SELECT 1 FROM order_events p \
-                     WHERE p.order_id = e.order_id AND p.published_at IS NULL AND p.seq < e.seq)";
+     AND (e.event_type = 'order.created' \
+          OR e.seq = (SELECT p.seq FROM order_events p \
+                      WHERE p.order_id = e.order_id AND p.published_at IS NULL \
+                      ORDER BY p.seq LIMIT 1))";
 
 /// Writes `$events` (`&[OrderEvent]`) on `$conn` (a connection or
 /// transaction of either engine) with multi-row statements under both
@@ -244,6 +255,23 @@ enum ClaimTx {
     Mysql(sqlx::Transaction<'static, sqlx::MySql>),
 }
 
+/// Runs `$body` on a claim's transaction `$tx` (owned, mutable), with `$sql`
+/// as in [`on_pool!`](super::on_pool): the claim's counterpart of it.
+macro_rules! on_claim {
+    ($claim:expr, |$tx:ident, $sql:ident| $body:expr) => {
+        match $claim {
+            ClaimTx::Postgres(mut $tx) => {
+                let $sql = super::numbered;
+                $body
+            }
+            ClaimTx::Mysql(mut $tx) => {
+                let $sql = super::as_is;
+                $body
+            }
+        }
+    };
+}
+
 /// What the broker said of a claim's events, to be written with
 /// [`EventClaim::finish`]. Events in neither list were not sent: they are
 /// left as they were.
@@ -280,32 +308,26 @@ impl EventClaim {
         };
         let refused_update = "UPDATE order_events SET attempts = attempts + 1, last_error = ?, \
                               next_attempt_at = ? WHERE seq = ?";
-        macro_rules! finish_on {
-            ($tx:ident, $sql:expr) => {{
-                for part in outcome.published.chunks(1000) {
-                    let text = $sql(&published_update(part.len())).into_owned();
-                    let mut query = sqlx::query(&text).bind(at);
-                    for seq in part {
-                        query = query.bind(*seq);
-                    }
-                    published += query.execute(&mut *$tx).await?.rows_affected();
+        on_claim!(self.tx, |tx, sql| {
+            for part in outcome.published.chunks(1000) {
+                let text = sql(&published_update(part.len())).into_owned();
+                let mut query = sqlx::query(&text).bind(at);
+                for seq in part {
+                    query = query.bind(*seq);
                 }
-                let text = $sql(refused_update).into_owned();
-                for (seq, reason, retry_at) in &outcome.refused {
-                    sqlx::query(&text)
-                        .bind(crate::domain::printable_error(reason))
-                        .bind(*retry_at)
-                        .bind(*seq)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-                $tx.commit().await?;
-            }};
-        }
-        match self.tx {
-            ClaimTx::Postgres(mut tx) => finish_on!(tx, super::numbered),
-            ClaimTx::Mysql(mut tx) => finish_on!(tx, super::as_is),
-        }
+                published += query.execute(&mut *tx).await?.rows_affected();
+            }
+            let text = sql(refused_update).into_owned();
+            for (seq, reason, retry_at) in &outcome.refused {
+                sqlx::query(&text)
+                    .bind(crate::domain::printable_error(reason))
+                    .bind(*retry_at)
+                    .bind(*seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(published)
     }
 }
@@ -314,6 +336,10 @@ impl Storage {
     /// Claims up to `limit` events ready to publish (see [`CLAIMABLE`]),
     /// oldest first, at most one per order, skipping rows another relay
     /// holds. The claim holds them until it is finished or dropped.
+    ///
+    /// The statement is planned at each claim (not prepared once): a plan
+    /// cached while the outbox was nearly empty would otherwise outlive the
+    /// burst that fills it.
     ///
     /// # Errors
     /// When the database is unreachable.
@@ -329,6 +355,7 @@ impl Storage {
                 let rows = sqlx::query_as::<_, EventRow>(&super::numbered(&select))
                     .bind(at)
                     .bind(i64::from(limit))
+                    .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
                 EventClaim {
@@ -341,6 +368,7 @@ impl Storage {
                 let rows = sqlx::query_as::<_, EventRow>(&select)
                     .bind(at)
                     .bind(i64::from(limit))
+                    .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
                 EventClaim {
