@@ -31,12 +31,32 @@ pub struct ReceivedEvent {
     pub key: String,
     /// The `traceparent` header.
     pub traceparent: Option<String>,
+    /// How it was sent: its content type, message id and (RabbitMQ)
+    /// persistence.
+    pub sent_as: SentAs,
     /// The whole CloudEvent.
     pub event: serde_json::Value,
 }
 
+/// What the transport said of an event besides its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SentAs {
+    /// The AMQP `content-type` property or the Kafka `content-type` header.
+    pub content_type: Option<String>,
+    /// The AMQP `message-id` property or the Kafka `ce_id` header.
+    pub message_id: Option<String>,
+    /// Whether the AMQP message is persistent (delivery mode 2); `None` on
+    /// Kafka.
+    pub persistent: Option<bool>,
+}
+
 impl ReceivedEvent {
-    fn parse(body: &[u8], key: String, traceparent: Option<String>) -> anyhow::Result<Self> {
+    fn parse(
+        body: &[u8],
+        key: String,
+        traceparent: Option<String>,
+        sent_as: SentAs,
+    ) -> anyhow::Result<Self> {
         let event: serde_json::Value = serde_json::from_slice(body)?;
         let text = |name: &str| {
             event[name]
@@ -50,6 +70,7 @@ impl ReceivedEvent {
             order_id: text("subject")?.parse()?,
             key,
             traceparent,
+            sent_as,
             event,
         })
     }
@@ -125,7 +146,13 @@ pub async fn subscribe_rabbitmq(
                         AMQPValue::LongString(s) => Some(s.to_string()),
                         _ => None,
                     });
-                ReceivedEvent::parse(&d.data, d.routing_key.to_string(), traceparent)
+                let props = &d.properties;
+                let sent_as = SentAs {
+                    content_type: props.content_type().as_ref().map(ToString::to_string),
+                    message_id: props.message_id().as_ref().map(ToString::to_string),
+                    persistent: Some(*props.delivery_mode() == Some(2)),
+                };
+                ReceivedEvent::parse(&d.data, d.routing_key.to_string(), traceparent, sent_as)
             });
             if tx.send(received).is_err() {
                 break;
@@ -173,13 +200,25 @@ pub async fn subscribe_kafka(
                         .key()
                         .map(|k| String::from_utf8_lossy(k).into_owned())
                         .unwrap_or_default();
-                    let traceparent = message.headers().and_then(|h| {
-                        h.iter()
-                            .find(|header| header.key == "traceparent")
-                            .and_then(|header| header.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    });
-                    ReceivedEvent::parse(message.payload().unwrap_or_default(), key, traceparent)
+                    let header = |name: &str| {
+                        message.headers().and_then(|h| {
+                            h.iter()
+                                .find(|header| header.key == name)
+                                .and_then(|header| header.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        })
+                    };
+                    let sent_as = SentAs {
+                        content_type: header("content-type"),
+                        message_id: header("ce_id"),
+                        persistent: None,
+                    };
+                    ReceivedEvent::parse(
+                        message.payload().unwrap_or_default(),
+                        key,
+                        header("traceparent"),
+                        sent_as,
+                    )
                 }
                 Err(e) => {
                     // The client reconnects by itself; say so and go on.

@@ -7,22 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use order_core::domain::{Cause, NewOrder, OrderStatus, SeckillMessage};
 use order_core::storage::{EventFilter, StoredEvent};
+use order_loadgen::events::ReceivedEvent;
 use order_runtime::config::{Driver, EventBroker, Settings};
 use order_testkit::TestDatabase;
 use order_testkit::fixtures::Seckill;
 use order_testkit::proxy::FaultProxy;
 use order_worker::Connected;
-use rdkafka::Message;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use tokio::sync::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,177 +28,78 @@ use common::{Names, kafka_settings};
 
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// One event as a consumer received it.
-#[derive(Debug, Clone)]
-struct Received {
-    id: Uuid,
-    order_id: Uuid,
-    event_type: String,
-    /// The routing key (RabbitMQ) or record key (Kafka).
-    key: String,
-    traceparent: Option<String>,
-}
-
-/// A consumer of the events, collecting what arrives.
+/// A consumer of the events (order-loadgen's, as the fault suite's),
+/// collecting what arrives.
 struct Subscriber {
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Arc<Mutex<Vec<Result<ReceivedEvent, String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Subscriber {
-    fn parse(body: &[u8], key: String, traceparent: Option<String>) -> Received {
-        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
-        assert_eq!(json["specversion"], "1.0");
-        Received {
-            id: json["id"].as_str().unwrap().parse().unwrap(),
-            order_id: json["subject"].as_str().unwrap().parse().unwrap(),
-            event_type: json["type"].as_str().unwrap().to_owned(),
-            key,
-            traceparent,
-        }
+    fn collect(mut events: UnboundedReceiver<anyhow::Result<ReceivedEvent>>) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                sink.lock().await.push(event.map_err(|e| format!("{e:#}")));
+            }
+        });
+        Self { received, task }
     }
 
     /// A queue bound to the events exchange with `#`, declared before any
     /// event is published.
     async fn rabbitmq(settings: &Settings) -> Self {
-        let connection =
-            Connection::connect(&settings.rabbitmq.url(), ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let exchange = settings.events.exchange.as_str();
-        channel
-            .exchange_declare(
-                exchange.into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let mut consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "relay-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        let task = tokio::spawn(async move {
-            let _keep = (connection, channel);
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let props = &delivery.properties;
-                assert_eq!(
-                    props.content_type().as_ref().map(|c| c.as_str()),
-                    Some("application/cloudevents+json")
-                );
-                assert_eq!(*props.delivery_mode(), Some(2), "persistent");
-                let traceparent = props
-                    .headers()
-                    .as_ref()
-                    .and_then(|h| h.inner().get("traceparent").cloned())
-                    .and_then(|v| match v {
-                        AMQPValue::LongString(s) => Some(s.to_string()),
-                        _ => None,
-                    });
-                let event = Self::parse(
-                    &delivery.data,
-                    delivery.routing_key.to_string(),
-                    traceparent,
-                );
-                assert_eq!(
-                    props.message_id().as_ref().map(|m| m.to_string()),
-                    Some(event.id.to_string())
-                );
-                sink.lock().await.push(event);
-            }
-        });
-        Self { received, task }
+        let events = order_loadgen::events::subscribe_rabbitmq(
+            &settings.rabbitmq,
+            &settings.events.exchange,
+            "#",
+        )
+        .await
+        .unwrap();
+        Self::collect(events)
     }
 
     /// A consumer of the events topic from its start.
     async fn kafka(settings: &Settings) -> Self {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", settings.kafka.brokers.join(","));
-        order_worker::kafka::create_topic(&config, &settings.events.topic)
-            .await
-            .unwrap();
-        let consumer: StreamConsumer = config
-            .set("group.id", format!("relay-test-{}", Uuid::now_v7()))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&settings.events.topic]).unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok(message) = consumer.recv().await else {
-                    continue;
-                };
-                let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
-                let traceparent = message.headers().and_then(|h| {
-                    h.iter()
-                        .find(|header| header.key == "traceparent")
-                        .and_then(|header| header.value)
-                        .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                });
-                let event = Self::parse(message.payload().unwrap(), key, traceparent);
-                sink.lock().await.push(event);
-            }
-        });
-        Self { received, task }
+        let events =
+            order_loadgen::events::subscribe_kafka(&settings.kafka, &settings.events.topic, true)
+                .await
+                .unwrap();
+        Self::collect(events)
     }
 
-    /// Waits until `n` events arrived (panics after `limit`).
-    async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+    /// Waits until `n` events arrived (panics after `limit`); each is a
+    /// CloudEvent in structured mode, its message id its `id`, persistent
+    /// on RabbitMQ.
+    async fn wait_for(&self, n: usize, limit: Duration) -> Vec<ReceivedEvent> {
         let started = Instant::now();
-        loop {
-            let got = self.received.lock().await.clone();
-            if got.len() >= n {
-                // A moment more, to catch any event sent twice.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                return self.received.lock().await.clone();
-            }
+        while self.received.lock().await.len() < n {
             assert!(
                 started.elapsed() < limit,
                 "{} of {n} events after {limit:?}",
-                got.len()
+                self.received.lock().await.len()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A moment more, to catch any event sent twice.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let received = self.received.lock().await.clone();
+        received
+            .into_iter()
+            .map(|event| {
+                let event = event.expect("a well-formed event");
+                assert_eq!(event.event["specversion"], "1.0");
+                let sent_as = &event.sent_as;
+                assert_eq!(
+                    sent_as.content_type.as_deref(),
+                    Some("application/cloudevents+json")
+                );
+                assert_eq!(sent_as.message_id, Some(event.id.to_string()));
+                assert_ne!(sent_as.persistent, Some(false), "persistent");
+                event
+            })
+            .collect()
     }
 }
 
@@ -307,7 +205,7 @@ async fn outbox(db: &TestDatabase) -> Vec<StoredEvent> {
 
 /// Every event of the outbox arrived exactly once (no faults here), each
 /// order's in write order, keyed as the broker's binding says.
-fn assert_delivered(events: &[StoredEvent], received: &[Received], broker: EventBroker) {
+fn assert_delivered(events: &[StoredEvent], received: &[ReceivedEvent], broker: EventBroker) {
     let ids: HashSet<Uuid> = received.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), received.len(), "no event published twice");
     let want: HashSet<Uuid> = events.iter().map(|e| e.id).collect();

@@ -1,9 +1,10 @@
 //! Housekeeping: cancelling unpaid orders, purging resolved failures and
 //! published events.
 
+use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Orders;
 use crate::domain::Cause;
@@ -45,17 +46,10 @@ pub async fn purge_resolved(
     retention: Duration,
     batch: u32,
 ) -> Result<u64, StorageError> {
-    let cutoff =
-        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let mut total = 0;
-    loop {
-        let purged = storage.purge_resolved_failures(cutoff, batch).await?;
-        total += purged;
-        metrics::counter!("order_failures_purged_total").increment(purged);
-        if purged < u64::from(batch) {
-            return Ok(total);
-        }
-    }
+    purge_older_than(retention, batch, "order_failures_purged_total", |cutoff| {
+        storage.purge_resolved_failures(cutoff, batch)
+    })
+    .await
 }
 
 /// Deletes order events published more than `retention` ago, `batch` per
@@ -69,13 +63,32 @@ pub async fn purge_published_events(
     retention: Duration,
     batch: u32,
 ) -> Result<u64, StorageError> {
+    purge_older_than(retention, batch, "order_events_purged_total", |cutoff| {
+        storage.purge_published_events(cutoff, batch)
+    })
+    .await
+}
+
+/// Runs `purge` (one statement deleting up to `batch` rows older than its
+/// cutoff) until a statement deletes fewer than `batch`, counting the rows
+/// in `counter`.
+async fn purge_older_than<F, Fut>(
+    retention: Duration,
+    batch: u32,
+    counter: &'static str,
+    purge: F,
+) -> Result<u64, StorageError>
+where
+    F: Fn(DateTime<Utc>) -> Fut,
+    Fut: Future<Output = Result<u64, StorageError>>,
+{
     let cutoff =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let mut total = 0;
     loop {
-        let purged = storage.purge_published_events(cutoff, batch).await?;
+        let purged = purge(cutoff).await?;
         total += purged;
-        metrics::counter!("order_events_purged_total").increment(purged);
+        metrics::counter!(counter).increment(purged);
         if purged < u64::from(batch) {
             return Ok(total);
         }

@@ -134,23 +134,8 @@ impl Stack {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> anyhow::Result<()> {
-        let log_path = self.log_dir.join(format!("{name}.log"));
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let mut command = Command::new(self.bin_dir.join(role.binary()));
-        command
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (key, value) in &self.env[&role] {
-            command.env(key, value);
-        }
+        let (mut command, log_path, _) = self.command(name, role)?;
+        command.args(args);
         for (key, value) in extra {
             command.env(key, value);
         }
@@ -174,10 +159,10 @@ impl Stack {
         Ok(())
     }
 
-    /// Starts `name` as a `role` process without waiting for it. The port is
-    /// picked by the process (0): a port picked here could be taken by
-    /// another socket before the process binds it.
-    pub fn launch(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
+    /// A command running the `role` binary with the role's environment, its
+    /// output appended to `<name>.log`; with the log's path and length
+    /// before.
+    fn command(&self, name: &str, role: Role) -> anyhow::Result<(Command, PathBuf, u64)> {
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = File::options()
             .create(true)
@@ -189,13 +174,21 @@ impl Stack {
         command
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
-            .env("ORDER__LOG__FORMAT", "pretty")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         for (key, value) in &self.env[&role] {
             command.env(key, value);
         }
+        Ok((command, log_path, logged_before))
+    }
+
+    /// Starts `name` as a `role` process without waiting for it. The port is
+    /// picked by the process (0): a port picked here could be taken by
+    /// another socket before the process binds it.
+    pub fn launch(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
+        let (mut command, log_path, logged_before) = self.command(name, role)?;
+        command.env("ORDER__LOG__FORMAT", "pretty");
         let address_key = match role {
             Role::Api => {
                 command.env("ORDER__SERVER__PORT", "0");
