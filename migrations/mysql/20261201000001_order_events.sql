@@ -7,8 +7,13 @@ CREATE TABLE order_events (
     event_id        BINARY(16)    NOT NULL,
     order_id        BINARY(16)    NOT NULL,
     event_type      VARCHAR(32)   NOT NULL,
-    -- The CloudEvent, structured JSON, exactly as sent.
-    payload         TEXT          NOT NULL,
+    -- What changed. The CloudEvent sent is rendered from these and the
+    -- order's fixed fields (orders), the same bytes at every re-send: the
+    -- row stays a fraction of the event's size.
+    previous_status VARCHAR(16)   NULL,
+    status          VARCHAR(16)   NOT NULL,
+    version         INT           NOT NULL,
+    reason          TEXT          NULL,
     -- The W3C trace context of the change, sent as a header.
     traceparent     VARCHAR(55)   NULL,
     created_at      DATETIME(6)   NOT NULL,

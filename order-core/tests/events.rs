@@ -28,6 +28,7 @@ order_testkit::on_both_engines!(
     events_are_listed_by_status_and_order_and_purged_when_published_and_old,
     the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_events,
     a_pool_without_events_commits_changes_and_writes_no_event,
+    an_event_whose_order_was_deleted_is_refused_and_holds_back_nothing_else,
 );
 
 fn new_order(user: i64, product: i64, price: &str) -> NewOrder {
@@ -354,6 +355,7 @@ async fn a_claim_dropped_unfinished_leaves_its_events_to_the_next_claim(driver: 
     let first = db.storage.claim_events(10).await.unwrap();
     assert_eq!(first.events().len(), 1);
     let id = first.events()[0].id;
+    let sent = first.events()[0].body.clone();
     assert!(
         db.storage
             .claim_events(10)
@@ -376,6 +378,7 @@ async fn a_claim_dropped_unfinished_leaves_its_events_to_the_next_claim(driver: 
     };
     assert_eq!(second.events().len(), 1);
     assert_eq!(second.events()[0].id, id, "the same event, the same id");
+    assert_eq!(second.events()[0].body, sent, "the same bytes");
     assert_eq!(second.events()[0].attempts, 0, "a dead relay is no attempt");
     assert_eq!(publish_all(second).await, 1);
     let backlog = db.storage.event_backlog().await.unwrap();
@@ -576,4 +579,52 @@ async fn a_pool_without_events_commits_changes_and_writes_no_event(driver: Drive
     assert_eq!(expired.len(), 2);
     assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 3);
     assert_eq!(db.count("SELECT COUNT(*) FROM order_events").await, 0);
+}
+
+/// An order deleted by hand leaves events that cannot be rendered: the
+/// relay does not send them, marks them refused with the reason (visible
+/// to operators, tried again later), and the other orders' events go on.
+async fn an_event_whose_order_was_deleted_is_refused_and_holds_back_nothing_else(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let (gone, kept) = (new_order(10, 1, "1"), new_order(10, 2, "1"));
+    db.storage
+        .create_orders(&[gone.clone(), kept.clone()])
+        .await
+        .unwrap();
+    db.execute(
+        "DELETE FROM order_items WHERE order_id IN (SELECT order_id FROM orders WHERE product_id = 1 AND user_id = 10)",
+    )
+    .await;
+    db.execute("DELETE FROM orders WHERE product_id = 1 AND user_id = 10")
+        .await;
+    let broker = FakeBroker {
+        refuse: Uuid::nil(),
+        down: false.into(),
+        confirmed: Mutex::new(Vec::new()),
+    };
+    let relay = Relay::new(
+        db.storage.clone(),
+        100,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
+    let round = relay.run_once(&broker).await.unwrap();
+    assert_eq!((round.claimed, round.published, round.refused), (2, 1, 1));
+    assert_eq!(
+        broker.confirmed.lock().unwrap().clone(),
+        [(kept.order_id, EventType::Created)],
+        "the broker never saw the unrenderable event"
+    );
+    let events = all_events(&db).await;
+    let orphan = events.iter().find(|e| e.order_id == gone.order_id).unwrap();
+    assert_eq!(orphan.status, EventStatus::Failing);
+    assert_eq!(orphan.body, "null");
+    assert_eq!(
+        orphan.last_error,
+        Some(format!(
+            "its order {} is not in the orders table",
+            gone.order_id
+        ))
+    );
+    assert_eq!(relay.run_once(&broker).await.unwrap().claimed, 0);
 }

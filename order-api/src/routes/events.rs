@@ -16,7 +16,8 @@ use crate::params::{self, Query};
 struct Listed {
     #[serde(flatten)]
     record: StoredEvent,
-    /// The CloudEvent, exactly as sent.
+    /// The CloudEvent as it is sent (`null` when its order was deleted by
+    /// hand and it cannot be rendered).
     event: Box<RawValue>,
 }
 

@@ -1,9 +1,13 @@
 //! Order events: what the outbox holds and the relay sends.
 //!
 //! Every committed change of an order writes one [`OrderEvent`] in the same
-//! transaction. Its body is a CloudEvents 1.0 event in structured JSON mode,
-//! built once when the change is written, so a re-send carries the same
-//! bytes and the same `id` (consumers dedupe by it).
+//! transaction: what changed (the type, both statuses, the version, the
+//! reason, the trace), not the message. What is sent is a CloudEvents 1.0
+//! event in structured JSON mode, rendered from those and the order's fixed
+//! fields ([`OrderFacts`]) by [`OrderEvent::render`]: the same inputs give
+//! the same bytes, so a re-send carries the same bytes and the same `id`
+//! (consumers dedupe by it), and the outbox row stays a fraction of the
+//! message's size (what a burst's commits write).
 
 use std::fmt;
 use std::str::FromStr;
@@ -185,8 +189,61 @@ pub struct OrderEvent {
     pub time: DateTime<Utc>,
     /// The trace of the change.
     pub traceparent: Option<String>,
-    /// The CloudEvent, structured JSON: what is sent.
-    pub body: String,
+    /// The order's status before the change (`None` when created).
+    pub previous_status: Option<OrderStatus>,
+    /// Its status after.
+    pub status: OrderStatus,
+    /// Its version after (0 when created).
+    pub version: i32,
+    /// Why (cancel and expiry).
+    pub reason: Option<String>,
+}
+
+/// An order's fields that never change after its creation: the part of an
+/// event's `data` its outbox row does not repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFacts {
+    /// The buyer.
+    pub user_id: i64,
+    /// The product.
+    pub product_id: i64,
+    /// Units bought.
+    pub quantity: i32,
+    /// The price of one unit.
+    pub unit_price: Decimal,
+    /// The order's total.
+    pub total_amount: Decimal,
+    /// The flash sale.
+    pub seckill_id: String,
+}
+
+impl OrderFacts {
+    /// The fixed fields of `order`.
+    #[must_use]
+    pub fn of(order: &Order) -> Self {
+        Self {
+            user_id: order.user_id,
+            product_id: order.product_id,
+            quantity: order.quantity,
+            unit_price: order.unit_price,
+            total_amount: order.total_amount,
+            seckill_id: order.seckill_id.clone(),
+        }
+    }
+
+    /// The fixed fields of the order `order` creates.
+    #[must_use]
+    pub fn of_new(order: &NewOrder) -> Self {
+        let m = &order.message;
+        Self {
+            user_id: m.user_id.get(),
+            product_id: m.product_id.get(),
+            quantity: m.quantity.get(),
+            unit_price: m.unit_price.as_decimal(),
+            total_amount: m.total_amount().as_decimal(),
+            seckill_id: m.seckill_id.as_str().to_owned(),
+        }
+    }
 }
 
 /// The CloudEvents `data` of every order event.
@@ -225,53 +282,21 @@ struct Envelope<'a> {
 }
 
 impl OrderEvent {
-    fn build(event_type: EventType, data: EventData<'_>, at: DateTime<Utc>, cause: &Cause) -> Self {
-        let id = Uuid::now_v7();
-        let envelope = Envelope {
-            specversion: "1.0",
-            id,
-            source: EVENT_SOURCE,
-            event_type,
-            subject: data.order_id.to_string(),
-            time: at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            datacontenttype: "application/json",
-            traceparent: cause.traceparent.as_deref(),
-            data,
-        };
-        let body = serde_json::to_string(&envelope).expect("an event serializes");
-        Self {
-            id,
-            order_id: envelope.data.order_id,
-            event_type,
-            time: at,
-            traceparent: cause.traceparent.clone(),
-            body,
-        }
-    }
-
     /// `order.created` for a purchase written at `at`, in the trace the
     /// purchase came with.
     #[must_use]
     pub fn created(order: &NewOrder, at: DateTime<Utc>) -> Self {
-        let cause = Cause {
-            reason: None,
-            traceparent: order.traceparent.clone(),
-        };
-        let m = &order.message;
-        let data = EventData {
+        Self {
+            id: Uuid::now_v7(),
             order_id: order.order_id,
-            user_id: m.user_id.get(),
-            product_id: m.product_id.get(),
-            quantity: m.quantity.get(),
-            unit_price: m.unit_price.as_decimal(),
-            total_amount: m.total_amount().as_decimal(),
-            seckill_id: m.seckill_id.as_str(),
+            event_type: EventType::Created,
+            time: at,
+            traceparent: order.traceparent.clone(),
             previous_status: None,
             status: OrderStatus::Pending,
             version: 0,
             reason: None,
-        };
-        Self::build(EventType::Created, data, at, &cause)
+        }
     }
 
     /// The event of `before` changing to `after` (the same order, one
@@ -283,20 +308,48 @@ impl OrderEvent {
         event_type: EventType,
         cause: &Cause,
     ) -> Self {
-        let data = EventData {
+        Self {
+            id: Uuid::now_v7(),
             order_id: after.order_id,
-            user_id: after.user_id,
-            product_id: after.product_id,
-            quantity: after.quantity,
-            unit_price: after.unit_price,
-            total_amount: after.total_amount,
-            seckill_id: &after.seckill_id,
+            event_type,
+            time: after.updated_at,
+            traceparent: cause.traceparent.clone(),
             previous_status: Some(before),
             status: after.status,
             version: after.version,
-            reason: cause.reason.as_deref(),
+            reason: cause.reason.clone(),
+        }
+    }
+
+    /// The CloudEvent sent for this event of the order whose fixed fields
+    /// are `facts`: structured JSON, `time` to the microsecond (as stored),
+    /// the same bytes at every call.
+    #[must_use]
+    pub fn render(&self, facts: &OrderFacts) -> String {
+        let envelope = Envelope {
+            specversion: "1.0",
+            id: self.id,
+            source: EVENT_SOURCE,
+            event_type: self.event_type,
+            subject: self.order_id.to_string(),
+            time: self.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            datacontenttype: "application/json",
+            traceparent: self.traceparent.as_deref(),
+            data: EventData {
+                order_id: self.order_id,
+                user_id: facts.user_id,
+                product_id: facts.product_id,
+                quantity: facts.quantity,
+                unit_price: facts.unit_price,
+                total_amount: facts.total_amount,
+                seckill_id: &facts.seckill_id,
+                previous_status: self.previous_status,
+                status: self.status,
+                version: self.version,
+                reason: self.reason.as_deref(),
+            },
         };
-        Self::build(event_type, data, after.updated_at, cause)
+        serde_json::to_string(&envelope).expect("an event serializes")
     }
 }
 
@@ -319,7 +372,13 @@ mod tests {
         let order = new_order();
         let at = Utc::now();
         let event = OrderEvent::created(&order, at);
-        let json: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        let body = event.render(&OrderFacts::of_new(&order));
+        assert_eq!(
+            body,
+            event.render(&OrderFacts::of_new(&order)),
+            "the same bytes"
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["id"], event.id.to_string());
         assert_eq!(event.id.get_version_num(), 7);
@@ -364,7 +423,8 @@ mod tests {
         order = order.moved_to(OrderStatus::Cancelled, Utc::now());
         let cause = Cause::because("not paid within 30m").in_trace(Some(trace));
         let event = OrderEvent::changed(OrderStatus::Pending, &order, EventType::Expired, &cause);
-        let json: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&event.render(&OrderFacts::of(&order))).unwrap();
         assert_eq!(json["type"], "order.expired");
         let ours = event.traceparent.clone().unwrap();
         assert_eq!(json["traceparent"], ours);

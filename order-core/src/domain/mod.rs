@@ -17,7 +17,8 @@ mod seckill_id;
 
 pub use backoff::{Backoff, Jitter, RetryDecision, RetryPolicy};
 pub use event::{
-    Cause, EVENT_SOURCE, EventType, OrderEvent, UnknownEventType, continue_trace, valid_traceparent,
+    Cause, EVENT_SOURCE, EventType, OrderEvent, OrderFacts, UnknownEventType, continue_trace,
+    valid_traceparent,
 };
 pub use failure::{
     Encoding, Failure, KeptMessage, Lease, NewFailure, ResolutionNote, printable_error,

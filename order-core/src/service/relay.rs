@@ -110,18 +110,28 @@ impl Relay {
         let claim = self.storage.claim_events(self.batch).await?;
         let events = claim.events();
         let mut round = RelayRound {
-            claimed: events.len(),
+            claimed: events.len() + claim.orphans().len(),
             ..RelayRound::default()
         };
-        if events.is_empty() {
+        if round.claimed == 0 {
             return Ok(round);
         }
         let sent_at = Instant::now();
-        let deliveries = publisher.publish(events).await;
+        let deliveries = if events.is_empty() {
+            Vec::new()
+        } else {
+            publisher.publish(events).await
+        };
         let broker = publisher.name();
         let mut outcome = ClaimOutcome::default();
         let mut confirmed = Vec::with_capacity(events.len());
-        for (event, delivery) in events.iter().zip(deliveries) {
+        // An event whose order was deleted by hand cannot be rendered: the
+        // broker is not asked, and it waits as a refused one would.
+        let orphans = claim.orphans().iter().map(|event| {
+            let reason = format!("its order {} is not in the orders table", event.order_id);
+            (event, Delivery::Refused(reason))
+        });
+        for (event, delivery) in events.iter().zip(deliveries).chain(orphans) {
             let kind = event.event_type.as_str();
             match delivery {
                 Delivery::Confirmed => {

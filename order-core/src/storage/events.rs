@@ -19,20 +19,22 @@
 //! connection, the database rolls the claim back, and the events are sent
 //! again (at least once; consumers dedupe by `id`).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::engine::Engine;
 use super::{Storage, StorageError, dispatch, now, on_pool};
-use crate::domain::EventType;
+use crate::domain::{EventType, OrderEvent, OrderFacts, OrderStatus};
 
 /// The columns an event is written with (see [`write_events!`]).
-pub(crate) const EVENT_INSERT: &str = "INSERT INTO order_events (event_id, order_id, event_type, payload, traceparent, created_at, next_attempt_at) ";
+pub(crate) const EVENT_INSERT: &str = "INSERT INTO order_events (event_id, order_id, event_type, previous_status, status, version, reason, traceparent, created_at, next_attempt_at) ";
 
 /// The columns of [`EventRow`], in order.
-pub(crate) const EVENT_COLUMNS: &str = "seq, event_id, order_id, event_type, payload, traceparent, created_at, published_at, attempts, next_attempt_at, last_error";
+pub(crate) const EVENT_COLUMNS: &str = "seq, event_id, order_id, event_type, previous_status, status, version, reason, traceparent, created_at, published_at, attempts, next_attempt_at, last_error";
 
 /// Which unpublished events (`e`) a relay may claim at `?` (now): due, and
 /// the oldest unpublished event of their order. (Rows another relay holds
@@ -61,16 +63,19 @@ macro_rules! write_events {
         async {
             for part in $crate::storage::batch::chunks(
                 $events,
-                $crate::storage::batch::mysql_rows(7, 0),
+                $crate::storage::batch::mysql_rows(10, 0),
                 $max_bytes,
-                |e: &$crate::domain::OrderEvent| e.body.len() + 160,
+                |e: &$crate::domain::OrderEvent| e.reason.as_ref().map_or(0, String::len) + 200,
             ) {
                 let mut qb = sqlx::QueryBuilder::new($crate::storage::events::EVENT_INSERT);
                 qb.push_values(part, |mut row, e| {
                     row.push_bind(e.id)
                         .push_bind(e.order_id)
                         .push_bind(e.event_type.as_str())
-                        .push_bind(e.body.as_str())
+                        .push_bind(e.previous_status.map(|s| s.as_str()))
+                        .push_bind(e.status.as_str())
+                        .push_bind(e.version)
+                        .push_bind(e.reason.as_deref())
                         .push_bind(e.traceparent.as_deref())
                         .push_bind(e.time)
                         .push_bind(e.time);
@@ -155,7 +160,8 @@ pub struct StoredEvent {
     pub event_type: EventType,
     /// Where it is.
     pub status: EventStatus,
-    /// The CloudEvent, structured JSON, as sent.
+    /// The CloudEvent, structured JSON, as sent (rendered from the row and
+    /// the order's fixed fields; `null` when the order is not there).
     #[serde(skip)]
     pub body: String,
     /// The trace of the change.
@@ -178,7 +184,10 @@ pub(crate) struct EventRow {
     event_id: Uuid,
     order_id: Uuid,
     event_type: String,
-    payload: String,
+    previous_status: Option<String>,
+    status: String,
+    version: i32,
+    reason: Option<String>,
     traceparent: Option<String>,
     created_at: DateTime<Utc>,
     published_at: Option<DateTime<Utc>>,
@@ -187,26 +196,48 @@ pub(crate) struct EventRow {
     last_error: Option<String>,
 }
 
+/// The columns of [`OrderFacts`] in `orders`, keyed by `order_id`.
+type FactsRow = (Uuid, i64, i64, i32, Decimal, Decimal, String);
+
 impl EventRow {
-    fn into_event(self) -> Result<StoredEvent, StorageError> {
+    /// The event, its CloudEvent rendered with `facts` (its order's fixed
+    /// fields; `None` when the order is not there: the body is `null`).
+    fn into_event(self, facts: Option<&OrderFacts>) -> Result<StoredEvent, StorageError> {
+        let corrupt = |e: String| StorageError::Corrupt(e);
         let status = match (self.published_at, self.attempts) {
             (Some(_), _) => EventStatus::Published,
             (None, 0) => EventStatus::Pending,
             (None, _) => EventStatus::Failing,
         };
-        Ok(StoredEvent {
-            seq: self.seq,
+        let event = OrderEvent {
             id: self.event_id,
             order_id: self.order_id,
             event_type: self
                 .event_type
                 .parse()
-                .map_err(|e: crate::domain::UnknownEventType| {
-                    StorageError::Corrupt(e.to_string())
-                })?,
-            status,
-            body: self.payload,
+                .map_err(|e: crate::domain::UnknownEventType| corrupt(e.to_string()))?,
+            time: self.created_at,
             traceparent: self.traceparent,
+            previous_status: self
+                .previous_status
+                .map(|s| s.parse::<OrderStatus>())
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            status: self
+                .status
+                .parse()
+                .map_err(|e: crate::domain::UnknownStatus| corrupt(e.to_string()))?,
+            version: self.version,
+            reason: self.reason,
+        };
+        Ok(StoredEvent {
+            seq: self.seq,
+            body: facts.map_or_else(|| "null".to_owned(), |f| event.render(f)),
+            id: event.id,
+            order_id: event.order_id,
+            event_type: event.event_type,
+            status,
+            traceparent: event.traceparent,
             created_at: self.created_at,
             published_at: self.published_at,
             attempts: self.attempts,
@@ -216,8 +247,81 @@ impl EventRow {
     }
 }
 
-pub(crate) fn into_events(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StorageError> {
-    rows.into_iter().map(EventRow::into_event).collect()
+impl Storage {
+    /// The fixed fields of the orders of `rows`.
+    async fn order_facts(
+        &self,
+        rows: &[EventRow],
+    ) -> Result<HashMap<Uuid, OrderFacts>, StorageError> {
+        let ids: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.order_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut facts = HashMap::with_capacity(ids.len());
+        let columns = "user_id, product_id, quantity, unit_price, total_amount, seckill_id";
+        for part in ids.chunks(1000) {
+            // One index probe per order whatever the planner believes of the
+            // table's size (an IN list over a table it takes for small is
+            // planned as a scan of all of it): a lateral lookup on
+            // PostgreSQL; MySQL reads an IN list on a unique key as lookups.
+            let found = match self {
+                Self::Postgres(s) => {
+                    let select = format!(
+                        "SELECT u.order_id, o.{} FROM UNNEST($1::uuid[]) AS u(order_id) \
+                         CROSS JOIN LATERAL (SELECT {columns} FROM orders \
+                         WHERE orders.order_id = u.order_id LIMIT 1) o",
+                        columns.replace(", ", ", o.")
+                    );
+                    sqlx::query_as::<_, FactsRow>(&select)
+                        .bind(part)
+                        .persistent(false)
+                        .fetch_all(s.pool())
+                        .await?
+                }
+                Self::Mysql(s) => {
+                    let select = format!(
+                        "SELECT order_id, {columns} FROM orders WHERE order_id IN ({})",
+                        vec!["?"; part.len()].join(", ")
+                    );
+                    let mut query = sqlx::query_as::<_, FactsRow>(&select);
+                    for id in part {
+                        query = query.bind(*id);
+                    }
+                    query.persistent(false).fetch_all(s.pool()).await?
+                }
+            };
+            for (order_id, user_id, product_id, quantity, unit_price, total_amount, seckill_id) in
+                found
+            {
+                facts.insert(
+                    order_id,
+                    OrderFacts {
+                        user_id,
+                        product_id,
+                        quantity,
+                        unit_price,
+                        total_amount,
+                        seckill_id,
+                    },
+                );
+            }
+        }
+        Ok(facts)
+    }
+
+    /// `rows` as events, their CloudEvents rendered; with whether each
+    /// found its order.
+    async fn render(&self, rows: Vec<EventRow>) -> Result<Vec<(StoredEvent, bool)>, StorageError> {
+        let facts = self.order_facts(&rows).await?;
+        rows.into_iter()
+            .map(|row| {
+                let found = facts.get(&row.order_id);
+                Ok((row.into_event(found)?, found.is_some()))
+            })
+            .collect()
+    }
 }
 
 /// What the outbox holds back: unpublished events and the oldest one's age.
@@ -247,6 +351,7 @@ pub struct EventFilter {
 pub struct EventClaim {
     tx: ClaimTx,
     events: Vec<StoredEvent>,
+    orphans: Vec<StoredEvent>,
 }
 
 #[derive(Debug)]
@@ -291,6 +396,13 @@ impl EventClaim {
         &self.events
     }
 
+    /// Claimed events whose order is not in `orders` (deleted by hand): they
+    /// cannot be rendered, so they are not to be sent; mark them refused.
+    #[must_use]
+    pub fn orphans(&self) -> &[StoredEvent] {
+        &self.orphans
+    }
+
     /// Writes `outcome` and commits, releasing every claimed event. Returns
     /// how many were marked published.
     ///
@@ -300,9 +412,12 @@ impl EventClaim {
     pub async fn finish(self, outcome: &ClaimOutcome) -> Result<u64, StorageError> {
         let at = now();
         let mut published = 0;
+        // The range bounds the statement to an index range scan: an IN list
+        // alone, over a table the planner takes for small, is planned as a
+        // scan of all of it.
         let published_update = |n: usize| {
             format!(
-                "UPDATE order_events SET published_at = ? WHERE seq IN ({})",
+                "UPDATE order_events SET published_at = ? WHERE seq BETWEEN ? AND ? AND seq IN ({})",
                 vec!["?"; n].join(", ")
             )
         };
@@ -311,11 +426,18 @@ impl EventClaim {
         on_claim!(self.tx, |tx, sql| {
             for part in outcome.published.chunks(1000) {
                 let text = sql(&published_update(part.len())).into_owned();
-                let mut query = sqlx::query(&text).bind(at);
+                let (low, high) = part.iter().fold((i64::MAX, i64::MIN), |(l, h), seq| {
+                    (l.min(*seq), h.max(*seq))
+                });
+                let mut query = sqlx::query(&text).bind(at).bind(low).bind(high);
                 for seq in part {
                     query = query.bind(*seq);
                 }
-                published += query.execute(&mut *tx).await?.rows_affected();
+                published += query
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             let text = sql(refused_update).into_owned();
             for (seq, reason, retry_at) in &outcome.refused {
@@ -323,6 +445,7 @@ impl EventClaim {
                     .bind(crate::domain::printable_error(reason))
                     .bind(*retry_at)
                     .bind(*seq)
+                    .persistent(false)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -337,9 +460,10 @@ impl Storage {
     /// oldest first, at most one per order, skipping rows another relay
     /// holds. The claim holds them until it is finished or dropped.
     ///
-    /// The statement is planned at each claim (not prepared once): a plan
-    /// cached while the outbox was nearly empty would otherwise outlive the
-    /// burst that fills it.
+    /// The claim's statements (this one, the orders' fixed fields, the
+    /// marks) are planned at each claim, not prepared once: a plan cached
+    /// while the outbox and the orders were nearly empty (a scan instead of
+    /// an index) would otherwise outlive the burst that fills them.
     ///
     /// # Errors
     /// When the database is unreachable.
@@ -349,7 +473,7 @@ impl Storage {
              ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED"
         );
         let at = now();
-        Ok(match self {
+        let (tx, rows) = match self {
             Self::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
                 let rows = sqlx::query_as::<_, EventRow>(&super::numbered(&select))
@@ -358,10 +482,7 @@ impl Storage {
                     .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
-                EventClaim {
-                    tx: ClaimTx::Postgres(tx),
-                    events: into_events(rows)?,
-                }
+                (ClaimTx::Postgres(tx), rows)
             }
             Self::Mysql(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -371,11 +492,21 @@ impl Storage {
                     .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
-                EventClaim {
-                    tx: ClaimTx::Mysql(tx),
-                    events: into_events(rows)?,
-                }
+                (ClaimTx::Mysql(tx), rows)
             }
+        };
+        let (mut events, mut orphans) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (event, found) in self.render(rows).await? {
+            if found {
+                events.push(event);
+            } else {
+                orphans.push(event);
+            }
+        }
+        Ok(EventClaim {
+            tx,
+            events,
+            orphans,
         })
     }
 
@@ -405,7 +536,12 @@ impl Storage {
             }
             query.bind(i64::from(limit)).fetch_all(pool).await?
         });
-        into_events(rows)
+        Ok(self
+            .render(rows)
+            .await?
+            .into_iter()
+            .map(|(event, _)| event)
+            .collect())
     }
 
     /// How many events are unpublished, and since when.
