@@ -94,7 +94,7 @@ s = socket.socket(); s.bind(("127.0.0.1", int(__import__("sys").argv[1]))); s.li
         sleep 0.1
     done
     code=0
-    timeout -k 30 600 "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
+    timeout -k 30 1800 "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
     kill "$holder_pid" 2>/dev/null || true
     wait "$holder_pid" 2>/dev/null || true
     if [[ $code -ne 1 ]] || ! grep -q "port ${START_WORKER_PORT}, for order-worker probes (START_WORKER_PORT), is taken by python3" "$log"; then
@@ -108,10 +108,10 @@ s = socket.socket(); s.bind(("127.0.0.1", int(__import__("sys").argv[1]))); s.li
     say "a role that dies at start stops the script"
     code=0
     # With no source and no relay the worker ends at once (the others start
-    # fine). Bounded: a worker that stays up instead must fail this check,
-    # not hang the suite.
+    # fine). Bounded (a first run builds, as in wait_ready): a worker that
+    # stays up instead must fail this check, not hang the suite.
     ORDER__RABBITMQ__ENABLED=false ORDER__EVENTS__RELAY=false \
-        timeout -k 30 600 "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
+        timeout -k 30 1800 "${script_dir}/start.sh" --no-demo >"$log" 2>&1 || code=$?
     if [[ $code -ne 1 ]] || ! grep -q "order-worker exited with 1 during start-up; its last lines" "$log" ||
         ! grep -q "nothing to do: set rabbitmq.enabled or kafka.enabled, or events.relay" "$log"; then
         cat "$log"

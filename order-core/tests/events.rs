@@ -29,6 +29,7 @@ order_testkit::on_both_engines!(
     the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_events,
     a_pool_without_events_commits_changes_and_writes_no_event,
     an_event_whose_order_was_deleted_is_refused_and_holds_back_nothing_else,
+    a_claim_needs_no_second_connection,
 );
 
 fn new_order(user: i64, product: i64, price: &str) -> NewOrder {
@@ -627,4 +628,32 @@ async fn an_event_whose_order_was_deleted_is_refused_and_holds_back_nothing_else
         ))
     );
     assert_eq!(relay.run_once(&broker).await.unwrap().claimed, 0);
+}
+
+/// A claim reads its events' orders on its own connection: with a pool of
+/// one (`database.max_connections: 1`), it neither waits for a second
+/// connection nor fails.
+async fn a_claim_needs_no_second_connection(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let storage = order_core::storage::Storage::connect(&order_runtime::config::DatabaseSettings {
+        max_connections: 1,
+        ..db.settings.clone()
+    })
+    .unwrap();
+    storage
+        .create_orders(&[new_order(11, 1, "1"), new_order(11, 2, "1")])
+        .await
+        .unwrap();
+    let claim = tokio::time::timeout(Duration::from_secs(5), storage.claim_events(10))
+        .await
+        .expect("a claim on a pool of one does not wait for a second connection")
+        .unwrap();
+    assert_eq!(claim.events().len(), 2);
+    assert!(claim.orphans().is_empty());
+    assert_eq!(publish_all(claim).await, 2);
+    let listed = storage
+        .list_events(EventFilter::default(), 10)
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|e| e.status == EventStatus::Published));
 }

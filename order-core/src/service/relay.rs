@@ -126,12 +126,17 @@ impl Relay {
         let mut outcome = ClaimOutcome::default();
         let mut confirmed = Vec::with_capacity(events.len());
         // An event whose order was deleted by hand cannot be rendered: the
-        // broker is not asked, and it waits as a refused one would.
-        let orphans = claim.orphans().iter().map(|event| {
+        // broker is not asked. It waits, listed as failing with the reason,
+        // until an operator deletes it (its order's later events wait too).
+        for event in claim.orphans() {
+            round.refused += 1;
             let reason = format!("its order {} is not in the orders table", event.order_id);
-            (event, Delivery::Refused(reason))
-        });
-        for (event, delivery) in events.iter().zip(deliveries).chain(orphans) {
+            tracing::warn!(event.id = %event.id, order.id = %event.order_id, %reason, "an order event cannot be rendered; it is not sent");
+            outcome
+                .refused
+                .push((event.seq, reason, self.retry_at(event)));
+        }
+        for (event, delivery) in events.iter().zip(deliveries) {
             let kind = event.event_type.as_str();
             match delivery {
                 Delivery::Confirmed => {
@@ -142,11 +147,8 @@ impl Relay {
                     round.refused += 1;
                     metrics::counter!("order_events_publish_failures_total", "type" => kind, "broker" => broker)
                         .increment(1);
-                    let attempt = u32::try_from(event.attempts).unwrap_or(0);
-                    let retry_at = Utc::now()
-                        + chrono::Duration::from_std(self.refused.delay(attempt))
-                            .unwrap_or(chrono::Duration::MAX);
-                    tracing::warn!(event.id = %event.id, order.id = %event.order_id, event.r#type = kind, attempts = attempt + 1, %reason, "the broker refused an event; it is tried again later");
+                    let retry_at = self.retry_at(event);
+                    tracing::warn!(event.id = %event.id, order.id = %event.order_id, event.r#type = kind, attempts = event.attempts + 1, %reason, "the broker refused an event; it is tried again later");
                     outcome.refused.push((event.seq, reason, retry_at));
                 }
                 Delivery::Unsent(reason) => {
@@ -169,6 +171,14 @@ impl Relay {
                 .record(latency.as_secs_f64());
         }
         Ok(round)
+    }
+
+    /// When `event`, refused once more, is tried next.
+    fn retry_at(&self, event: &StoredEvent) -> chrono::DateTime<Utc> {
+        let attempt = u32::try_from(event.attempts).unwrap_or(0);
+        Utc::now()
+            + chrono::Duration::from_std(self.refused.delay(attempt))
+                .unwrap_or(chrono::Duration::MAX)
     }
 
     /// Exports the outbox backlog: `order_events_unpublished` and

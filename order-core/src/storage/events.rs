@@ -247,10 +247,17 @@ impl EventRow {
     }
 }
 
-impl Storage {
+/// A connection of either engine: a claim's own (its transaction) or one
+/// taken from the pool.
+enum Conn<'c> {
+    Postgres(&'c mut sqlx::PgConnection),
+    Mysql(&'c mut sqlx::MySqlConnection),
+}
+
+impl Conn<'_> {
     /// The fixed fields of the orders of `rows`.
     async fn order_facts(
-        &self,
+        &mut self,
         rows: &[EventRow],
     ) -> Result<HashMap<Uuid, OrderFacts>, StorageError> {
         let ids: Vec<Uuid> = rows
@@ -267,7 +274,7 @@ impl Storage {
             // planned as a scan of all of it): a lateral lookup on
             // PostgreSQL; MySQL reads an IN list on a unique key as lookups.
             let found = match self {
-                Self::Postgres(s) => {
+                Self::Postgres(c) => {
                     let select = format!(
                         "SELECT u.order_id, o.{} FROM UNNEST($1::uuid[]) AS u(order_id) \
                          CROSS JOIN LATERAL (SELECT {columns} FROM orders \
@@ -277,10 +284,10 @@ impl Storage {
                     sqlx::query_as::<_, FactsRow>(&select)
                         .bind(part)
                         .persistent(false)
-                        .fetch_all(s.pool())
+                        .fetch_all(&mut **c)
                         .await?
                 }
-                Self::Mysql(s) => {
+                Self::Mysql(c) => {
                     let select = format!(
                         "SELECT order_id, {columns} FROM orders WHERE order_id IN ({})",
                         vec!["?"; part.len()].join(", ")
@@ -289,7 +296,7 @@ impl Storage {
                     for id in part {
                         query = query.bind(*id);
                     }
-                    query.persistent(false).fetch_all(s.pool()).await?
+                    query.persistent(false).fetch_all(&mut **c).await?
                 }
             };
             for (order_id, user_id, product_id, quantity, unit_price, total_amount, seckill_id) in
@@ -313,7 +320,10 @@ impl Storage {
 
     /// `rows` as events, their CloudEvents rendered; with whether each
     /// found its order.
-    async fn render(&self, rows: Vec<EventRow>) -> Result<Vec<(StoredEvent, bool)>, StorageError> {
+    async fn render(
+        &mut self,
+        rows: Vec<EventRow>,
+    ) -> Result<Vec<(StoredEvent, bool)>, StorageError> {
         let facts = self.order_facts(&rows).await?;
         rows.into_iter()
             .map(|row| {
@@ -473,7 +483,9 @@ impl Storage {
              ORDER BY e.seq LIMIT ? FOR UPDATE SKIP LOCKED"
         );
         let at = now();
-        let (tx, rows) = match self {
+        // The orders' fields are read on the claim's own connection: a
+        // claim never waits for a second one while it holds its rows.
+        let (tx, rendered) = match self {
             Self::Postgres(s) => {
                 let mut tx = s.pool().begin().await?;
                 let rows = sqlx::query_as::<_, EventRow>(&super::numbered(&select))
@@ -482,7 +494,8 @@ impl Storage {
                     .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
-                (ClaimTx::Postgres(tx), rows)
+                let rendered = Conn::Postgres(&mut tx).render(rows).await?;
+                (ClaimTx::Postgres(tx), rendered)
             }
             Self::Mysql(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -492,11 +505,12 @@ impl Storage {
                     .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?;
-                (ClaimTx::Mysql(tx), rows)
+                let rendered = Conn::Mysql(&mut tx).render(rows).await?;
+                (ClaimTx::Mysql(tx), rendered)
             }
         };
-        let (mut events, mut orphans) = (Vec::with_capacity(rows.len()), Vec::new());
-        for (event, found) in self.render(rows).await? {
+        let (mut events, mut orphans) = (Vec::with_capacity(rendered.len()), Vec::new());
+        for (event, found) in rendered {
             if found {
                 events.push(event);
             } else {
@@ -536,12 +550,17 @@ impl Storage {
             }
             query.bind(i64::from(limit)).fetch_all(pool).await?
         });
-        Ok(self
-            .render(rows)
-            .await?
-            .into_iter()
-            .map(|(event, _)| event)
-            .collect())
+        let rendered = match self {
+            Self::Postgres(s) => {
+                let mut c = s.pool().acquire().await?;
+                Conn::Postgres(&mut c).render(rows).await?
+            }
+            Self::Mysql(s) => {
+                let mut c = s.pool().acquire().await?;
+                Conn::Mysql(&mut c).render(rows).await?
+            }
+        };
+        Ok(rendered.into_iter().map(|(event, _)| event).collect())
     }
 
     /// How many events are unpublished, and since when.
