@@ -462,6 +462,26 @@ struct FakeBroker {
     confirmed: Mutex<Vec<(Uuid, EventType)>>,
 }
 
+impl FakeBroker {
+    fn new(refuse: Uuid, down: bool) -> Self {
+        Self {
+            refuse,
+            down: down.into(),
+            confirmed: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A relay whose refused events wait an hour: a test sees them stay.
+fn relay_waiting_an_hour(db: &TestDatabase) -> Relay {
+    Relay::new(
+        db.storage.clone(),
+        100,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    )
+}
+
 impl Publisher for FakeBroker {
     fn name(&self) -> &'static str {
         "fake"
@@ -499,17 +519,8 @@ async fn the_relay_marks_confirmed_reschedules_refused_and_releases_unsent_event
             .await
             .unwrap();
     }
-    let broker = FakeBroker {
-        refuse: orders[0].order_id,
-        down: true.into(),
-        confirmed: Mutex::new(Vec::new()),
-    };
-    let relay = Relay::new(
-        db.storage.clone(),
-        100,
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-    );
+    let broker = FakeBroker::new(orders[0].order_id, true);
+    let relay = relay_waiting_an_hour(&db);
 
     // Unreachable: nothing is marked, nothing counts as an attempt, and the
     // events can be claimed again at once.
@@ -598,17 +609,8 @@ async fn an_event_whose_order_was_deleted_is_refused_and_holds_back_nothing_else
     .await;
     db.execute("DELETE FROM orders WHERE product_id = 1 AND user_id = 10")
         .await;
-    let broker = FakeBroker {
-        refuse: Uuid::nil(),
-        down: false.into(),
-        confirmed: Mutex::new(Vec::new()),
-    };
-    let relay = Relay::new(
-        db.storage.clone(),
-        100,
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-    );
+    let broker = FakeBroker::new(Uuid::nil(), false);
+    let relay = relay_waiting_an_hour(&db);
     let round = relay.run_once(&broker).await.unwrap();
     assert_eq!((round.claimed, round.published, round.refused), (2, 1, 1));
     assert_eq!(

@@ -217,35 +217,6 @@ pub struct OrderFacts {
     pub seckill_id: String,
 }
 
-impl OrderFacts {
-    /// The fixed fields of `order`.
-    #[must_use]
-    pub fn of(order: &Order) -> Self {
-        Self {
-            user_id: order.user_id,
-            product_id: order.product_id,
-            quantity: order.quantity,
-            unit_price: order.unit_price,
-            total_amount: order.total_amount,
-            seckill_id: order.seckill_id.clone(),
-        }
-    }
-
-    /// The fixed fields of the order `order` creates.
-    #[must_use]
-    pub fn of_new(order: &NewOrder) -> Self {
-        let m = &order.message;
-        Self {
-            user_id: m.user_id.get(),
-            product_id: m.product_id.get(),
-            quantity: m.quantity.get(),
-            unit_price: m.unit_price.as_decimal(),
-            total_amount: m.total_amount().as_decimal(),
-            seckill_id: m.seckill_id.as_str().to_owned(),
-        }
-    }
-}
-
 /// The CloudEvents `data` of every order event.
 /// Field names as in the order's own JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -358,6 +329,31 @@ mod tests {
     use super::*;
     use crate::domain::SeckillMessage;
 
+    /// The fixed fields of `order`.
+    fn facts_of(order: &Order) -> OrderFacts {
+        OrderFacts {
+            user_id: order.user_id,
+            product_id: order.product_id,
+            quantity: order.quantity,
+            unit_price: order.unit_price,
+            total_amount: order.total_amount,
+            seckill_id: order.seckill_id.clone(),
+        }
+    }
+
+    /// The fixed fields of the order `order` creates.
+    fn facts_of_new(order: &NewOrder) -> OrderFacts {
+        let m = &order.message;
+        OrderFacts {
+            user_id: m.user_id.get(),
+            product_id: m.product_id.get(),
+            quantity: m.quantity.get(),
+            unit_price: m.unit_price.as_decimal(),
+            total_amount: m.total_amount().as_decimal(),
+            seckill_id: m.seckill_id.as_str().to_owned(),
+        }
+    }
+
     fn new_order() -> NewOrder {
         NewOrder::new(
             SeckillMessage::parse(
@@ -372,12 +368,8 @@ mod tests {
         let order = new_order();
         let at = Utc::now();
         let event = OrderEvent::created(&order, at);
-        let body = event.render(&OrderFacts::of_new(&order));
-        assert_eq!(
-            body,
-            event.render(&OrderFacts::of_new(&order)),
-            "the same bytes"
-        );
+        let body = event.render(&facts_of_new(&order));
+        assert_eq!(body, event.render(&facts_of_new(&order)), "the same bytes");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["id"], event.id.to_string());
@@ -424,7 +416,7 @@ mod tests {
         let cause = Cause::because("not paid within 30m").in_trace(Some(trace));
         let event = OrderEvent::changed(OrderStatus::Pending, &order, EventType::Expired, &cause);
         let json: serde_json::Value =
-            serde_json::from_str(&event.render(&OrderFacts::of(&order))).unwrap();
+            serde_json::from_str(&event.render(&facts_of(&order))).unwrap();
         assert_eq!(json["type"], "order.expired");
         let ours = event.traceparent.clone().unwrap();
         assert_eq!(json["traceparent"], ours);
