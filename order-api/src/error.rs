@@ -119,6 +119,7 @@ impl From<StorageError> for ApiError {
             StorageError::TimedOut(_) => Self::Timeout,
             StorageError::NotFound => Self::NotFound("not found".into()),
             StorageError::Transition(t) => Self::Conflict(t.to_string()),
+            StorageError::Invalid(m) => Self::BadRequest(m),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -62,6 +62,29 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Order statistics maintenance
+    Stats {
+        /// What to do
+        #[command(subcommand)]
+        action: StatsCommand,
+    },
+}
+
+/// `order-api stats` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum StatsCommand {
+    /// Recompute the statistics rollups from the orders table, one UTC day per
+    /// transaction (after a restore, or after running with stats.rollups
+    /// false); safe while orders are written. Prints one JSON line per day
+    /// and a summary.
+    Rebuild {
+        /// First day (YYYY-MM-DD, UTC); default: the first day with orders or rollups
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day (YYYY-MM-DD, UTC); default: the last day with orders or rollups
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+    },
 }
 
 /// A bound, ready-to-run API.
@@ -173,6 +196,53 @@ impl Application {
     }
 }
 
+/// `order-api stats rebuild`: every day of the range, or of the days that
+/// have orders or rollups.
+async fn rebuild_stats(
+    settings: &Settings,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.stats.rollups,
+        "stats.rollups is false: there are no rollups to rebuild (turn it on in every role first)"
+    );
+    if let (Some(from), Some(to)) = (from, to) {
+        anyhow::ensure!(from <= to, "--to ({to}) is before --from ({from})");
+    }
+    let storage = Storage::connect(&settings.database)?;
+    let result = order_runtime::shutdown::unless_stopped(shutdown, async {
+        storage.probe(startup::attempt_timeout(settings)).await?;
+        let Some((first, last)) = storage.stats_days().await? else {
+            return Ok((0, 0, 0));
+        };
+        let (from, to) = (from.unwrap_or(first), to.unwrap_or(last));
+        let (mut days, mut orders, mut corrected) = (0_u64, 0_i64, 0_u64);
+        order_core::service::maintenance::rebuild_stats(&storage, from, to, |r| {
+            days += 1;
+            orders += r.orders;
+            corrected += u64::from(r.orders != r.previous);
+            let _ = output::json(&serde_json::json!({
+                "day": r.day,
+                "orders": r.orders,
+                "previous": r.previous,
+            }));
+        })
+        .await?;
+        Ok::<_, order_core::storage::StorageError>((days, orders, corrected))
+    })
+    .await;
+    storage.close().await;
+    let (days, orders, corrected) = result?.context("rebuilding the statistics rollups")?;
+    output::json(&serde_json::json!({
+        "rebuilt_days": days,
+        "orders": orders,
+        "corrected_days": corrected,
+    }))?;
+    Ok(())
+}
+
 /// Runs the chosen command.
 ///
 /// # Errors
@@ -202,6 +272,9 @@ pub async fn run(
             output::line(&auth::mint(&settings.api, user, ttl)?)?;
             Ok(())
         }
+        Command::Stats {
+            action: StatsCommand::Rebuild { from, to },
+        } => rebuild_stats(&settings, from, to, &shutdown).await,
         Command::Serve => {
             // Refuse unusable auth settings before waiting for the database.
             Authenticator::new(&settings.api)?;

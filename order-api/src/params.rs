@@ -12,7 +12,7 @@ use crate::error::ApiError;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// Longest stats range, in days.
-pub const MAX_STATS_DAYS: i64 = 366;
+pub const MAX_STATS_DAYS: i64 = order_core::storage::MAX_STATS_DAYS;
 
 /// Years a date or a cursor may name: four digits, from 1 (year 0 and
 /// before, and five-digit years, are out of what the databases store:
@@ -187,6 +187,120 @@ pub fn day_range(query: &Query) -> Result<(NaiveDate, NaiveDate), ApiError> {
     Ok((from, to))
 }
 
+/// How `/api/v1/stats/orders` is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsQuery {
+    /// One figure for the days `from..=to`.
+    Range(NaiveDate, NaiveDate),
+    /// One entry per day.
+    Days(NaiveDate, NaiveDate),
+    /// One entry per hour, from the hour of the first to the hour of the
+    /// second, both included.
+    Hours(DateTime<Utc>, DateTime<Utc>),
+}
+
+/// Hours an hour series answers when no range is given.
+pub const DEFAULT_STATS_HOURS: i64 = 48;
+
+/// The stats query: `date`, or `from` and `to` (days), with
+/// `granularity=day` for a series; `granularity=hour` takes `from` and `to`
+/// as days or as RFC 3339 times (the hours they fall in), at most
+/// [`order_core::storage::MAX_STATS_HOURS`] hours, or the last
+/// [`DEFAULT_STATS_HOURS`] hours up to now's when neither is given.
+///
+/// # Errors
+/// A 400 naming what is wrong.
+pub fn stats_query(query: &Query, now: DateTime<Utc>) -> Result<StatsQuery, ApiError> {
+    match query.get("granularity").map(String::as_str) {
+        None => {
+            let (from, to) = day_range(query)?;
+            Ok(StatsQuery::Range(from, to))
+        }
+        Some("day") => {
+            if query.contains_key("date") {
+                return Err(ApiError::BadRequest(
+                    "granularity=day takes from=YYYY-MM-DD and to=YYYY-MM-DD, not date".into(),
+                ));
+            }
+            let (from, to) = day_range(query)?;
+            Ok(StatsQuery::Days(from, to))
+        }
+        Some("hour") => hour_range(query, now),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "granularity: expected day or hour, got {other:?}"
+        ))),
+    }
+}
+
+fn hour_range(query: &Query, now: DateTime<Utc>) -> Result<StatsQuery, ApiError> {
+    use order_core::domain::hour_of;
+    use order_core::storage::MAX_STATS_HOURS;
+    let (from, to) = match (query.get("date"), query.get("from"), query.get("to")) {
+        (None, None, None) => {
+            let last = hour_of(now);
+            (
+                last - chrono::TimeDelta::hours(DEFAULT_STATS_HOURS - 1),
+                last,
+            )
+        }
+        (Some(d), None, None) => {
+            let d = date("date", d)?;
+            (start_of(d), start_of(d) + chrono::TimeDelta::hours(23))
+        }
+        (None, Some(f), Some(t)) => (instant("from", f, false)?, instant("to", t, true)?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "granularity=hour takes no range (the last 48 hours), date=YYYY-MM-DD, or both \
+                 from and to (YYYY-MM-DD or RFC 3339 times)"
+                    .into(),
+            ));
+        }
+    };
+    let (from, to) = (hour_of(from), hour_of(to));
+    if to < from {
+        return Err(ApiError::BadRequest(format!(
+            "to ({to}) is before from ({from})"
+        )));
+    }
+    let hours = (to - from).num_hours() + 1;
+    if hours > MAX_STATS_HOURS {
+        return Err(ApiError::BadRequest(format!(
+            "an hour series is at most {MAX_STATS_HOURS} hours, got {hours}"
+        )));
+    }
+    Ok(StatsQuery::Hours(from, to))
+}
+
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// A day (its first hour, or with `last` its last hour) or an RFC 3339 time.
+fn instant(name: &str, raw: &str, last: bool) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        let t = t.with_timezone(&Utc);
+        if !YEARS.contains(&t.year()) {
+            return Err(ApiError::BadRequest(format!(
+                "{name}: the year must be from {} to {}, got {raw:?}",
+                YEARS.start(),
+                YEARS.end()
+            )));
+        }
+        return Ok(t);
+    }
+    if raw.len() > 10 {
+        return Err(ApiError::BadRequest(format!(
+            "{name}: expected a date YYYY-MM-DD or an RFC 3339 time, got {raw:?}"
+        )));
+    }
+    let day = start_of(date(name, raw)?);
+    Ok(if last {
+        day + chrono::TimeDelta::hours(23)
+    } else {
+        day
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +350,83 @@ mod tests {
         assert_eq!(cursor("").unwrap(), None);
         for bad in ["x", "1_", "_1", "1_x", "99999999999999999999_1"] {
             assert!(cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stats_queries_by_granularity() {
+        let now: DateTime<Utc> = "2026-12-05T13:45:10Z".parse().unwrap();
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            stats_query(&q(&[("date", "2024-02-29")]), now).unwrap(),
+            StatsQuery::Range(d("2024-02-29"), d("2024-02-29"))
+        );
+        assert_eq!(
+            stats_query(
+                &q(&[
+                    ("granularity", "day"),
+                    ("from", "2024-01-01"),
+                    ("to", "2024-12-31")
+                ]),
+                now
+            )
+            .unwrap(),
+            StatsQuery::Days(d("2024-01-01"), d("2024-12-31"))
+        );
+        assert_eq!(
+            stats_query(&q(&[("granularity", "hour")]), now).unwrap(),
+            StatsQuery::Hours(t("2026-12-03T14:00:00Z"), t("2026-12-05T13:00:00Z")),
+            "the last 48 hours, the current one last"
+        );
+        assert_eq!(
+            stats_query(&q(&[("granularity", "hour"), ("date", "2024-02-29")]), now).unwrap(),
+            StatsQuery::Hours(t("2024-02-29T00:00:00Z"), t("2024-02-29T23:00:00Z"))
+        );
+        assert_eq!(
+            stats_query(
+                &q(&[
+                    ("granularity", "hour"),
+                    ("from", "2024-02-29T10:59:59+02:00"),
+                    ("to", "2024-03-01")
+                ]),
+                now
+            )
+            .unwrap(),
+            StatsQuery::Hours(t("2024-02-29T08:00:00Z"), t("2024-03-01T23:00:00Z"))
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the parameters, the answer is a 400 or a query inside the
+        /// bounds: at most 366 days or 72 hours, from before to, years 1 to 9999.
+        #[test]
+        fn any_stats_query_is_refused_or_bounded(
+            granularity in proptest::option::of(proptest::sample::select(vec!["day", "hour", "week", ""])),
+            date in proptest::option::of("[0-9T:Z+-]{0,25}|[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+            from in proptest::option::of("[0-9T:Z+-]{0,25}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2}))?"),
+            to in proptest::option::of("[0-9T:Z+-]{0,25}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2}))?"),
+        ) {
+            let mut query = Query::new();
+            for (k, v) in [("granularity", granularity.map(str::to_owned)), ("date", date), ("from", from), ("to", to)] {
+                if let Some(v) = v {
+                    query.insert(k.to_owned(), v);
+                }
+            }
+            let now: DateTime<Utc> = "2026-12-05T13:45:10Z".parse().unwrap();
+            match stats_query(&query, now) {
+                Err(ApiError::BadRequest(_)) => {}
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+                Ok(StatsQuery::Range(f, t) | StatsQuery::Days(f, t)) => {
+                    proptest::prop_assert!(f <= t && (t - f).num_days() < MAX_STATS_DAYS);
+                    proptest::prop_assert!(YEARS.contains(&f.year()) && YEARS.contains(&t.year()));
+                }
+                Ok(StatsQuery::Hours(f, t)) => {
+                    proptest::prop_assert!(f <= t && (t - f).num_hours() < order_core::storage::MAX_STATS_HOURS);
+                    proptest::prop_assert!(YEARS.contains(&f.year()) && YEARS.contains(&t.year()));
+                    proptest::prop_assert_eq!(f, order_core::domain::hour_of(f));
+                }
+            }
         }
     }
 

@@ -699,6 +699,112 @@ async fn stats_cover_one_day_or_an_inclusive_range() {
 }
 
 #[tokio::test]
+async fn stats_series_answer_one_entry_per_day_or_hour() {
+    let app = spawn_app().await;
+    let a = app.order(1, 1, "10.10", 1).await;
+    app.order(1, 2, "0.10", 3).await;
+    app.db
+        .storage
+        .transition_order(a, OrderStatus::Completed)
+        .await
+        .unwrap();
+    let today = Utc::now().date_naive();
+    let from = today - chrono::Duration::days(365);
+    let r = app
+        .get(&format!(
+            "/api/v1/stats/orders?granularity=day&from={from}&to={today}"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = r.json();
+    assert_eq!(s["granularity"], "day");
+    assert_eq!(
+        (s["from"].as_str(), s["to"].as_str()),
+        (Some(&*from.to_string()), Some(&*today.to_string()))
+    );
+    let entries = s["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 366);
+    assert_eq!(entries[0]["date"], from.to_string());
+    assert_eq!(entries[0]["order_count"], 0);
+    assert_eq!(entries[0]["total_amount"], "0.00");
+    let last = &entries[365];
+    assert_eq!(last["date"], today.to_string());
+    assert_eq!(last["order_count"], 2);
+    assert_eq!(
+        last["by_status"],
+        json!({"pending": 1, "completed": 1, "cancelled": 0, "failed": 0})
+    );
+    assert_eq!(
+        (
+            last["total_amount"].as_str(),
+            last["completed_amount"].as_str()
+        ),
+        (Some("10.40"), Some("10.10"))
+    );
+
+    // The last 48 hours, the current one last.
+    let s = app
+        .get("/api/v1/stats/orders?granularity=hour")
+        .await
+        .json();
+    assert_eq!(s["granularity"], "hour");
+    let hours = s["entries"].as_array().unwrap();
+    assert_eq!(hours.len(), 48);
+    let total: i64 = hours
+        .iter()
+        .map(|e| e["order_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 2);
+    assert!(hours.iter().all(|e| e.get("date").is_none()));
+    let first: chrono::DateTime<Utc> = hours[0]["hour"].as_str().unwrap().parse().unwrap();
+    let newest: chrono::DateTime<Utc> = hours[47]["hour"].as_str().unwrap().parse().unwrap();
+    assert_eq!(newest - first, chrono::Duration::hours(47));
+    assert!(Utc::now() - newest < chrono::Duration::hours(1) + chrono::Duration::seconds(5));
+
+    // A day's hours, and a range given as times.
+    let day = app
+        .get(&format!(
+            "/api/v1/stats/orders?granularity=hour&date={today}"
+        ))
+        .await
+        .json();
+    assert_eq!(day["entries"].as_array().unwrap().len(), 24);
+    assert_eq!(day["entries"][0]["hour"], format!("{today}T00:00:00Z"));
+    let r = app
+        .get(&format!(
+            "/api/v1/stats/orders?granularity=hour&from={today}T05:59:59Z&to={today}T07:00:00%2B00:00"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hours = r.json()["entries"].as_array().unwrap().clone();
+    assert_eq!(hours.len(), 3);
+    assert_eq!(hours[0]["hour"], format!("{today}T05:00:00Z"));
+}
+
+#[tokio::test]
+async fn bad_stats_series_are_400() {
+    let app = spawn_app().await;
+    for query in [
+        "granularity=week&date=2024-01-01",
+        "granularity=day",
+        "granularity=day&date=2024-01-01",
+        "granularity=day&from=2023-01-01&to=2024-01-02",
+        "granularity=hour&from=2024-01-01&to=2024-01-04",
+        "granularity=hour&from=2024-01-01T00:00:00Z&to=2024-01-04T00:00:00Z",
+        "granularity=hour&from=2024-01-02T00:00:00Z&to=2024-01-01T00:00:00Z",
+        "granularity=hour&from=yesterday&to=2024-01-01",
+        "granularity=hour&from=2024-01-01",
+        "granularity=hour&from=0000-01-01T00:00:00Z&to=0000-01-01T01:00:00Z",
+    ] {
+        assert_error(
+            &app.get(&format!("/api/v1/stats/orders?{query}")).await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_stats_dates_are_400() {
     let app = spawn_app().await;
     for query in [
@@ -1804,8 +1910,9 @@ struct OrdersLock {
 }
 
 impl OrdersLock {
-    /// Every statement reading `orders` waits meanwhile: a stand-in for a
-    /// query that takes as long as the test likes.
+    /// Every statement reading `orders` or the statistics rollups waits
+    /// meanwhile: a stand-in for a query that takes as long as the test
+    /// likes.
     async fn take(app: &TestApp) -> Self {
         let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
         let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1814,7 +1921,9 @@ impl OrdersLock {
             match &storage {
                 Storage::Postgres(pg) => {
                     let mut tx = pg.pool().begin().await.unwrap();
-                    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                    sqlx::query(
+                        "LOCK TABLE orders, order_stats_daily, order_stats_hourly IN ACCESS EXCLUSIVE MODE",
+                    )
                         .execute(&mut *tx)
                         .await
                         .unwrap();
@@ -1824,7 +1933,9 @@ impl OrdersLock {
                 }
                 Storage::Mysql(my) => {
                     let mut conn = my.pool().acquire().await.unwrap();
-                    sqlx::query("LOCK TABLES orders WRITE")
+                    sqlx::query(
+                        "LOCK TABLES orders WRITE, order_stats_daily WRITE, order_stats_hourly WRITE",
+                    )
                         .execute(&mut *conn)
                         .await
                         .unwrap();
@@ -1859,12 +1970,13 @@ async fn slow_stats_cannot_starve_the_rest_of_the_api(driver: Driver) {
     let today = Utc::now().date_naive();
     let lock = OrdersLock::take(&app).await;
     let mut stats = Vec::new();
-    for _ in 0..12 {
+    for i in 0..12 {
         let (addr, path) = (
             app.addr,
             format!(
-                "/api/v1/stats/orders?from={}&to={today}",
-                today - chrono::Duration::days(365)
+                "/api/v1/stats/orders?from={}&to={today}{}",
+                today - chrono::Duration::days(365),
+                ["", "&granularity=day"][i % 2]
             ),
         );
         stats.push(tokio::spawn(async move {

@@ -8,6 +8,8 @@
 //! - `purge-resolved` (`compensator.purge_cron`): resolved failures older than
 //!   `compensator.failure_retention`, and order events published more than
 //!   `events.retention` ago, are deleted in small batches.
+//! - `compact-stats` (`compensator.compact_cron`): the statistics rollups of
+//!   closed days are folded into one row per day and status.
 //!
 //! Any number of replicas may run: claims never overlap across processes,
 //! and a job never overlaps itself within one (a tick that finds the previous
@@ -71,11 +73,18 @@ pub enum Job {
     ExpireUnpaid,
     /// Delete old resolved failures.
     PurgeResolved,
+    /// Fold closed days' statistics rollups.
+    CompactStats,
 }
 
 impl Job {
     /// Every job.
-    pub const ALL: [Job; 3] = [Job::RetryFailures, Job::ExpireUnpaid, Job::PurgeResolved];
+    pub const ALL: [Job; 4] = [
+        Job::RetryFailures,
+        Job::ExpireUnpaid,
+        Job::PurgeResolved,
+        Job::CompactStats,
+    ];
 
     /// The job's name in logs, metrics and on the command line.
     #[must_use]
@@ -84,6 +93,7 @@ impl Job {
             Job::RetryFailures => "retry-failures",
             Job::ExpireUnpaid => "expire-unpaid",
             Job::PurgeResolved => "purge-resolved",
+            Job::CompactStats => "compact-stats",
         }
     }
 
@@ -125,6 +135,11 @@ pub enum JobReport {
         /// Published order events deleted.
         purged_events: u64,
     },
+    /// `compact-stats`.
+    CompactStats {
+        /// Rollup rows folded.
+        folded: u64,
+    },
     /// The previous run of this job was still going: nothing done.
     Skipped {
         /// The job.
@@ -145,6 +160,7 @@ impl JobReport {
                 purged,
                 purged_events,
             } => purged == 0 && purged_events == 0,
+            Self::CompactStats { folded } => folded == 0,
             Self::Skipped { .. } => true,
         }
     }
@@ -195,6 +211,9 @@ impl JobReport {
                     "run finished"
                 );
             }
+            Self::CompactStats { folded } => {
+                at_level!(job = "compact-stats", folded, "run finished");
+            }
             // Logged by the run that found its predecessor still going.
             Self::Skipped { .. } => {}
         }
@@ -208,7 +227,7 @@ pub struct Compensator {
     storage: Storage,
     orders: Orders,
     retrier: Retrier,
-    running: [Mutex<()>; 3],
+    running: [Mutex<()>; 4],
 }
 
 impl Compensator {
@@ -225,7 +244,7 @@ impl Compensator {
             orders: Orders::new(storage.clone(), cache),
             storage,
             retrier,
-            running: [Mutex::new(()), Mutex::new(()), Mutex::new(())],
+            running: [const { Mutex::const_new(()) }; 4],
         })
     }
 
@@ -273,7 +292,7 @@ impl Compensator {
     fn slow_run_threshold(&self, job: Job) -> Duration {
         match job {
             Job::RetryFailures => self.retrier.lease() / 2,
-            Job::ExpireUnpaid | Job::PurgeResolved => Duration::from_secs(30),
+            Job::ExpireUnpaid | Job::PurgeResolved | Job::CompactStats => Duration::from_secs(30),
         }
     }
 
@@ -324,6 +343,9 @@ impl Compensator {
                 )
                 .await?,
             },
+            Job::CompactStats => JobReport::CompactStats {
+                folded: maintenance::compact_stats(&self.storage, c.batch_size).await?,
+            },
         })
     }
 
@@ -356,6 +378,7 @@ impl Compensator {
             (Job::RetryFailures, &c.retry_cron),
             (Job::ExpireUnpaid, &c.expire_cron),
             (Job::PurgeResolved, &c.purge_cron),
+            (Job::CompactStats, &c.compact_cron),
         ] {
             let this = self.clone();
             let cron_job = CronJob::new_async(cron.as_str(), move |_id, _scheduler| {

@@ -23,6 +23,7 @@ order_testkit::on_both_engines!(
     a_claim_left_by_a_killed_process_is_claimed_again_after_its_lease_and_completes,
     unpaid_orders_past_the_timeout_are_cancelled_and_leave_the_cache,
     purge_removes_only_resolved_failures_older_than_the_retention,
+    compact_stats_folds_closed_days_and_keeps_their_figures,
 );
 
 fn message(user: i64, product: i64, price: &str, quantity: i32) -> Vec<u8> {
@@ -520,4 +521,50 @@ async fn a_job_never_overlaps_itself_in_one_process() {
         ),
         "{first:?}"
     );
+}
+
+async fn compact_stats_folds_closed_days_and_keeps_their_figures(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let orders: Vec<NewOrder> = (1..=24)
+        .map(|p| NewOrder::new(SeckillMessage::parse(&message(5, p, "3.00", 1)).unwrap()))
+        .collect();
+    db.storage.create_orders(&orders).await.unwrap();
+    // Yesterday's orders (moved by hand, then rebuilt), each paid in a
+    // transaction of its own: their rollups spread over the slots.
+    db.execute(match driver {
+        Driver::Postgres => "UPDATE orders SET created_at = now() - interval '1 day'",
+        Driver::Mysql => "UPDATE orders SET created_at = UTC_TIMESTAMP(6) - INTERVAL 1 DAY",
+    })
+    .await;
+    let today = Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    for day in [yesterday.pred_opt().unwrap(), yesterday, today] {
+        db.storage.rebuild_stats_day(day).await.unwrap();
+    }
+    for order in &orders {
+        db.storage
+            .transition_order(order.order_id, OrderStatus::Completed)
+            .await
+            .unwrap();
+    }
+    let before = db.storage.stats(yesterday, today).await.unwrap();
+    assert!(db.count("SELECT COUNT(*) FROM order_stats_daily").await > 2);
+
+    let compensator = compensator(&settings(&db));
+    let report = compensator.run_once(Job::CompactStats).await.unwrap();
+    assert!(
+        matches!(report, JobReport::CompactStats { folded } if folded > 0),
+        "{report:?}"
+    );
+    assert!(!report.is_idle());
+    assert_eq!(db.storage.stats(yesterday, today).await.unwrap(), before);
+    assert_eq!(before.figures.by_status[&OrderStatus::Completed], 24);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_stats_daily WHERE slot <> 0")
+            .await,
+        0
+    );
+    let again = compensator.run_once(Job::CompactStats).await.unwrap();
+    assert_eq!(again, JobReport::CompactStats { folded: 0 });
+    assert!(again.is_idle());
 }

@@ -362,6 +362,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Published order events deleted after events.retention",
     ),
+    (
+        "order_stats_rows_compacted_total",
+        Kind::Counter,
+        "Statistics rollup rows folded into one per day (or hour) and status by compact-stats",
+    ),
 ];
 
 /// Gives every metric of [`METRICS`] its `# HELP` text.

@@ -99,7 +99,7 @@ pub async fn open_storage(
     at_start: AtStart,
     stop: &CancellationToken,
 ) -> Result<Storage, StorageError> {
-    let storage = events_as_set(settings, Storage::connect(&settings.database)?);
+    let storage = as_configured(settings, Storage::connect(&settings.database)?);
     make_ready(settings, &storage, at_start, stop).await?;
     Ok(storage)
 }
@@ -119,18 +119,24 @@ pub async fn open_limited_storage(
     let ready = make_ready(settings, &unlimited, at_start, stop).await;
     unlimited.close().await;
     ready?;
-    Ok(events_as_set(
+    Ok(as_configured(
         settings,
         Storage::connect_with(&settings.database, Some(statement_timeout))?,
     ))
 }
 
-/// `storage`, writing order events unless `events.enabled` is false.
-fn events_as_set(settings: &Settings, storage: Storage) -> Storage {
-    if settings.events.enabled {
+/// `storage`, writing order events unless `events.enabled` is false and
+/// keeping the statistics rollups unless `stats.rollups` is false.
+fn as_configured(settings: &Settings, storage: Storage) -> Storage {
+    let storage = if settings.events.enabled {
         storage
     } else {
         storage.without_events()
+    };
+    if settings.stats.rollups {
+        storage
+    } else {
+        storage.without_rollups()
     }
 }
 

@@ -14,6 +14,7 @@ mod order;
 mod order_status;
 mod quantity;
 mod seckill_id;
+mod stats;
 
 pub use backoff::{Backoff, Jitter, RetryDecision, RetryPolicy};
 pub use event::{
@@ -33,6 +34,7 @@ pub use order::{NewOrder, Order, OrderItem};
 pub use order_status::{OrderStatus, TransitionError, UnknownStatus};
 pub use quantity::Quantity;
 pub use seckill_id::SeckillId;
+pub use stats::{Cell, ROLLUP_SLOTS, StatsDelta, hour_of, random_slot};
 
 /// A field-level validation failure: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The life of an order: `pending` → `completed` | `cancelled` | `failed`.
 ///
 /// The three outcomes are final; every other transition is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     /// Created, awaiting payment.

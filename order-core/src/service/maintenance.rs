@@ -1,5 +1,5 @@
 //! Housekeeping: cancelling unpaid orders, purging resolved failures and
-//! published events.
+//! published events, compacting and rebuilding statistics rollups.
 
 use std::future::Future;
 use std::time::Duration;
@@ -34,6 +34,49 @@ pub async fn expire_unpaid(
     orders
         .expire_unpaid(cutoff, batch, Cause::because(reason))
         .await
+}
+
+/// Folds the statistics rollups of closed days (before today, UTC) into one
+/// row per day and status, `batch` days per look-up until none is left.
+/// Returns how many rows were folded. Safe beside writers, and beside
+/// another compactor.
+///
+/// # Errors
+/// When the database is unreachable.
+pub async fn compact_stats(storage: &Storage, batch: u32) -> Result<u64, StorageError> {
+    let today = Utc::now().date_naive();
+    let mut folded = 0;
+    loop {
+        let days = storage.stats_days_to_compact(today, batch).await?;
+        for day in &days {
+            folded += storage.compact_stats_day(*day).await?;
+        }
+        if days.len() < batch as usize {
+            metrics::counter!("order_stats_rows_compacted_total").increment(folded);
+            return Ok(folded);
+        }
+    }
+}
+
+/// Recomputes the statistics rollups of the UTC days `from..=to` from the
+/// orders table, one day per transaction, oldest first, calling `done`
+/// after each day. Safe while orders are written, and when run twice.
+///
+/// # Errors
+/// When the database is unreachable; the days before stay rebuilt.
+pub async fn rebuild_stats(
+    storage: &Storage,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    mut done: impl FnMut(&crate::storage::Rebuilt),
+) -> Result<Vec<crate::storage::Rebuilt>, StorageError> {
+    let mut out = Vec::new();
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        let rebuilt = storage.rebuild_stats_day(day).await?;
+        done(&rebuilt);
+        out.push(rebuilt);
+    }
+    Ok(out)
 }
 
 /// Deletes resolved failures last changed more than `retention` ago, `batch`

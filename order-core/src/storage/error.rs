@@ -37,6 +37,9 @@ pub enum StorageError {
     /// The status machine refused a transition.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// The request cannot be answered as asked (a range too long).
+    #[error("{0}")]
+    Invalid(String),
     /// A stored value this version cannot read.
     #[error("unreadable stored value: {0}")]
     Corrupt(String),

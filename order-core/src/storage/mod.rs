@@ -34,6 +34,7 @@ pub(crate) mod mysql;
 mod orders;
 mod postgres;
 mod rows;
+pub(crate) mod stats;
 mod types;
 
 use std::borrow::Cow;
@@ -48,6 +49,7 @@ pub use error::{ErrorClass, StorageError};
 pub use events::{
     Backlog, ClaimOutcome, EventClaim, EventFilter, EventStatus, EventWakeups, StoredEvent,
 };
+pub use stats::{Figures, Granularity, MAX_STATS_DAYS, MAX_STATS_HOURS, Rebuilt, SeriesEntry};
 pub use types::{
     Changed, ClaimById, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
     ResolvedByHand,

@@ -22,11 +22,14 @@ use super::events::write_events;
 use super::rows::{
     FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders,
 };
+use super::stats::expiry_delta;
+use super::stats::write_rollups;
 use super::{Changed, InsertOutcome, Recorded, StorageError};
 use crate::domain::{
     Cause, EventType, Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderEvent, OrderStatus,
+    StatsDelta,
 };
-use crate::settings::DatabaseSettings;
+use crate::settings::{DatabaseSettings, Driver};
 
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 
@@ -39,6 +42,8 @@ pub struct MySqlStore {
     statement_bytes: Arc<AtomicUsize>,
     /// Write order events with the changes (see [`super::Storage::without_events`]).
     pub(crate) events: bool,
+    /// Keep the statistics rollups with the changes (see [`super::Storage::without_rollups`]).
+    pub(crate) rollups: bool,
 }
 
 /// Rows of one failure INSERT (10 placeholders a row).
@@ -163,6 +168,7 @@ impl MySqlStore {
             pool,
             statement_bytes,
             events: true,
+            rollups: true,
         })
     }
 
@@ -298,6 +304,13 @@ impl Engine for MySqlStore {
                 Vec::new()
             };
             write_events!(tx, &events, budget).await?;
+            if self.rollups {
+                let delta = StatsDelta::created(
+                    now,
+                    new.iter().map(|o| o.message.total_amount().as_decimal()),
+                );
+                write_rollups!(tx, Driver::Mysql, &delta).await?;
+            }
             tx.commit().await?;
             super::events::count_written(&events);
             owners.extend(fresh_owners);
@@ -356,6 +369,9 @@ impl Engine for MySqlStore {
             .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
             .collect();
         write_events!(tx, &events, self.statement_bytes()).await?;
+        if self.rollups {
+            write_rollups!(tx, Driver::Mysql, &expiry_delta(&expired)).await?;
+        }
         tx.commit().await?;
         super::events::count_written(&events);
         Ok(expired

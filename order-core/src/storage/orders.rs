@@ -3,19 +3,21 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::batch::narrow;
 use super::engine::Engine;
 use super::events::write_events;
 use super::rows::{ITEM_COLUMNS, ItemRow, ORDER_COLUMNS, OrderRow, into_orders};
+use super::stats::write_rollups;
 use super::{
-    Changed, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Storage, StorageError,
-    dispatch, error, now, numbered, on_pool,
+    Changed, InsertOutcome, OrderCursor, Page, PageRequest, Storage, StorageError, dispatch, error,
+    now, numbered, on_pool,
 };
-use crate::domain::{Cause, EventType, NewOrder, Order, OrderEvent, OrderStatus, TransitionError};
+use crate::domain::{
+    Cause, EventType, NewOrder, Order, OrderEvent, OrderStatus, StatsDelta, TransitionError,
+};
 
 impl Storage {
     /// Creates the orders of a batch, at most one per (user, product), ever.
@@ -248,6 +250,9 @@ impl Storage {
         let (order_id, version, before) = (current.order_id, current.version, current.status);
         let after = current.moved_to(to, at);
         let event = OrderEvent::changed(before, &after, EventType::of_transition(to), cause);
+        let mut delta = StatsDelta::default();
+        delta.add_move(&after, before, to);
+        let driver = self.driver();
         let update = "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
                       WHERE order_id = ? AND version = ?";
         let changed = on_pool!(self, |pool, sql| {
@@ -265,6 +270,9 @@ impl Storage {
             if changed {
                 if self.writes_events() {
                     write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+                }
+                if self.keeps_rollups() {
+                    write_rollups!(tx, driver, &delta).await?;
                 }
                 tx.commit().await?;
             }
@@ -285,53 +293,6 @@ impl Storage {
             from: now.status,
             to,
         }))
-    }
-
-    /// Counts and amounts of orders created on the UTC days `from..=to`.
-    ///
-    /// # Errors
-    /// When the database is unreachable.
-    pub async fn stats(&self, from: NaiveDate, to: NaiveDate) -> Result<OrderStats, StorageError> {
-        let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
-        // The last microsecond of `to`, inclusive: the next midnight of
-        // 9999-12-31 is beyond what MySQL's DATETIME compares with.
-        let last = to
-            .and_hms_micro_opt(23, 59, 59, 999_999)
-            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
-        let select = "SELECT status, COUNT(*), COALESCE(SUM(total_amount), 0) FROM orders \
-                      WHERE created_at >= ? AND created_at <= ? GROUP BY status";
-        let rows: Vec<(String, i64, Decimal)> = on_pool!(self, |pool, sql| {
-            // Times without zone: MySQL compares them with its DATETIME
-            // column past 2038 (a TIMESTAMP parameter ends there), and
-            // PostgreSQL sessions run in UTC.
-            sqlx::query_as(&sql(select))
-                .bind(start.naive_utc())
-                .bind(last.naive_utc())
-                .fetch_all(pool)
-                .await?
-        });
-        let mut stats = OrderStats {
-            from,
-            to,
-            order_count: 0,
-            by_status: OrderStatus::ALL.iter().map(|s| (*s, 0)).collect(),
-            total_amount: crate::domain::Money::ZERO.as_decimal(),
-            completed_amount: crate::domain::Money::ZERO.as_decimal(),
-        };
-        for (status, count, amount) in rows {
-            let status: OrderStatus = status
-                .parse()
-                .map_err(|e: crate::domain::UnknownStatus| StorageError::Corrupt(e.to_string()))?;
-            stats.by_status.insert(status, count);
-            stats.order_count += count;
-            stats.total_amount += amount;
-            if status == OrderStatus::Completed {
-                stats.completed_amount += amount;
-            }
-        }
-        stats.total_amount.rescale(2);
-        stats.completed_amount.rescale(2);
-        Ok(stats)
     }
 
     /// Pending orders created before `cutoff` become cancelled, at most

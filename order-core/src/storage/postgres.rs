@@ -15,11 +15,14 @@ use super::events::write_events;
 use super::rows::{
     FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders, qualified,
 };
+use super::stats::expiry_delta;
+use super::stats::write_rollups;
 use super::{Changed, InsertOutcome, Recorded, StorageError, numbered};
 use crate::domain::{
     Cause, EventType, Failure, FailureStatus, Lease, NewFailure, NewOrder, OrderEvent, OrderStatus,
+    StatsDelta,
 };
-use crate::settings::DatabaseSettings;
+use crate::settings::{DatabaseSettings, Driver};
 
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -29,6 +32,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Write order events with the changes (see [`super::Storage::without_events`]).
     pub(crate) events: bool,
+    /// Keep the statistics rollups with the changes (see [`super::Storage::without_rollups`]).
+    pub(crate) rollups: bool,
 }
 
 impl PgStore {
@@ -48,7 +53,11 @@ impl PgStore {
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, events: true })
+        Ok(Self {
+            pool,
+            events: true,
+            rollups: true,
+        })
     }
 
     /// The pool, for tests and tools that need raw SQL.
@@ -158,6 +167,9 @@ impl Engine for PgStore {
                 Vec::new()
             };
             write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+            if self.rollups {
+                write_rollups!(tx, Driver::Postgres, &StatsDelta::created(now, totals)).await?;
+            }
             tx.commit().await?;
             super::events::count_written(&events);
         } else {
@@ -207,6 +219,9 @@ impl Engine for PgStore {
             .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
             .collect();
         write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+        if self.rollups {
+            write_rollups!(tx, Driver::Postgres, &expiry_delta(&expired)).await?;
+        }
         tx.commit().await?;
         super::events::count_written(&events);
         Ok(expired

@@ -1,14 +1,11 @@
 //! What storage answers: the outcomes of batch writes and claims, pages and
 //! cursors, statistics.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::{Failure, FailureStatus, Lease, Order, OrderStatus, ResolveRefusal};
+use crate::domain::{Failure, FailureStatus, Lease, Order, ResolveRefusal};
 
 /// What became of one purchase handed to [`super::Storage::create_orders`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +94,9 @@ pub struct OrderStats {
     pub from: NaiveDate,
     /// Last day, inclusive.
     pub to: NaiveDate,
-    /// Orders created in the range.
-    pub order_count: i64,
-    /// Orders per status (every status present, zero when none).
-    pub by_status: HashMap<OrderStatus, i64>,
-    /// Sum of `total_amount` of all orders (scale 2).
-    pub total_amount: Decimal,
-    /// Sum of `total_amount` of completed orders (scale 2).
-    pub completed_amount: Decimal,
+    /// The orders created in the range.
+    #[serde(flatten)]
+    pub figures: super::stats::Figures,
 }
 
 /// An order a statement changed, and its version after the change.

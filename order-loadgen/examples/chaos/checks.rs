@@ -192,5 +192,39 @@ pub async fn database_checks(db: &TestDatabase, expected: &Expected) -> Vec<Chec
         format!("{open} open"),
         open == 0,
     ));
+    checks.push(rollup_check(db).await);
     checks
+}
+
+/// The statistics rollups, kept by every writer that was killed, cut off
+/// and restarted, against a full count of the orders table, day by day.
+async fn rollup_check(db: &TestDatabase) -> Check {
+    let what = "statistics rollups = a full count of orders, every day and status";
+    let Some((first, last)) = db.storage.stats_days().await.unwrap_or(None) else {
+        return check(what, "no orders", true);
+    };
+    let counting = db.storage.clone().without_rollups();
+    let (rolled, counted) = (
+        db.storage.stats_by_day(first, last).await,
+        counting.stats_by_day(first, last).await,
+    );
+    match (rolled, counted) {
+        (Ok(rolled), Ok(counted)) => {
+            let orders: i64 = counted.iter().map(|e| e.figures.order_count).sum();
+            let wrong = rolled.iter().zip(&counted).filter(|(a, b)| a != b).count();
+            check(
+                what,
+                format!(
+                    "{} days, {orders} orders, {wrong} days differ",
+                    counted.len()
+                ),
+                wrong == 0 && rolled.len() == counted.len(),
+            )
+        }
+        (r, c) => check(
+            what,
+            format!("unreadable: {:?} / {:?}", r.err(), c.err()),
+            false,
+        ),
+    }
 }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub orders: OrderSettings,
     /// Order events: the outbox relay and retention.
     pub events: EventSettings,
+    /// Order statistics.
+    pub stats: StatsSettings,
     /// order-api's own settings.
     pub api: ApiSettings,
     /// Probes and metrics of worker and compensator.
@@ -279,6 +281,10 @@ pub struct CompensatorSettings {
     /// Schedule of `purge-resolved`.
     #[serde(deserialize_with = "checks::cron")]
     pub purge_cron: String,
+    /// Schedule of `compact-stats`: closed days' statistics rollups are
+    /// folded into one row per day and status.
+    #[serde(deserialize_with = "checks::cron")]
+    pub compact_cron: String,
     /// Resolved (`success`, `failed`) failures are deleted this long after
     /// their last change.
     #[serde(with = "check::positive_duration")]
@@ -309,6 +315,7 @@ impl Default for CompensatorSettings {
             retry_cron: "*/10 * * * * *".into(),
             expire_cron: "0 * * * * *".into(),
             purge_cron: "0 0 * * * *".into(),
+            compact_cron: "0 10 * * * *".into(),
             failure_retention: Duration::from_secs(7 * 24 * 3600),
             batch_size: 100,
             max_retries: 5,
@@ -317,6 +324,24 @@ impl Default for CompensatorSettings {
             lease: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(25),
         }
+    }
+}
+
+/// `stats.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// Keep the per-day and per-hour rollups in the transaction of every
+    /// change (the statistics endpoint reads them). False: statistics are
+    /// counted from the orders table at each request, which takes the time
+    /// of the range's orders; turning it on again needs `order-api stats
+    /// rebuild` for the days changed meanwhile. Every role must agree.
+    pub rollups: bool,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self { rollups: true }
     }
 }
 
