@@ -18,8 +18,10 @@ quick=false
 [[ "${1:-}" == --quick ]] && quick=true
 if [[ "$quick" == true ]]; then
     N=4000; N_PER_MESSAGE=1000; LAT_RATE=500; LAT_SECS=3; WRK_SECS=2; API_ORDERS=2000
+    STATS_ORDERS=20000; STATS_SECS=2
 else
     N=200000; N_PER_MESSAGE=20000; LAT_RATE=2000; LAT_SECS=30; WRK_SECS=20; API_ORDERS=10000
+    STATS_ORDERS=10000000; STATS_SECS=20
 fi
 
 "${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
@@ -204,6 +206,15 @@ ingest_env=()
 no_events=$rate
 row "ingest RabbitMQ → PostgreSQL, batch 500, events off" "${no_events} orders/s" "events on/off $(awk -v a="$batched" -v b="$no_events" 'BEGIN { printf "%.2f", a / b }')× (target ≥ 0.85×; on = one outbox row per order, written in the batch, and the relay publishing them in the same worker with confirms, no consumer bound)"
 
+say "worker ingest: the same with the statistics rollups off (stats.rollups: false), then on again"
+ingest_env=(ORDER__STATS__ROLLUPS=false)
+ingest rmq_pg_norollups pg rabbitmq 1 500 "$N"
+ingest_env=()
+no_rollups=$rate
+ingest rmq_pg_rollups pg rabbitmq 1 500 "$N"
+rollups_again=$rate
+row "ingest RabbitMQ → PostgreSQL, batch 500, rollups off" "${no_rollups} orders/s" "rollups on/off $(awk -v a="$batched" -v c="$rollups_again" -v b="$no_rollups" 'BEGIN { printf "%.2f", (a + c) / 2 / b }')× (target ≥ 0.95×; on = the mean of the first run, ${batched}, and a run after this one, ${rollups_again}; events on in all three)"
+
 say "worker ingest: the same, batch_size 1 (${N_PER_MESSAGE} messages)"
 ingest rmq_pg_single pg rabbitmq 1 1 "$N_PER_MESSAGE"
 single=$rate
@@ -354,6 +365,55 @@ start_api api-uncached ORDER__REDIS__ENABLED=false
 uncached=$(bench_wrk uncached "http://127.0.0.1:${api_port}" PICK_FILE="$scratch/ids" PICK_PREFIX=/api/v1/orders/)
 row "API GET order, cache disabled" "$uncached" "peak RSS $(peak_rss_mib "$api_pid") MiB"
 stop_pid "$api_pid"
+
+say "statistics: ${STATS_ORDERS} orders over 365 days, straight into PostgreSQL"
+use_names stats
+new_db pg stats
+stats_url=$db_url
+ORDER__DATABASE__URL="$stats_url" "$bin/order-api" migrate >/dev/null 2>&1
+# One INSERT … SELECT over generate_series, in creation order, ordered ids
+# (UUIDv7-shaped); statuses 7:2:1:1 completed, cancelled, pending, failed;
+# prices 1.00-99.99. Orders only: statistics read no items.
+gen_started=$(date +%s.%N)
+sql "$stats_url" "INSERT INTO orders (order_id, user_id, product_id, quantity, unit_price, total_amount, status, seckill_id, created_at, updated_at, version)
+  SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 1 + (i * 7919) % 1000000, 1 + i % 1000, 1, p, p,
+         (ARRAY['completed','completed','completed','completed','completed','completed','completed','cancelled','cancelled','pending','failed'])[1 + i % 11],
+         'bench', t, t, 1
+  FROM generate_series(1::bigint, ${STATS_ORDERS}) AS i,
+       LATERAL (SELECT now() - interval '365 days' + (i - 1) * (interval '365 days' / ${STATS_ORDERS}) AS t,
+                       (100 + i % 9900) / 100.0 AS p) AS x" >/dev/null
+generated=$(awk -v s="$gen_started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')
+rebuild_started=$(date +%s.%N)
+ORDER__DATABASE__URL="$stats_url" ORDER__LOG__LEVEL=warn "$bin/order-api" stats rebuild >"$scratch/rebuild.jsonl"
+rebuilt=$(awk -v s="$rebuild_started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+row "stats: ${STATS_ORDERS} orders over 365 days, rollups rebuilt" "$(tail -1 "$scratch/rebuild.jsonl" | jq -r '"\(.rebuilt_days) days, \(.orders) orders"') in ${rebuilt} s" "generated in ${generated} s by one INSERT … SELECT generate_series; \`order-api stats rebuild\`, one day per transaction"
+stats_to=$(date -u +%F)
+stats_from=$(date -u -d "${stats_to} - 365 days" +%F)
+printf 'from=%s&to=%s\n' "$stats_from" "$stats_to" >"$scratch/stats-range"
+printf 'granularity=day&from=%s&to=%s\n' "$stats_from" "$stats_to" >"$scratch/stats-series"
+printf 'granularity=hour\n' >"$scratch/stats-hours"
+export ORDER__DATABASE__URL="$stats_url"
+start_api api-stats
+stats_latency() { # PATHS_FILE -> "p50 …, p99 …, max …"
+    local out
+    out=$("$bin/order-http-rate" --addr "127.0.0.1:${api_port}" --rate 50 --duration "${STATS_SECS}s" \
+        --paths "$1" --prefix '/api/v1/stats/orders?' --header "Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}")
+    echo "p50 $(jq -r .p50_ms <<<"$out") ms, p99 $(jq -r .p99_ms <<<"$out") ms, max $(jq -r .max_ms <<<"$out") ms ($(jq -r .ok <<<"$out") answered, $(jq -r .errors <<<"$out") errors)"
+}
+row "stats: 366-day range, one figure, 50 req/s" "$(stats_latency "$scratch/stats-range")" "target p99 ≤ 20 ms; closed days compacted (one row per day and status)"
+row "stats: 366-day series, granularity=day, 50 req/s" "$(stats_latency "$scratch/stats-series")" "target p99 ≤ 20 ms"
+row "stats: last 48 hours, granularity=hour, 50 req/s" "$(stats_latency "$scratch/stats-hours")" ""
+# The worst case: compaction never ran, every day and status spread over
+# all 8 slots (rows of zero: the figures stay the same).
+sql "$stats_url" "INSERT INTO order_stats_daily (day, status, slot, order_count, amount)
+  SELECT day, status, s, 0, 0 FROM order_stats_daily, generate_series(1, 7) AS s" >/dev/null
+row "stats: 366-day series, uncompacted (8 slot rows per day and status)" "$(stats_latency "$scratch/stats-series")" "target p99 ≤ 20 ms"
+stop_pid "$api_pid"
+# What rollups replace: the same range counted from the orders table.
+count_started=$(date +%s.%N)
+sql "$stats_url" "SELECT status, COUNT(*), SUM(total_amount) FROM orders WHERE created_at >= '${stats_from}' AND created_at < '${stats_to}'::date + 1 GROUP BY status" >/dev/null
+counted=$(awk -v s="$count_started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", (e - s) * 1000 }')
+row "stats: the same 366 days counted from the orders table" "${counted} ms (one query)" "what a request cost before rollups (stats.rollups: false still does this)"
 
 say "compensator: one retry run over ${API_ORDERS} due failures"
 new_db pg compensator
