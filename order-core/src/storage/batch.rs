@@ -87,41 +87,54 @@ pub(crate) async fn narrow<'a, T: Sync, O: Send>(
         if part.is_empty() {
             continue;
         }
-        let (mut attempt, started) = (0, std::time::Instant::now());
-        loop {
-            attempt += 1;
-            let err = match write(part).await {
-                Ok(outcomes) => {
-                    out.extend(outcomes);
-                    break;
-                }
-                Err(err) => err,
-            };
-            match ErrorClass::of(&err) {
-                ErrorClass::Unavailable => return Err(StorageError::from(err)),
-                ErrorClass::Retry
-                    if attempt < DEADLOCK_ATTEMPTS && started.elapsed() < DEADLOCK_RETRY_FOR =>
-                {
-                    let pause = Backoff::deadlock().delay(attempt);
-                    tracing::debug!(attempt, error = %err, "deadlock or serialization failure, retrying the batch");
-                    tokio::time::sleep(pause).await;
-                }
-                _ if part.len() == 1 => {
-                    tracing::debug!(error = %err, "one row refused by the database");
-                    out.push(refused(&part[0], &err));
-                    break;
-                }
-                _ => {
-                    tracing::debug!(rows = part.len(), error = %err, "batch refused by the database, narrowing it");
-                    let (left, right) = part.split_at(part.len() / 2);
-                    todo.push(right);
-                    todo.push(left);
-                    break;
-                }
+        let err = match retrying_deadlocks(|| write(part)).await {
+            Ok(outcomes) => {
+                out.extend(outcomes);
+                continue;
+            }
+            Err(err) => err,
+        };
+        match ErrorClass::of(&err) {
+            ErrorClass::Unavailable => return Err(StorageError::from(err)),
+            _ if part.len() == 1 => {
+                tracing::debug!(error = %err, "one row refused by the database");
+                out.push(refused(&part[0], &err));
+            }
+            _ => {
+                tracing::debug!(rows = part.len(), error = %err, "batch refused by the database, narrowing it");
+                let (left, right) = part.split_at(part.len() / 2);
+                todo.push(right);
+                todo.push(left);
             }
         }
     }
     Ok(out)
+}
+
+/// Runs `transaction` (one whole transaction) until it ends in anything
+/// but a deadlock or a serialization failure, up to [`DEADLOCK_ATTEMPTS`]
+/// times within [`DEADLOCK_RETRY_FOR`], pausing as [`Backoff::deadlock`]
+/// says; answers its last outcome.
+pub(crate) async fn retrying_deadlocks<T, F, Fut>(mut transaction: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let (mut attempt, started) = (0, std::time::Instant::now());
+    loop {
+        attempt += 1;
+        match transaction().await {
+            Err(err)
+                if ErrorClass::of(&err) == ErrorClass::Retry
+                    && attempt < DEADLOCK_ATTEMPTS
+                    && started.elapsed() < DEADLOCK_RETRY_FOR =>
+            {
+                tracing::debug!(attempt, error = %err, "deadlock or serialization failure, running the transaction again");
+                tokio::time::sleep(Backoff::deadlock().delay(attempt)).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Each failure's answer from the digests an engine's statement wrote: a

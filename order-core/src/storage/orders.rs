@@ -255,28 +255,33 @@ impl Storage {
         let driver = self.driver();
         let update = "UPDATE orders SET status = ?, updated_at = ?, version = version + 1 \
                       WHERE order_id = ? AND version = ?";
+        // A deadlock (the order's row against another writer's rollup rows,
+        // or MySQL's gap locks) runs the transaction again.
         let changed = on_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(&sql(update))
-                .bind(to.as_str())
-                .bind(at)
-                .bind(order_id)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            // A lost update writes no event: the transaction rolls back.
-            if changed {
-                if self.writes_events() {
-                    write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+            super::batch::retrying_deadlocks(|| async {
+                let mut tx = pool.begin().await?;
+                let changed = sqlx::query(&sql(update))
+                    .bind(to.as_str())
+                    .bind(at)
+                    .bind(order_id)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                // A lost update writes no event: the transaction rolls back.
+                if changed {
+                    if self.writes_events() {
+                        write_events!(tx, std::slice::from_ref(&event), usize::MAX).await?;
+                    }
+                    if self.keeps_rollups() {
+                        write_rollups!(tx, driver, &delta).await?;
+                    }
+                    tx.commit().await?;
                 }
-                if self.keeps_rollups() {
-                    write_rollups!(tx, driver, &delta).await?;
-                }
-                tx.commit().await?;
-            }
-            changed
+                Ok(changed)
+            })
+            .await?
         });
         if changed {
             if self.writes_events() {

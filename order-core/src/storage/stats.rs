@@ -13,9 +13,11 @@
 //!   A rebuild of a day first takes every daily row of the day (creating
 //!   missing ones), so no writer of that day is between its delta and its
 //!   commit while the rebuild counts: writers that committed are in the
-//!   count, writers still to come wait and add to the rebuilt rows.
-//! - Compaction moves the slot rows it locked and read into slot 0, and
-//!   deletes exactly those: a second compactor finds nothing left to move.
+//!   count, writers still to come wait and add to the rebuilt rows (see
+//!   `rewrite_stats_day`).
+//! - Compaction rewrites a day from the rollups' own sums the same way,
+//!   holding every daily row of the day: a second compactor finds nothing
+//!   left to fold.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -198,6 +200,27 @@ pub struct SeriesEntry {
     /// Its figures.
     #[serde(flatten)]
     pub figures: Figures,
+}
+
+/// Where a day's rewritten rollups come from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A full count of the orders table (a rebuild).
+    Orders,
+    /// The rollups' own sums (a compaction).
+    Rollups,
+}
+
+/// What a rewrite of one day did.
+struct Rewritten {
+    /// The day's orders after it.
+    orders: i64,
+    /// The day's orders as the rollups said before it.
+    previous: i64,
+    /// Rollup rows of the day before it, daily and hourly.
+    rows_before: i64,
+    /// And after it.
+    rows_after: i64,
 }
 
 /// What a rebuild of one day found.
@@ -491,77 +514,18 @@ impl Storage {
             .map(|(a, b)| (*a, *b)))
     }
 
-    /// Recomputes the rollups of UTC day `day` from the orders table, in
-    /// one transaction that holds the day's rollup rows while it counts:
-    /// safe while orders are written (writers of that day wait for it, and
-    /// then add to the rebuilt rows), and when run twice or by two
-    /// operators at once.
+    /// Recomputes the rollups of UTC day `day` from the orders table (see
+    /// [`Self::rewrite_stats_day`]): safe while orders are written, and when
+    /// run twice or by two operators at once.
     ///
     /// # Errors
     /// When the database is unreachable or a statement times out.
     pub async fn rebuild_stats_day(&self, day: NaiveDate) -> Result<Rebuilt, StorageError> {
-        let driver = self.driver();
-        let (start, last) = day_bounds(day);
-        let count = format!(
-            "SELECT {hour} AS h, status, CAST(COUNT(*) AS DECIMAL(20,0)), SUM(total_amount) FROM orders \
-             WHERE created_at >= ? AND created_at <= ? GROUP BY h, status",
-            hour = hour_expr(driver)
-        );
-        // Every daily row of the day, in the lock order (status name, slot).
-        let mut names: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
-        names.sort_unstable();
-        let locks: Vec<(NaiveDate, &str, i16, i64, Decimal)> = names
-            .iter()
-            .flat_map(|name| {
-                (0..ROLLUP_SLOTS).map(move |slot| (day, *name, slot, 0, Decimal::ZERO))
-            })
-            .collect();
-        on_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
-            add_rollup_rows!(tx, driver, "order_stats_daily", "day", locks).await?;
-            let previous: Decimal = sqlx::query_scalar(&sql(
-                "SELECT COALESCE(SUM(order_count), 0) FROM order_stats_daily WHERE day = ?",
-            ))
-            .bind(day)
-            .fetch_one(&mut *tx)
-            .await?;
-            let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> = sqlx::query_as(&sql(&count))
-                .bind(start.naive_utc())
-                .bind(last.naive_utc())
-                .fetch_all(&mut *tx)
-                .await?;
-            sqlx::query(&sql("DELETE FROM order_stats_daily WHERE day = ?"))
-                .bind(day)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&sql(
-                "DELETE FROM order_stats_hourly WHERE hour >= ? AND hour <= ?",
-            ))
-            .bind(start.naive_utc())
-            .bind(last.naive_utc())
-            .execute(&mut *tx)
-            .await?;
-            let mut delta = StatsDelta::default();
-            for (hour, status, orders, amount) in rows {
-                delta.add(hour, status_of(&status)?, count_of(orders)?, amount);
-            }
-            let daily: Vec<_> = delta
-                .daily()
-                .into_iter()
-                .map(|(d, s, c)| (d, s.as_str(), 0_i16, c.orders, c.amount))
-                .collect();
-            let hourly: Vec<_> = delta
-                .hourly()
-                .map(|(h, s, c)| (h.naive_utc(), s.as_str(), 0_i16, c.orders, c.amount))
-                .collect();
-            add_rollup_rows!(tx, driver, "order_stats_daily", "day", daily).await?;
-            add_rollup_rows!(tx, driver, "order_stats_hourly", "hour", hourly).await?;
-            tx.commit().await?;
-            Ok(Rebuilt {
-                day,
-                orders: daily.iter().map(|r| r.3).sum(),
-                previous: count_of(previous)?,
-            })
+        let done = self.rewrite_stats_day(day, Source::Orders).await?;
+        Ok(Rebuilt {
+            day,
+            orders: done.orders,
+            previous: done.previous,
         })
     }
 
@@ -586,76 +550,146 @@ impl Storage {
         }))
     }
 
-    /// Moves UTC day `day`'s rollup rows of every slot but 0 into slot 0
-    /// (daily and hourly), so that a read sums fewer rows; returns how many
-    /// rows it moved. The figures do not change, and a second run (or a
-    /// concurrent one) moves nothing twice.
+    /// Folds UTC day `day`'s rollups into one slot-0 row per day (and per
+    /// hour) and status (see [`Self::rewrite_stats_day`]), so that a read sums
+    /// fewer rows; returns how many rows fewer the day has. The figures do
+    /// not change; a second run, or a concurrent one, finds nothing to fold.
     ///
     /// # Errors
     /// When the database is unreachable.
     pub async fn compact_stats_day(&self, day: NaiveDate) -> Result<u64, StorageError> {
+        let done = self.rewrite_stats_day(day, Source::Rollups).await?;
+        Ok(u64::try_from(done.rows_before - done.rows_after).unwrap_or(0))
+    }
+
+    /// Rewrites UTC day `day`'s rollups as one slot-0 row per day (and per
+    /// hour) and status, with the figures of `source`, in one transaction.
+    ///
+    /// The transaction first takes every daily row of the day, all
+    /// statuses and slots, creating the missing ones, in the lock order every
+    /// writer follows. Every writer of that day takes one of those rows
+    /// before it touches the day's hourly rows, so while the transaction
+    /// holds them no writer of the day is between its addition and its
+    /// commit: the ones that committed are in the figures read next, the
+    /// ones still to come wait and add to the rewritten rows. Other days are
+    /// not held.
+    async fn rewrite_stats_day(
+        &self,
+        day: NaiveDate,
+        source: Source,
+    ) -> Result<Rewritten, StorageError> {
         let driver = self.driver();
         let (start, last) = day_bounds(day);
+        let count_orders = format!(
+            "SELECT {hour} AS h, status, CAST(COUNT(*) AS DECIMAL(20,0)), SUM(total_amount) FROM orders \
+             WHERE created_at >= ? AND created_at <= ? GROUP BY h, status",
+            hour = hour_expr(driver)
+        );
+        let mut names: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        let locks: Vec<(NaiveDate, &str, i16, i64, Decimal)> = names
+            .iter()
+            .flat_map(|name| {
+                (0..ROLLUP_SLOTS).map(move |slot| (day, *name, slot, 0, Decimal::ZERO))
+            })
+            .collect();
+        let count_rows = "SELECT CAST((SELECT COUNT(*) FROM order_stats_daily WHERE day = ?) \
+                          + (SELECT COUNT(*) FROM order_stats_hourly WHERE hour >= ? AND hour <= ?) \
+                          AS DECIMAL(20,0))";
         on_pool!(self, |pool, sql| {
             let mut tx = pool.begin().await?;
-            let daily: Vec<(String, i16, i64, Decimal)> = sqlx::query_as(&sql(
-                "SELECT status, slot, order_count, amount FROM order_stats_daily \
-                 WHERE day = ? ORDER BY status, slot FOR UPDATE",
+            // Before the lock (which adds zero rows): how many rows there were.
+            let rows_before: Decimal = sqlx::query_scalar(&sql(count_rows))
+                .bind(day)
+                .bind(start.naive_utc())
+                .bind(last.naive_utc())
+                .fetch_one(&mut *tx)
+                .await?;
+            add_rollup_rows!(tx, driver, "order_stats_daily", "day", locks).await?;
+            let daily_now: Vec<(String, Decimal, Decimal)> = sqlx::query_as(&sql(
+                "SELECT status, SUM(order_count), SUM(amount) FROM order_stats_daily \
+                 WHERE day = ? GROUP BY status",
             ))
             .bind(day)
             .fetch_all(&mut *tx)
             .await?;
-            let hourly: Vec<(DateTime<Utc>, String, i16, i64, Decimal)> = sqlx::query_as(&sql(
-                "SELECT hour, status, slot, order_count, amount FROM order_stats_hourly \
-                 WHERE hour >= ? AND hour <= ? ORDER BY hour, status, slot FOR UPDATE",
+            let mut previous = 0;
+            let mut daily: Vec<(OrderStatus, Cell)> = Vec::new();
+            for (status, count, amount) in daily_now {
+                let orders = count_of(count)?;
+                previous += orders;
+                daily.push((status_of(&status)?, Cell { orders, amount }));
+            }
+            let hourly: Vec<(DateTime<Utc>, OrderStatus, Cell)> = match source {
+                Source::Orders => {
+                    let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> =
+                        sqlx::query_as(&sql(&count_orders))
+                            .bind(start.naive_utc())
+                            .bind(last.naive_utc())
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let mut delta = StatsDelta::default();
+                    for (hour, status, orders, amount) in rows {
+                        delta.add(hour, status_of(&status)?, count_of(orders)?, amount);
+                    }
+                    daily = delta.daily().into_iter().map(|(_, s, c)| (s, c)).collect();
+                    delta.hourly().collect()
+                }
+                Source::Rollups => {
+                    let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> = sqlx::query_as(&sql(
+                        "SELECT hour, status, SUM(order_count), SUM(amount) FROM order_stats_hourly \
+                         WHERE hour >= ? AND hour <= ? GROUP BY hour, status",
+                    ))
+                    .bind(start.naive_utc())
+                    .bind(last.naive_utc())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    rows.into_iter()
+                        .map(|(hour, status, orders, amount)| {
+                            Ok((
+                                hour,
+                                status_of(&status)?,
+                                Cell {
+                                    orders: count_of(orders)?,
+                                    amount,
+                                },
+                            ))
+                        })
+                        .collect::<Result<_, StorageError>>()?
+                }
+            };
+            sqlx::query(&sql("DELETE FROM order_stats_daily WHERE day = ?"))
+                .bind(day)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&sql(
+                "DELETE FROM order_stats_hourly WHERE hour >= ? AND hour <= ?",
             ))
             .bind(start.naive_utc())
             .bind(last.naive_utc())
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            let mut moved = 0_u64;
-            let mut days: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
-            for (status, slot, orders, amount) in daily.into_iter().filter(|r| r.1 != 0) {
-                sqlx::query(&sql(
-                    "DELETE FROM order_stats_daily WHERE day = ? AND status = ? AND slot = ?",
-                ))
-                .bind(day)
-                .bind(&status)
-                .bind(slot)
-                .execute(&mut *tx)
-                .await?;
-                let sum = days.entry(status).or_default();
-                sum.0 += orders;
-                sum.1 += amount;
-                moved += 1;
-            }
-            let mut hours: BTreeMap<(DateTime<Utc>, String), (i64, Decimal)> = BTreeMap::new();
-            for (hour, status, slot, orders, amount) in hourly.into_iter().filter(|r| r.2 != 0) {
-                sqlx::query(&sql(
-                    "DELETE FROM order_stats_hourly WHERE hour = ? AND status = ? AND slot = ?",
-                ))
-                .bind(hour.naive_utc())
-                .bind(&status)
-                .bind(slot)
-                .execute(&mut *tx)
-                .await?;
-                let sum = hours.entry((hour, status)).or_default();
-                sum.0 += orders;
-                sum.1 += amount;
-                moved += 1;
-            }
-            let daily: Vec<_> = days
+            // Only cells with something in them (a status every order left
+            // sums to zero, and keeps no row).
+            let daily: Vec<_> = daily
                 .iter()
-                .map(|(s, (n, a))| (day, s.as_str(), 0_i16, *n, *a))
+                .filter(|(_, c)| *c != Cell::default())
+                .map(|(s, c)| (day, s.as_str(), 0_i16, c.orders, c.amount))
                 .collect();
-            let hourly: Vec<_> = hours
+            let hourly: Vec<_> = hourly
                 .iter()
-                .map(|((h, s), (n, a))| (h.naive_utc(), s.as_str(), 0_i16, *n, *a))
+                .filter(|(_, _, c)| *c != Cell::default())
+                .map(|(h, s, c)| (h.naive_utc(), s.as_str(), 0_i16, c.orders, c.amount))
                 .collect();
             add_rollup_rows!(tx, driver, "order_stats_daily", "day", daily).await?;
             add_rollup_rows!(tx, driver, "order_stats_hourly", "hour", hourly).await?;
             tx.commit().await?;
-            Ok::<u64, StorageError>(moved)
+            Ok(Rewritten {
+                orders: daily.iter().map(|r| r.3).sum(),
+                previous,
+                rows_before: count_of(rows_before)?,
+                rows_after: i64::try_from(daily.len() + hourly.len()).unwrap_or(i64::MAX),
+            })
         })
     }
 }
