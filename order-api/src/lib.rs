@@ -214,27 +214,42 @@ async fn rebuild_stats(
     let storage = Storage::connect(&settings.database)?;
     let result = order_runtime::shutdown::unless_stopped(shutdown, async {
         storage.probe(startup::attempt_timeout(settings)).await?;
-        let Some((first, last)) = storage.stats_days().await? else {
-            return Ok((0, 0, 0));
+        let known = storage.stats_days().await?;
+        let (from, to) = match (from, to, known) {
+            (Some(from), Some(to), _) => (from, to),
+            (None, None, None) => return Ok(Ok((0, 0, 0))),
+            (from, to, Some((first, last))) => (from.unwrap_or(first), to.unwrap_or(last)),
+            (from, to, None) => (
+                from.or(to).unwrap_or_default(),
+                to.or(from).unwrap_or_default(),
+            ),
         };
-        let (from, to) = (from.unwrap_or(first), to.unwrap_or(last));
+        if from > to {
+            return Ok(Err(format!(
+                "nothing to rebuild: {from} is after {to} (the days with orders or rollups end \
+                 or start there; give both --from and --to)"
+            )));
+        }
         let (mut days, mut orders, mut corrected) = (0_u64, 0_i64, 0_u64);
         order_core::service::maintenance::rebuild_stats(&storage, from, to, |r| {
             days += 1;
             orders += r.orders;
-            corrected += u64::from(r.orders != r.previous);
+            corrected += u64::from(r.corrected);
             let _ = output::json(&serde_json::json!({
                 "day": r.day,
                 "orders": r.orders,
                 "previous": r.previous,
+                "corrected": r.corrected,
             }));
         })
         .await?;
-        Ok::<_, order_core::storage::StorageError>((days, orders, corrected))
+        Ok::<_, order_core::storage::StorageError>(Ok((days, orders, corrected)))
     })
     .await;
     storage.close().await;
-    let (days, orders, corrected) = result?.context("rebuilding the statistics rollups")?;
+    let (days, orders, corrected) = result?
+        .context("rebuilding the statistics rollups")?
+        .map_err(anyhow::Error::msg)?;
     output::json(&serde_json::json!({
         "rebuilt_days": days,
         "orders": orders,

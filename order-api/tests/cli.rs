@@ -455,6 +455,7 @@ async fn stats_rebuild_recomputes_the_rollups_from_the_orders() {
         assert!(summary["rebuilt_days"].as_u64().unwrap() >= 2, "{stdout}");
         assert!(summary["corrected_days"].as_u64().unwrap() >= 2, "{stdout}");
         assert_eq!(lines[0]["day"], "2026-01-02", "{stdout}");
+        assert_eq!(lines[0]["corrected"], true, "{stdout}");
         assert_eq!(
             (lines[0]["previous"].as_i64(), lines[0]["orders"].as_i64()),
             (Some(7), Some(0))
@@ -476,6 +477,23 @@ async fn stats_rebuild_recomputes_the_rollups_from_the_orders() {
             ),
             (Some(1), Some(0)),
             "{stdout}"
+        );
+
+        // Counts moved between statuses, the total kept: still corrected.
+        db.execute("UPDATE order_stats_hourly SET status = 'failed' WHERE status = 'pending'")
+            .await;
+        let out = rebuild(&db, &["--from", &day, "--to", &day]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(line["orders"], line["previous"], "{stdout}");
+        assert_eq!(line["corrected"], true, "{stdout}");
+
+        let out = rebuild(&db, &["--from", "2999-01-01"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing to rebuild: 2999-01-01 is after"),
+            "{err}"
         );
 
         let out = rebuild(&db, &["--from", "2026-02-02", "--to", "2026-02-01"]);

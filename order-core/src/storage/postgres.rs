@@ -44,7 +44,13 @@ impl PgStore {
         let options = super::connect_options!(PgConnectOptions, settings, |url| {
             PgConnectOptions::from_str(url)
         });
-        let mut options = options.application_name("order-service");
+        // READ COMMITTED whatever the database's default: every statement
+        // sees what committed before it (a rollup rebuild counts what
+        // committed while it waited for the day's rows; claims and expiry
+        // skip locked rows instead of failing to serialize), as on MySQL.
+        let mut options = options
+            .application_name("order-service")
+            .options([("default_transaction_isolation", r"read\ committed")]);
         if let Some(limit) = statement_timeout {
             options =
                 options.options([("statement_timeout", limit.as_millis().max(1).to_string())]);

@@ -217,6 +217,9 @@ struct Rewritten {
     orders: i64,
     /// The day's orders as the rollups said before it.
     previous: i64,
+    /// Whether any cell's figures differ from before (per day or hour and
+    /// status, counts or amounts).
+    changed: bool,
     /// Rollup rows of the day before it, daily and hourly.
     rows_before: i64,
     /// And after it.
@@ -230,8 +233,11 @@ pub struct Rebuilt {
     pub day: NaiveDate,
     /// Its orders, as counted from the orders table.
     pub orders: i64,
-    /// What the rollups said before (a difference means they were wrong).
+    /// The orders the rollups said before.
     pub previous: i64,
+    /// Whether the rollups were wrong: a count or an amount of some hour,
+    /// day or status differed (a move between statuses keeps the total).
+    pub corrected: bool,
 }
 
 /// The engine's expression for the start of the UTC hour of `created_at`.
@@ -250,6 +256,59 @@ fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
         .and_hms_micro_opt(23, 59, 59, 999_999)
         .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
     (start, last)
+}
+
+/// The cells of a day with something in them (amounts compare by value,
+/// whatever their scale).
+fn nonzero_daily(cells: &[(OrderStatus, Cell)]) -> BTreeMap<OrderStatus, Cell> {
+    cells
+        .iter()
+        .filter(|(_, c)| *c != Cell::default())
+        .map(|(s, c)| (*s, *c))
+        .collect()
+}
+
+/// The cells of a day's hours with something in them.
+fn nonzero_hourly(
+    cells: &[(DateTime<Utc>, OrderStatus, Cell)],
+) -> BTreeMap<(DateTime<Utc>, OrderStatus), Cell> {
+    cells
+        .iter()
+        .filter(|(_, _, c)| *c != Cell::default())
+        .map(|(h, s, c)| ((*h, *s), *c))
+        .collect()
+}
+
+/// The rollups' sums per hour and status between two hours (inclusive).
+const HOURLY_SUMS: &str = "SELECT hour, status, SUM(order_count), SUM(amount) FROM order_stats_hourly \
+                           WHERE hour >= ? AND hour <= ? GROUP BY hour, status";
+
+/// The full count of the orders created between two bound times, by
+/// creation hour and status (binds: the first and the last microsecond).
+fn count_orders_sql(driver: Driver) -> String {
+    format!(
+        "SELECT {hour} AS h, status, CAST(COUNT(*) AS DECIMAL(20,0)), SUM(total_amount) FROM orders \
+         WHERE created_at >= ? AND created_at <= ? GROUP BY h, status ORDER BY h, status",
+        hour = hour_expr(driver)
+    )
+}
+
+/// Rows of (hour, status, orders, amount) as cells.
+fn hour_cells(
+    rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)>,
+) -> Result<Vec<(DateTime<Utc>, OrderStatus, Cell)>, StorageError> {
+    rows.into_iter()
+        .map(|(hour, status, orders, amount)| {
+            Ok((
+                hour,
+                status_of(&status)?,
+                Cell {
+                    orders: count_of(orders)?,
+                    amount,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn status_of(name: &str) -> Result<OrderStatus, StorageError> {
@@ -276,7 +335,8 @@ impl Storage {
     /// This pool keeping no rollups (`stats.rollups: false`): changes
     /// commit without them, and statistics are counted from the orders
     /// table at each request. Turning them on again needs a
-    /// [`Storage::rebuild_stats_day`] of every day changed meanwhile.
+    /// [`Storage::rebuild_stats_day`] of every day (a change counts on its
+    /// order's creation day, which may be any earlier day).
     #[must_use]
     pub fn without_rollups(mut self) -> Self {
         match &mut self {
@@ -407,8 +467,7 @@ impl Storage {
             .collect();
         let end = last + TimeDelta::hours(1) - TimeDelta::microseconds(1);
         let cells: Vec<(DateTime<Utc>, OrderStatus, Cell)> = if self.keeps_rollups() {
-            let select = "SELECT hour, status, SUM(order_count), SUM(amount) FROM order_stats_hourly \
-                          WHERE hour >= ? AND hour <= ? GROUP BY hour, status";
+            let select = HOURLY_SUMS;
             let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> =
                 on_pool!(self, |pool, sql| {
                     sqlx::query_as(&sql(select))
@@ -417,18 +476,7 @@ impl Storage {
                         .fetch_all(pool)
                         .await?
                 });
-            rows.into_iter()
-                .map(|(hour, status, count, amount)| {
-                    Ok((
-                        hour,
-                        status_of(&status)?,
-                        Cell {
-                            orders: count_of(count)?,
-                            amount,
-                        },
-                    ))
-                })
-                .collect::<Result<_, StorageError>>()?
+            hour_cells(rows)?
         } else {
             self.count_by_hour(first, end).await?
         };
@@ -457,11 +505,7 @@ impl Storage {
         start: DateTime<Utc>,
         last: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, OrderStatus, Cell)>, StorageError> {
-        let select = format!(
-            "SELECT {hour} AS h, status, CAST(COUNT(*) AS DECIMAL(20,0)), SUM(total_amount) FROM orders \
-             WHERE created_at >= ? AND created_at <= ? GROUP BY h, status ORDER BY h, status",
-            hour = hour_expr(self.driver())
-        );
+        let select = count_orders_sql(self.driver());
         let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> = on_pool!(self, |pool, sql| {
             sqlx::query_as(&sql(&select))
                 .bind(start.naive_utc())
@@ -469,18 +513,7 @@ impl Storage {
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter()
-            .map(|(hour, status, count, amount)| {
-                Ok((
-                    hour,
-                    status_of(&status)?,
-                    Cell {
-                        orders: count_of(count)?,
-                        amount,
-                    },
-                ))
-            })
-            .collect()
+        hour_cells(rows)
     }
 
     /// The first and last UTC day that has orders or rollup rows (what a
@@ -526,6 +559,7 @@ impl Storage {
             day,
             orders: done.orders,
             previous: done.previous,
+            corrected: done.changed,
         })
     }
 
@@ -580,11 +614,7 @@ impl Storage {
     ) -> Result<Rewritten, StorageError> {
         let driver = self.driver();
         let (start, last) = day_bounds(day);
-        let count_orders = format!(
-            "SELECT {hour} AS h, status, CAST(COUNT(*) AS DECIMAL(20,0)), SUM(total_amount) FROM orders \
-             WHERE created_at >= ? AND created_at <= ? GROUP BY h, status",
-            hour = hour_expr(driver)
-        );
+        let count_orders = count_orders_sql(driver);
         let mut names: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
         names.sort_unstable();
         let locks: Vec<(NaiveDate, &str, i16, i64, Decimal)> = names
@@ -620,6 +650,14 @@ impl Storage {
                 previous += orders;
                 daily.push((status_of(&status)?, Cell { orders, amount }));
             }
+            let hourly_now: Vec<(DateTime<Utc>, String, Decimal, Decimal)> =
+                sqlx::query_as(&sql(HOURLY_SUMS))
+                    .bind(start.naive_utc())
+                    .bind(last.naive_utc())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let hourly_now = hour_cells(hourly_now)?;
+            let before = (nonzero_daily(&daily), nonzero_hourly(&hourly_now));
             let hourly: Vec<(DateTime<Utc>, OrderStatus, Cell)> = match source {
                 Source::Orders => {
                     let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> =
@@ -629,35 +667,15 @@ impl Storage {
                             .fetch_all(&mut *tx)
                             .await?;
                     let mut delta = StatsDelta::default();
-                    for (hour, status, orders, amount) in rows {
-                        delta.add(hour, status_of(&status)?, count_of(orders)?, amount);
+                    for (hour, status, cell) in hour_cells(rows)? {
+                        delta.add(hour, status, cell.orders, cell.amount);
                     }
                     daily = delta.daily().into_iter().map(|(_, s, c)| (s, c)).collect();
                     delta.hourly().collect()
                 }
-                Source::Rollups => {
-                    let rows: Vec<(DateTime<Utc>, String, Decimal, Decimal)> = sqlx::query_as(&sql(
-                        "SELECT hour, status, SUM(order_count), SUM(amount) FROM order_stats_hourly \
-                         WHERE hour >= ? AND hour <= ? GROUP BY hour, status",
-                    ))
-                    .bind(start.naive_utc())
-                    .bind(last.naive_utc())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    rows.into_iter()
-                        .map(|(hour, status, orders, amount)| {
-                            Ok((
-                                hour,
-                                status_of(&status)?,
-                                Cell {
-                                    orders: count_of(orders)?,
-                                    amount,
-                                },
-                            ))
-                        })
-                        .collect::<Result<_, StorageError>>()?
-                }
+                Source::Rollups => hourly_now,
             };
+            let changed = before != (nonzero_daily(&daily), nonzero_hourly(&hourly));
             sqlx::query(&sql("DELETE FROM order_stats_daily WHERE day = ?"))
                 .bind(day)
                 .execute(&mut *tx)
@@ -687,6 +705,7 @@ impl Storage {
             Ok(Rewritten {
                 orders: daily.iter().map(|r| r.3).sum(),
                 previous,
+                changed,
                 rows_before: count_of(rows_before)?,
                 rows_after: i64::try_from(daily.len() + hourly.len()).unwrap_or(i64::MAX),
             })

@@ -335,7 +335,7 @@ pub struct StatsSettings {
     /// change (the statistics endpoint reads them). False: statistics are
     /// counted from the orders table at each request, which takes the time
     /// of the range's orders; turning it on again needs `order-api stats
-    /// rebuild` for the days changed meanwhile. Every role must agree.
+    /// rebuild` over every day. Every role must agree.
     pub rollups: bool,
 }
 
