@@ -21,6 +21,7 @@ order_testkit::on_both_engines!(
     series_are_zero_filled_and_bounded,
     a_pool_without_rollups_writes_none_and_counts_the_orders_table,
     migrating_a_database_with_orders_fills_the_rollups_from_them,
+    a_status_change_caught_in_a_deadlock_on_the_rollups_runs_again,
 );
 
 fn new_order(user: i64, product: i64, price: &str) -> NewOrder {
@@ -540,4 +541,78 @@ async fn postgres_sessions_read_committed_whatever_the_database_default() {
     assert_eq!(level, "read committed");
     tx.rollback().await.unwrap();
     storage.close().await;
+}
+
+/// Another writer holds every rollup row of the order's day, then waits for
+/// the order's row, which the status change holds while it waits for a
+/// rollup row: a deadlock. Whichever transaction the database picks to
+/// fail, the status change commits (it runs again), and the figures stay
+/// exact.
+async fn a_status_change_caught_in_a_deadlock_on_the_rollups_runs_again(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let order = new_order(8, 1, "5.00");
+    db.storage
+        .create_orders(std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    let day = db
+        .storage
+        .get_order(order.order_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .created_at
+        .date_naive();
+    let mut values = Vec::new();
+    for status in ["cancelled", "completed", "failed", "pending"] {
+        for slot in 0..order_core::domain::ROLLUP_SLOTS {
+            values.push(format!("('{day}', '{status}', {slot}, 0, 0)"));
+        }
+    }
+    let lock_rollups = format!(
+        "INSERT INTO order_stats_daily (day, status, slot, order_count, amount) VALUES {} {}",
+        values.join(", "),
+        match driver {
+            Driver::Postgres => {
+                "ON CONFLICT (day, status, slot) DO UPDATE SET order_count = order_stats_daily.order_count"
+            }
+            Driver::Mysql => "ON DUPLICATE KEY UPDATE order_count = order_count",
+        }
+    );
+    let lock_order = match driver {
+        Driver::Postgres => "SELECT id FROM orders WHERE order_id = $1 FOR UPDATE",
+        Driver::Mysql => "SELECT id FROM orders WHERE order_id = ? FOR UPDATE",
+    };
+    let other = Storage::connect(&db.settings).unwrap();
+    macro_rules! deadlock_with {
+        ($pool:expr) => {{
+            let mut tx = $pool.begin().await.unwrap();
+            sqlx::query(&lock_rollups).execute(&mut *tx).await.unwrap();
+            let storage = db.storage.clone();
+            let change = tokio::spawn(async move {
+                storage
+                    .transition_order(order.order_id, OrderStatus::Completed)
+                    .await
+            });
+            // The change now holds the order's row and waits for a rollup row.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mine = sqlx::query(lock_order)
+                .bind(order.order_id)
+                .execute(&mut *tx)
+                .await;
+            match mine {
+                Ok(_) => tx.commit().await.unwrap(),
+                Err(_) => tx.rollback().await.unwrap(),
+            }
+            change.await.unwrap()
+        }};
+    }
+    let changed = match &other {
+        Storage::Postgres(s) => deadlock_with!(s.pool()),
+        Storage::Mysql(s) => deadlock_with!(s.pool()),
+    };
+    let changed = changed.expect("the status change commits");
+    assert_eq!(changed.status, OrderStatus::Completed);
+    other.close().await;
+    assert_exact(&db.storage, &[day]).await;
 }
