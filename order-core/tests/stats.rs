@@ -49,6 +49,11 @@ async fn move_user(db: &TestDatabase, user: i64, at: DateTime<Utc>) {
     .await;
 }
 
+/// The orders of UTC day `d`, as the statistics say.
+async fn orders_on(storage: &Storage, d: NaiveDate) -> i64 {
+    storage.stats(d, d).await.unwrap().figures.order_count
+}
+
 /// Asserts that the rollups equal a full count of the orders table for
 /// every day of `days`: each hour's figures (counts by status, total and
 /// completed amounts) from the hour series, and each day's from the range
@@ -241,24 +246,8 @@ async fn a_rebuild_corrects_wrong_rollups_and_running_it_twice_or_at_once_change
         "INSERT INTO order_stats_daily (day, status, slot, order_count, amount) VALUES ('{stray}', 'pending', 3, 5, 5.00)"
     ))
     .await;
-    assert_eq!(
-        db.storage
-            .stats(stray, stray)
-            .await
-            .unwrap()
-            .figures
-            .order_count,
-        5
-    );
-    assert_ne!(
-        db.storage
-            .stats(today, today)
-            .await
-            .unwrap()
-            .figures
-            .order_count,
-        30
-    );
+    assert_eq!(orders_on(&db.storage, stray).await, 5);
+    assert_ne!(orders_on(&db.storage, today).await, 30);
 
     let (first, last) = db.storage.stats_days().await.unwrap().unwrap();
     assert_eq!(first, stray);
@@ -273,15 +262,7 @@ async fn a_rebuild_corrects_wrong_rollups_and_running_it_twice_or_at_once_change
             .any(|r| r.day == stray && r.previous == 5 && r.orders == 0)
     );
     assert_exact(&db.storage, &days).await;
-    assert_eq!(
-        db.storage
-            .stats(stray, stray)
-            .await
-            .unwrap()
-            .figures
-            .order_count,
-        0
-    );
+    assert_eq!(orders_on(&db.storage, stray).await, 0);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM order_stats_daily WHERE day < '2021-01-01'")
             .await,
