@@ -1,5 +1,6 @@
 //! Who is calling: the operator (`Authorization: Bearer <api.admin_token>`,
-//! compared in constant time) or an end user (a bearer JWT: HS256 with
+//! compared in constant time), an observer (`api.readonly_token`: reads what
+//! the operator reads, acts on nothing) or an end user (a bearer JWT: HS256 with
 //! `api.auth.jwt_secret`, or RS256/ES256 with the PEM public key in
 //! `api.auth.jwt_public_key_file`; `exp` required, `iss`/`aud` checked when
 //! configured, the user id read from `api.auth.user_claim`).
@@ -24,6 +25,7 @@ const LEEWAY_SECS: u64 = 30;
 /// Establishes the caller of each request.
 pub struct Authenticator {
     admin_token: Secret,
+    readonly_token: Secret,
     mode: AuthMode,
     /// HS256 key, when a secret is configured.
     secret: Option<DecodingKey>,
@@ -79,6 +81,7 @@ impl Authenticator {
         }
         Ok(Self {
             admin_token: api.admin_token.clone(),
+            readonly_token: api.readonly_token.clone(),
             mode: auth.mode,
             secret,
             public,
@@ -92,6 +95,11 @@ impl Authenticator {
     #[must_use]
     pub fn operator_enabled(&self) -> bool {
         !self.admin_token.is_empty()
+    }
+
+    /// True when operator reads are on (either operator token is set).
+    fn reading_enabled(&self) -> bool {
+        self.operator_enabled() || !self.readonly_token.is_empty()
     }
 
     /// The caller of an end-user endpoint.
@@ -109,6 +117,9 @@ impl Authenticator {
             if self.is_operator(token) {
                 return Ok(Caller::Operator);
             }
+            if self.is_observer(token) {
+                return Ok(Caller::Observer);
+            }
         }
         match (self.mode, presented) {
             (AuthMode::None, _) => Ok(Caller::Anyone),
@@ -119,26 +130,61 @@ impl Authenticator {
         }
     }
 
-    /// Checks the caller of an operator endpoint.
+    /// Checks the caller of an operator endpoint that changes something.
     ///
     /// # Errors
-    /// 403 when operator endpoints are off or the caller is an end user,
-    /// 401 when no valid credential is presented.
+    /// 403 when operator endpoints are off, the caller is an end user or
+    /// presents the read-only token; 401 when no valid credential is
+    /// presented.
     pub fn operator(&self, authorization: Option<&str>) -> Result<(), ApiError> {
         if !self.operator_enabled() {
             return Err(ApiError::Forbidden(
                 "operator endpoints are disabled: no api.admin_token is configured".into(),
             ));
         }
+        let token = self.operator_bearer(authorization)?;
+        if self.is_operator(token) {
+            return Ok(());
+        }
+        if self.is_observer(token) {
+            return Err(ApiError::Forbidden(order_core::service::READ_ONLY.into()));
+        }
+        self.not_an_operator(token)
+    }
+
+    /// Checks the caller of an operator endpoint that only reads: the
+    /// operator token or the read-only one.
+    ///
+    /// # Errors
+    /// As [`Self::operator`], the read-only token excepted.
+    pub fn observer(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        if !self.reading_enabled() {
+            return Err(ApiError::Forbidden(
+                "operator endpoints are disabled: neither api.admin_token nor api.readonly_token \
+                 is configured"
+                    .into(),
+            ));
+        }
+        let token = self.operator_bearer(authorization)?;
+        if self.is_operator(token) || self.is_observer(token) {
+            return Ok(());
+        }
+        self.not_an_operator(token)
+    }
+
+    /// The bearer token of an operator request.
+    fn operator_bearer<'h>(&self, authorization: Option<&'h str>) -> Result<&'h str, ApiError> {
         let Some(header) = authorization else {
             return Err(ApiError::Unauthorized(
                 "the operator token is required (Authorization: Bearer <token>)".into(),
             ));
         };
-        let token = bearer(header)?;
-        if self.is_operator(token) {
-            return Ok(());
-        }
+        bearer(header)
+    }
+
+    /// Why `token` (not an operator's) is refused: an end user's is 403,
+    /// anything else 401.
+    fn not_an_operator(&self, token: &str) -> Result<(), ApiError> {
         match self.mode {
             AuthMode::Jwt if self.user(token).is_ok() => Err(ApiError::Forbidden(
                 "this endpoint is for operators only".into(),
@@ -148,8 +194,11 @@ impl Authenticator {
     }
 
     fn is_operator(&self, token: &str) -> bool {
-        !self.admin_token.is_empty()
-            && bool::from(token.as_bytes().ct_eq(self.admin_token.expose().as_bytes()))
+        matches_secret(token, &self.admin_token)
+    }
+
+    fn is_observer(&self, token: &str) -> bool {
+        matches_secret(token, &self.readonly_token)
     }
 
     /// The user id in a valid token.
@@ -207,6 +256,12 @@ fn explain(e: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::MissingRequiredClaim(claim) => format!("the claim {claim:?} is missing"),
         _ => e.to_string(),
     }
+}
+
+/// Whether `token` is the set secret `secret` (compared in constant time;
+/// an empty secret matches nothing).
+fn matches_secret(token: &str, secret: &Secret) -> bool {
+    !secret.is_empty() && bool::from(token.as_bytes().ct_eq(secret.expose().as_bytes()))
 }
 
 /// The token of `Bearer <token>` (the scheme in any case).
@@ -285,6 +340,43 @@ mod tests {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_read_only_token_reads_and_never_acts() {
+        let auth = Authenticator::new(&settings(|a| a.readonly_token = Secret::new("look-token")))
+            .unwrap();
+        let look = bearer_of("look-token");
+        assert_eq!(auth.caller(Some(&look)).unwrap(), Caller::Observer);
+        assert!(auth.observer(Some(&look)).is_ok());
+        assert!(auth.observer(Some(&bearer_of("op-token"))).is_ok());
+        match auth.operator(Some(&look)) {
+            Err(ApiError::Forbidden(m)) => assert!(m.contains("read-only"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            auth.observer(Some(&bearer_of("guess"))),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(Caller::Observer.may_act().is_err() && Caller::Observer.operator().is_err());
+
+        // A read-only token alone: reads on, actions off.
+        let alone = Authenticator::new(&settings(|a| {
+            a.admin_token = Secret::default();
+            a.readonly_token = Secret::new("look-token");
+        }))
+        .unwrap();
+        assert!(alone.observer(Some(&look)).is_ok());
+        assert!(matches!(
+            alone.operator(Some(&look)),
+            Err(ApiError::Forbidden(_))
+        ));
+        // Neither: both off.
+        let none = Authenticator::new(&settings(|a| a.admin_token = Secret::default())).unwrap();
+        assert!(matches!(
+            none.observer(Some(&look)),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 
     fn in_an_hour() -> u64 {

@@ -122,8 +122,18 @@ impl Application {
                     settings.server.host, settings.server.port
                 )
             })?;
-        if settings.api.admin_token.is_empty() {
-            tracing::warn!("api.admin_token is empty: operator endpoints are off and answer 403");
+        match (
+            settings.api.admin_token.is_empty(),
+            settings.api.readonly_token.is_empty(),
+        ) {
+            (true, true) => tracing::warn!(
+                "api.admin_token is empty: operator endpoints are off and answer 403"
+            ),
+            (true, false) => tracing::warn!(
+                "api.admin_token is empty: operator actions are off and answer 403; \
+                 api.readonly_token reads"
+            ),
+            _ => {}
         }
         let mut checks = HealthChecks::new().with_database(storage.clone());
         if cache.is_enabled() {

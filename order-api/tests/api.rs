@@ -846,6 +846,71 @@ async fn failures(app: &TestApp) -> Vec<i64> {
         .unwrap()
 }
 
+const READ_ONLY_TOKEN: &str = "test-read-only-token";
+
+/// `api.readonly_token` reads every operator listing and any order, and
+/// every action it tries is a 403 that changes nothing.
+#[tokio::test]
+async fn the_read_only_token_reads_what_the_operator_reads_and_changes_nothing() {
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.api.readonly_token = order_runtime::config::Secret::new(READ_ONLY_TOKEN);
+    })
+    .await;
+    let order = app.order(1, 1, "5.00", 1).await;
+    let ids = failures(&app).await;
+    let today = Utc::now().date_naive();
+    for path in [
+        format!("/api/v1/orders/{order}"),
+        "/api/v1/users/1/orders".to_owned(),
+        "/api/v1/failures".to_owned(),
+        format!("/api/v1/failures/{}", ids[0]),
+        "/api/v1/events".to_owned(),
+        format!("/api/v1/stats/orders?date={today}"),
+        "/api/v1/stats/orders?granularity=hour".to_owned(),
+    ] {
+        let r = app.with_token(READ_ONLY_TOKEN, "GET", &path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    for (method, path, body) in [
+        (
+            "PUT",
+            format!("/api/v1/orders/{order}/status"),
+            Some(r#"{"status":"completed"}"#),
+        ),
+        ("PUT", format!("/api/v1/orders/{order}/cancel"), None),
+        ("POST", format!("/api/v1/failures/{}/retry", ids[0]), None),
+        (
+            "POST",
+            format!("/api/v1/failures/{}/resolve", ids[0]),
+            Some(r#"{"note":"by hand"}"#),
+        ),
+        (
+            "POST",
+            "/api/v1/failures/retry".to_owned(),
+            Some(r#"{"status":"pending","limit":10}"#),
+        ),
+    ] {
+        let r = app.with_token(READ_ONLY_TOKEN, method, &path, body).await;
+        assert_error(&r, 403, "forbidden");
+        assert!(r.body.contains("read-only"), "{method} {path}: {}", r.body);
+    }
+    let now = app.get(&format!("/api/v1/orders/{order}")).await.json();
+    assert_eq!(now["status"], "pending");
+    let failure = app
+        .get(&format!("/api/v1/failures/{}", ids[0]))
+        .await
+        .json();
+    assert_eq!(
+        (failure["status"].as_str(), failure["retry_count"].as_i64()),
+        (Some("pending"), Some(0))
+    );
+    // The operator's token still acts.
+    let r = app
+        .operator("POST", &format!("/api/v1/failures/{}/retry", ids[0]), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 #[tokio::test]
 async fn operators_list_filter_and_read_failures() {
     let app = spawn_app().await;

@@ -29,7 +29,7 @@ pub async fn list(
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    st.auth.operator(authorization.as_deref())?;
+    st.auth.observer(authorization.as_deref())?;
     params::only(&query, &["status", "orderId", "after", "pageSize"])?;
     let status: Option<EventStatus> = params::optional(&query, "status")?;
     let order_id = match query.get("orderId").map(String::as_str) {

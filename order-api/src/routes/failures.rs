@@ -20,7 +20,7 @@ pub async fn list(
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    st.auth.operator(authorization.as_deref())?;
+    st.auth.observer(authorization.as_deref())?;
     params::only(&query, &["status", "page", "pageSize"])?;
     let status: Option<FailureStatus> = params::optional(&query, "status")?;
     let page = params::page(&query)?;
@@ -39,7 +39,7 @@ pub async fn get(
     authorization: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    st.auth.operator(authorization.as_deref())?;
+    st.auth.observer(authorization.as_deref())?;
     let id = params::positive_id("failureId", &id)?;
     Ok(json(&st.failures.get(id).await?))
 }

@@ -18,7 +18,7 @@ pub async fn orders(
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    st.auth.operator(authorization.as_deref())?;
+    st.auth.observer(authorization.as_deref())?;
     params::only(&query, &["date", "from", "to", "granularity"])?;
     let asked = params::stats_query(&query, chrono::Utc::now())?;
     let _slot = st

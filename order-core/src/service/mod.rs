@@ -11,6 +11,6 @@ pub use creation::{
     BatchReport, FailureRecords, Incoming, MessageOutcome, OrderCreator, Settlement, Traced,
 };
 pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
-pub use orders::{Caller, OrderError, Orders};
+pub use orders::{Caller, OrderError, Orders, READ_ONLY};
 pub use relay::{Delivery, Publisher, Relay, RelayRound};
 pub use retry::{HandRetry, Retrier, RetryReport};

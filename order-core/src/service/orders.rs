@@ -29,6 +29,9 @@ pub enum Caller {
     /// No end-user identity (`api.auth.mode: none`, local use): every
     /// order, but no operator action.
     Anyone,
+    /// The operator's read-only token (`api.readonly_token`): reads what
+    /// the operator reads, changes nothing.
+    Observer,
 }
 
 impl Caller {
@@ -36,8 +39,20 @@ impl Caller {
     #[must_use]
     pub fn owns(self, user_id: i64) -> bool {
         match self {
-            Self::Operator | Self::Anyone => true,
+            Self::Operator | Self::Anyone | Self::Observer => true,
             Self::User(me) => me == user_id,
+        }
+    }
+
+    /// Whether this caller may change anything at all.
+    ///
+    /// # Errors
+    /// [`OrderError::Forbidden`] for the read-only token.
+    pub fn may_act(self) -> Result<(), OrderError> {
+        if self == Self::Observer {
+            Err(OrderError::Forbidden(READ_ONLY.into()))
+        } else {
+            Ok(())
         }
     }
 
@@ -48,6 +63,7 @@ impl Caller {
             Self::Operator => "an operator",
             Self::User(_) => "the buyer",
             Self::Anyone => "an unauthenticated caller",
+            Self::Observer => "a read-only caller",
         };
         match to {
             OrderStatus::Cancelled => format!("cancelled by {who}"),
@@ -60,6 +76,7 @@ impl Caller {
     /// # Errors
     /// [`OrderError::Forbidden`] for anyone else.
     pub fn operator(self) -> Result<(), OrderError> {
+        self.may_act()?;
         if self == Self::Operator {
             Ok(())
         } else {
@@ -83,6 +100,9 @@ impl Caller {
         }
     }
 }
+
+/// What the read-only token is told when it tries to act.
+pub const READ_ONLY: &str = "this token is read-only: it may look, not act";
 
 /// Why a read or change of an order did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +244,7 @@ impl Orders {
         to: OrderStatus,
         traceparent: Option<&str>,
     ) -> Result<Order, OrderError> {
+        caller.may_act()?;
         let current = self.visible(caller, order_id).await?;
         if current.status == to {
             return Ok(current);

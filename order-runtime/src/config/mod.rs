@@ -233,6 +233,11 @@ impl Settings {
             "events.backoff_max",
             "must be at least events.backoff_base",
         )?;
+        check(
+            self.api.readonly_token.is_empty() || self.api.readonly_token != self.api.admin_token,
+            "api.readonly_token",
+            "must differ from api.admin_token (a read-only token that acts is not read-only)",
+        )?;
         Ok(())
     }
 

@@ -461,6 +461,9 @@ impl Default for OrderSettings {
 pub struct ApiSettings {
     /// Bearer token of the operator endpoints; empty turns them off (403).
     pub admin_token: Secret,
+    /// Bearer token that reads what the operator reads (orders, failures,
+    /// events, statistics) and may change nothing (403); empty: none.
+    pub readonly_token: Secret,
     /// Largest request body, in bytes.
     #[serde(deserialize_with = "check::at_least_one")]
     pub max_body_bytes: u64,
@@ -477,6 +480,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             admin_token: Secret::default(),
+            readonly_token: Secret::default(),
             max_body_bytes: 16 * 1024,
             statement_timeout: Duration::from_secs(5),
             auth: AuthSettings::default(),

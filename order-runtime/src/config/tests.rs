@@ -415,3 +415,24 @@ fn the_events_broker_follows_the_enabled_source_unless_named() {
         "a relay-only worker"
     );
 }
+
+#[test]
+fn a_read_only_token_equal_to_the_operator_token_is_refused() {
+    let err = Settings::load(&env(&[
+        ("ORDER__API__ADMIN_TOKEN", "same-token"),
+        ("ORDER__API__READONLY_TOKEN", "same-token"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("api.readonly_token: must differ from api.admin_token"),
+        "{err}"
+    );
+    let ok = Settings::load(&env(&[
+        ("ORDER__API__ADMIN_TOKEN", "op-token"),
+        ("ORDER__API__READONLY_TOKEN", "look-token"),
+    ]))
+    .unwrap();
+    assert_eq!(ok.api.readonly_token.expose(), "look-token");
+    assert!(!format!("{:?}", ok.api).contains("look-token"), "a secret");
+}
