@@ -142,7 +142,7 @@ impl Authenticator {
                 "operator endpoints are disabled: no api.admin_token is configured".into(),
             ));
         }
-        let token = self.operator_bearer(authorization)?;
+        let token = operator_bearer(authorization)?;
         if self.is_operator(token) {
             return Ok(());
         }
@@ -165,21 +165,11 @@ impl Authenticator {
                     .into(),
             ));
         }
-        let token = self.operator_bearer(authorization)?;
+        let token = operator_bearer(authorization)?;
         if self.is_operator(token) || self.is_observer(token) {
             return Ok(());
         }
         self.not_an_operator(token)
-    }
-
-    /// The bearer token of an operator request.
-    fn operator_bearer<'h>(&self, authorization: Option<&'h str>) -> Result<&'h str, ApiError> {
-        let Some(header) = authorization else {
-            return Err(ApiError::Unauthorized(
-                "the operator token is required (Authorization: Bearer <token>)".into(),
-            ));
-        };
-        bearer(header)
     }
 
     /// Why `token` (not an operator's) is refused: an end user's is 403,
@@ -262,6 +252,16 @@ fn explain(e: &jsonwebtoken::errors::Error) -> String {
 /// an empty secret matches nothing).
 fn matches_secret(token: &str, secret: &Secret) -> bool {
     !secret.is_empty() && bool::from(token.as_bytes().ct_eq(secret.expose().as_bytes()))
+}
+
+/// The bearer token of an operator request.
+fn operator_bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
+    let Some(header) = authorization else {
+        return Err(ApiError::Unauthorized(
+            "the operator token is required (Authorization: Bearer <token>)".into(),
+        ));
+    };
+    bearer(header)
 }
 
 /// The token of `Bearer <token>` (the scheme in any case).

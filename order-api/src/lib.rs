@@ -224,15 +224,11 @@ async fn rebuild_stats(
     let storage = Storage::connect(&settings.database)?;
     let result = order_runtime::shutdown::unless_stopped(shutdown, async {
         storage.probe(startup::attempt_timeout(settings)).await?;
-        let known = storage.stats_days().await?;
-        let (from, to) = match (from, to, known) {
-            (Some(from), Some(to), _) => (from, to),
-            (None, None, None) => return Ok(Ok((0, 0, 0))),
-            (from, to, Some((first, last))) => (from.unwrap_or(first), to.unwrap_or(last)),
-            (from, to, None) => (
-                from.or(to).unwrap_or_default(),
-                to.or(from).unwrap_or_default(),
-            ),
+        // A missing end is the first or last day with orders or rollups;
+        // with neither, the other end.
+        let (first, last) = storage.stats_days().await?.unzip();
+        let (Some(from), Some(to)) = (from.or(first).or(to), to.or(last).or(from)) else {
+            return Ok(Ok((0, 0, 0)));
         };
         if from > to {
             return Ok(Err(format!(
