@@ -1,6 +1,7 @@
 //! The routes, one module per resource, mirroring the URLs.
 
 pub mod docs;
+pub mod embedded;
 pub mod events;
 pub mod failures;
 pub mod orders;
