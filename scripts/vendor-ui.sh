@@ -60,7 +60,7 @@ vendor() {
     fi
     local pairs differ=0 from to copied=()
     # One "package-file<TAB>committed-name" line per file.
-    pairs=$(node -e 'for (const [f, t] of Object.entries(require(process.argv[1]).vendor.files)) console.log(`${f}\t${t}`)' "$dir/package.json")
+    pairs=$(node -e 'for (const [f, t] of Object.entries(require(process.argv[1]).vendor.files)) console.log(f + "\t" + t)' "$dir/package.json")
     while IFS=$'\t' read -r from to; do
         case "$to" in */*|.*) echo "${page}: bad committed name ${to}" >&2; return 1 ;; esac
         if $check; then
