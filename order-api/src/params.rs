@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use order_core::domain::{FailureFilter, ReasonGroup, SearchText};
 use order_core::storage::{OrderCursor, PageRequest};
 use uuid::Uuid;
 
@@ -76,7 +77,8 @@ pub fn only(query: &Query, allowed: &[&str]) -> Result<(), ApiError> {
     }
 }
 
-fn number(query: &Query, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+/// A positive integer parameter, `default` when absent, at most `max`.
+pub fn number(query: &Query, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
     match query.get(name) {
         None => Ok(default),
         Some(raw) => match raw.parse::<u32>() {
@@ -113,6 +115,53 @@ where
             .map(Some)
             .map_err(|e| ApiError::BadRequest(format!("{name}: {e}"))),
     }
+}
+
+/// The parameters of a failure filter ([`failure_filter`]).
+pub const FAILURE_FILTER: &[&str] = &["status", "source", "retryable", "from", "to", "q", "reason"];
+
+/// A failure filter: `status`, `source`, `retryable`, `from` and `to`
+/// (recorded from, and up to: a day YYYY-MM-DD, whole UTC days included, or
+/// an RFC 3339 time, included), `q` (text in the reason or the body) and
+/// `reason` (a reason group). An empty value is no filter.
+///
+/// # Errors
+/// A 400 naming the parameter.
+pub fn failure_filter(query: &Query) -> Result<FailureFilter, ApiError> {
+    let text = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let bad = |e: order_core::domain::FieldError| ApiError::BadRequest(e.to_string());
+    let since = text("from")
+        .map(|raw| instant("from", raw, false))
+        .transpose()?;
+    let until = match text("to") {
+        None => None,
+        Some(raw) if raw.len() <= 10 => {
+            Some(start_of(date("to", raw)?) + chrono::TimeDelta::days(1))
+        }
+        Some(raw) => Some(instant("to", raw, false)? + chrono::TimeDelta::microseconds(1)),
+    };
+    FailureFilter {
+        status: optional(query, "status")?,
+        source: optional(query, "source")?,
+        retryable: optional(query, "retryable")?,
+        since,
+        until,
+        text: text("q")
+            .map(|raw| SearchText::parse("q", raw))
+            .transpose()
+            .map_err(bad)?,
+        reason: text("reason")
+            .map(|raw| ReasonGroup::parse("reason", raw))
+            .transpose()
+            .map_err(bad)?,
+    }
+    .checked()
+    .map_err(bad)
 }
 
 /// A keyset cursor as sent to clients: `<created_at µs>_<id>`.

@@ -970,6 +970,344 @@ async fn operators_list_filter_and_read_failures() {
     );
 }
 
+/// `s` as a query parameter value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Poison failures of two reason groups and two sources, a retryable one,
+/// and one whose body and reason are markup.
+async fn ledger(app: &TestApp) -> Vec<i64> {
+    let now = Utc::now();
+    let mut new = Vec::new();
+    for (i, price) in ["1.234", "2.345", "3.456"].iter().enumerate() {
+        new.push(NewFailure::poison(
+            format!(r#"{{"unit_price":"{price}","n":{i}}}"#).as_bytes(),
+            format!("unit_price: must have at most 2 decimal places (got {price})"),
+            Source::Rabbitmq,
+            now,
+        ));
+    }
+    new.push(NewFailure::poison(
+        b"{broken",
+        "message is not a valid JSON object: expected value at line 1 column 2",
+        Source::Kafka,
+        now,
+    ));
+    new.push(NewFailure::retryable(
+        br#"{"user_id":3,"product_id":4,"quantity":2,"unit_price":"5.00","seckill_id":"Flash_Sale","timestamp":"2024-01-01T00:00:00Z"}"#,
+        "write failed",
+        Source::Kafka,
+        now + chrono::Duration::hours(1),
+    ));
+    new.push(NewFailure::poison(
+        b"<script>alert(1)</script>",
+        "user_id: must be <b>a number</b> (got \"<img src=x onerror=alert(1)>\")",
+        Source::Rabbitmq,
+        now,
+    ));
+    app.db.storage.record_failures(&new).await.unwrap()
+}
+
+fn ids_of(listing: &Value) -> Vec<i64> {
+    listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// The listing filters on every field, groups by reason and counts by
+/// status; a bad filter is a 400 naming the parameter.
+#[tokio::test]
+async fn operators_filter_group_and_count_failures() {
+    let app = spawn_app().await;
+    let ids = ledger(&app).await;
+    let today = Utc::now().date_naive();
+    let list = |query: String| {
+        let app = &app;
+        async move {
+            let r = app.get(&format!("/api/v1/failures?{query}")).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.body);
+            r.json()
+        }
+    };
+    let all = list(String::new()).await;
+    assert_eq!(all["total"], 6);
+    for (query, want) in [
+        ("source=kafka".to_owned(), vec![ids[4], ids[3]]),
+        ("retryable=true".to_owned(), vec![ids[4]]),
+        (
+            "retryable=false&source=rabbitmq".to_owned(),
+            vec![ids[5], ids[2], ids[1], ids[0]],
+        ),
+        ("status=pending".to_owned(), vec![ids[4]]),
+        (
+            format!("q={}", enc("DECIMAL")),
+            vec![ids[2], ids[1], ids[0]],
+        ),
+        (format!("q={}", enc("flash_sale")), vec![ids[4]]),
+        (format!("q={}", enc("<script>")), vec![ids[5]]),
+        (format!("q={}", enc("%")), vec![]),
+        (
+            format!(
+                "reason={}",
+                enc("unit_price: must have at most 2 decimal places")
+            ),
+            vec![ids[2], ids[1], ids[0]],
+        ),
+        (
+            format!("from={today}&to={today}"),
+            ids.iter().rev().copied().collect(),
+        ),
+        (format!("to={}", today.pred_opt().unwrap()), vec![]),
+        (
+            format!(
+                "from={}",
+                enc(&(Utc::now() + chrono::Duration::hours(1)).to_rfc3339())
+            ),
+            vec![],
+        ),
+        (
+            "source=&q=&reason=".to_owned(),
+            ids.iter().rev().copied().collect(),
+        ),
+    ] {
+        let found = list(query.clone()).await;
+        assert_eq!(ids_of(&found), want, "{query}");
+        assert_eq!(found["total"], want.len(), "{query}");
+    }
+
+    let grouped = app.get("/api/v1/failures/reasons").await;
+    assert_eq!(grouped.status, 200, "{}", grouped.body);
+    let grouped = grouped.json();
+    assert_eq!(grouped["total"], 6);
+    assert_eq!(
+        grouped["groups"][0],
+        json!({"reason": "unit_price: must have at most 2 decimal places", "count": 3})
+    );
+    let groups: Vec<&str> = grouped["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        groups.contains(&"message is not a valid JSON object: expected value"),
+        "{groups:?}"
+    );
+    assert!(
+        groups.contains(&"user_id: must be <b>a number</b>"),
+        "{groups:?}"
+    );
+    let kafka = app
+        .get("/api/v1/failures/reasons?source=kafka&limit=1")
+        .await
+        .json();
+    assert_eq!(
+        (
+            kafka["total"].as_i64(),
+            kafka["groups"].as_array().unwrap().len()
+        ),
+        (Some(2), 1)
+    );
+
+    let summary = app.get("/api/v1/failures/summary").await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(
+        summary.json(),
+        json!({"pending": 1, "processing": 0, "success": 0, "failed": 5, "resolved": 0})
+    );
+
+    for query in [
+        "q=%00".to_owned(),
+        format!("q={}", "x".repeat(201)),
+        "q=a%0Ab".to_owned(),
+        "retryable=maybe".to_owned(),
+        "source=carrier-pigeon".to_owned(),
+        "status=lost".to_owned(),
+        format!("from={today}&to={}", today.pred_opt().unwrap()),
+        "from=0000-01-01".to_owned(),
+        "to=yesterday".to_owned(),
+        "from=2026-12-01T00:00:00".to_owned(),
+        "reason=%07".to_owned(),
+        "sort=id".to_owned(),
+    ] {
+        for path in ["/api/v1/failures", "/api/v1/failures/reasons"] {
+            let r = app.get(&format!("{path}?{query}")).await;
+            assert_error(&r, 400, "bad_request");
+        }
+    }
+    for bad in ["limit=0", "limit=101", "limit=x", "page=2"] {
+        assert_error(
+            &app.get(&format!("/api/v1/failures/reasons?{bad}")).await,
+            400,
+            "bad_request",
+        );
+    }
+    assert_error(
+        &app.get("/api/v1/failures/summary?x=1").await,
+        400,
+        "bad_request",
+    );
+    for path in ["/api/v1/failures/summary", "/api/v1/failures/reasons"] {
+        assert_error(&app.anonymous("GET", path).await, 401, "unauthorized");
+        assert_error(&app.as_user(3, "GET", path).await, 403, "forbidden");
+    }
+}
+
+/// A bulk retry of a filter says first, as a dry run, how many it would
+/// take, and then retries only the retryable failures the filter matches.
+#[tokio::test]
+async fn a_bulk_retry_of_a_filter_counts_first_and_retries_only_what_it_matches() {
+    let app = spawn_app().await;
+    let due = Utc::now() + chrono::Duration::hours(1);
+    let new: Vec<NewFailure> = (1..=6)
+        .map(|p| {
+            let source = if p % 2 == 0 { Source::Kafka } else { Source::Rabbitmq };
+            NewFailure::retryable(
+                format!(r#"{{"user_id":9,"product_id":{p},"quantity":1,"unit_price":"1.00","seckill_id":"s{p}","timestamp":"2024-01-01T00:00:00Z"}}"#).as_bytes(),
+                if p <= 4 { "database unreachable" } else { "deadlock" },
+                source,
+                due,
+            )
+        })
+        .collect();
+    let ids = app.db.storage.record_failures(&new).await.unwrap();
+    let filter = json!({"status": "pending", "source": "kafka", "q": "unreachable"});
+    let mut dry = filter.clone();
+    dry["dry_run"] = json!(true);
+    let r = app
+        .operator("POST", "/api/v1/failures/retry", Some(dry.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"dry_run": true, "matched": 2, "limit": 100})
+    );
+    assert_eq!(
+        app.db.count("SELECT COUNT(*) FROM orders").await,
+        0,
+        "a dry run retries nothing"
+    );
+
+    let r = app
+        .operator("POST", "/api/v1/failures/retry", Some(filter.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = r.json();
+    assert_eq!(
+        (done["attempted"].as_i64(), done["succeeded"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let retried: Vec<i64> = done["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        retried,
+        [ids[3], ids[1]],
+        "products 4 and 2: kafka, unreachable"
+    );
+    let r = app
+        .operator("POST", "/api/v1/failures/retry", Some(dry))
+        .await;
+    assert_eq!(r.json()["matched"], 0);
+
+    // The retried failure shows its history.
+    let one = app
+        .get(&format!("/api/v1/failures/{}", ids[1]))
+        .await
+        .json();
+    assert_eq!(one["status"], "success");
+    let attempts = one["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{one}");
+    assert_eq!(attempts[0]["outcome"], "created");
+    assert_eq!(attempts[0]["order_id"], one["order_id"]);
+    let untouched = app
+        .get(&format!("/api/v1/failures/{}", ids[0]))
+        .await
+        .json();
+    assert_eq!(untouched["attempts"], json!([]));
+
+    for bad in [
+        json!({"status": "success"}),
+        json!({"status": "resolved", "dry_run": true}),
+        json!({"retryable": false}),
+        json!({"q": ""}),
+        json!({"q": "a\u{0}b"}),
+        json!({"source": "pigeon"}),
+        json!({"from": "2026-12-05", "to": "2026-12-01"}),
+        json!({"dry_run": "yes"}),
+        json!({"limit": 0, "dry_run": true}),
+        json!({"sort": "id"}),
+    ] {
+        let r = app
+            .operator("POST", "/api/v1/failures/retry", Some(bad.clone()))
+            .await;
+        if bad == json!({"q": ""}) {
+            // An empty search is no search, as in the listing.
+            assert_eq!(r.status, 200, "{bad}: {}", r.body);
+            continue;
+        }
+        assert_error(&r, 400, "bad_request");
+    }
+    assert_eq!(
+        app.db.count("SELECT COUNT(*) FROM orders").await,
+        6,
+        "the empty search retried the rest"
+    );
+}
+
+/// `GET /api/v1/me` names the caller's role, for the console.
+#[tokio::test]
+async fn me_names_the_callers_role() {
+    let app = spawn_app_with(Driver::Postgres, |s| {
+        s.api.readonly_token = order_runtime::config::Secret::new(READ_ONLY_TOKEN);
+    })
+    .await;
+    let me = app.get("/api/v1/me").await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(
+        me.json(),
+        json!({"role": "operator", "may_act": true, "user_id": null})
+    );
+    let me = app
+        .with_token(READ_ONLY_TOKEN, "GET", "/api/v1/me", None)
+        .await;
+    assert_eq!(
+        me.json(),
+        json!({"role": "read_only", "may_act": false, "user_id": null})
+    );
+    let me = app.as_user(42, "GET", "/api/v1/me").await;
+    assert_eq!(
+        me.json(),
+        json!({"role": "user", "may_act": false, "user_id": 42})
+    );
+    assert_error(
+        &app.anonymous("GET", "/api/v1/me").await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &app.with_token("not-a-token", "GET", "/api/v1/me", None)
+            .await,
+        401,
+        "unauthorized",
+    );
+}
+
 #[tokio::test]
 async fn retrying_a_failure_creates_its_order_then_409s() {
     let app = spawn_app().await;
@@ -1141,7 +1479,10 @@ async fn failures_show_their_exact_bytes_size_and_truncation(driver: Driver) {
             .operator("GET", &format!("/api/v1/failures/{id}"), None)
             .await;
         assert_eq!(one.status, 200, "{}", one.body);
-        let one = one.json();
+        let mut one = one.json();
+        // GET adds the retry history (none here) to what the list shows.
+        assert_eq!(one["attempts"], json!([]), "{one}");
+        one.as_object_mut().unwrap().remove("attempts");
         let in_list = listed["items"]
             .as_array()
             .unwrap()
@@ -1161,9 +1502,10 @@ async fn failures_show_their_exact_bytes_size_and_truncation(driver: Driver) {
         .body;
     assert!(raw.contains(r"a\u0000b\u001b[31mc"), "{raw}");
 
-    // The OpenAPI document's Failure schema names exactly these fields, all required.
+    // The OpenAPI document's FailureRecord schema (GET's answer) names
+    // exactly these fields, all required.
     let doc = app.get("/api/v1/openapi.json").await.json();
-    let schema = &doc["components"]["schemas"]["Failure"];
+    let schema = &doc["components"]["schemas"]["FailureRecord"];
     let mut required: Vec<&str> = schema["required"]
         .as_array()
         .unwrap()

@@ -9,7 +9,8 @@ use chrono::Utc;
 use order_compensator::{Compensator, Job, JobReport};
 use order_core::cache::Cached;
 use order_core::domain::{
-    EventType, FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage, Source,
+    EventType, FailureFilter, FailureStatus, NewFailure, NewOrder, OrderStatus, SeckillMessage,
+    Source,
 };
 use order_core::storage::{ClaimOutcome, EventFilter, PageRequest, Storage};
 use order_runtime::config::{Driver, Settings};
@@ -459,7 +460,7 @@ async fn purge_removes_only_resolved_failures_older_than_the_retention(driver: D
     let left = db
         .storage
         .list_failures(
-            None,
+            &FailureFilter::default(),
             PageRequest {
                 page: 1,
                 page_size: 10,

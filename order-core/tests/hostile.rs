@@ -3,7 +3,9 @@
 //! once, may fail a batch. Only an outage does.
 
 use chrono::Utc;
-use order_core::domain::{Cause, Encoding, FailureStatus, NewOrder, SeckillMessage, Source};
+use order_core::domain::{
+    Cause, Encoding, FailureFilter, FailureStatus, NewOrder, SeckillMessage, Source,
+};
 use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::PageRequest;
 use order_runtime::config::{Driver, Settings};
@@ -123,7 +125,7 @@ async fn poison_bytes_are_kept_exactly_and_shown_safely(driver: Driver) {
     };
     let failures = db
         .storage
-        .list_failures(Some(FailureStatus::Failed), page)
+        .list_failures(&FailureFilter::of_status(FailureStatus::Failed), page)
         .await
         .unwrap()
         .items;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use order_core::domain::{
-    Cause, FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote, ResolveRefusal,
-    RetryPolicy, SeckillMessage, Source,
+    Cause, FailureFilter, FailureStatus, NewFailure, NewOrder, OrderStatus, ResolutionNote,
+    ResolveRefusal, RetryPolicy, SeckillMessage, Source,
 };
 use order_core::service::{MessageOutcome, OrderCreator, Settlement};
 use order_core::storage::{
@@ -558,12 +558,16 @@ async fn failures_are_recorded_once_per_message_and_listed(driver: Driver) {
         page: 1,
         page_size: 10,
     };
-    let all = db.storage.list_failures(None, page).await.unwrap();
+    let all = db
+        .storage
+        .list_failures(&FailureFilter::default(), page)
+        .await
+        .unwrap();
     assert_eq!((all.total, all.items.len()), (2, 2));
     assert_eq!(all.items[0].id, ids[1], "newest first");
     let failed = db
         .storage
-        .list_failures(Some(FailureStatus::Failed), page)
+        .list_failures(&FailureFilter::of_status(FailureStatus::Failed), page)
         .await
         .unwrap();
     assert_eq!(
@@ -940,7 +944,7 @@ async fn a_failure_resolved_by_hand_is_never_claimed_again_and_is_purged_when_ol
     ] {
         assert!(
             db.storage
-                .retryable_failure_ids(status, 100)
+                .retryable_failure_ids(&FailureFilter::of_status(status), 100)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -993,7 +997,7 @@ async fn a_failure_resolved_by_hand_is_never_claimed_again_and_is_purged_when_ol
     };
     let listed = db
         .storage
-        .list_failures(Some(FailureStatus::Resolved), page)
+        .list_failures(&FailureFilter::of_status(FailureStatus::Resolved), page)
         .await
         .unwrap();
     assert_eq!(
@@ -1130,7 +1134,7 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
     };
     let poison = db
         .storage
-        .list_failures(Some(FailureStatus::Failed), page)
+        .list_failures(&FailureFilter::of_status(FailureStatus::Failed), page)
         .await
         .unwrap();
     assert_eq!(poison.total, 2);
@@ -1142,7 +1146,7 @@ async fn the_creator_records_poison_and_failed_writes_and_settles_the_batch(driv
     );
     let pending = db
         .storage
-        .list_failures(Some(FailureStatus::Pending), page)
+        .list_failures(&FailureFilter::of_status(FailureStatus::Pending), page)
         .await
         .unwrap();
     assert_eq!(pending.total, 1);
@@ -1263,35 +1267,35 @@ async fn a_bulk_retry_takes_the_newest_retryable_failures_past_newer_poison_ones
 
     assert_eq!(
         db.storage
-            .retryable_failure_ids(FailureStatus::Failed, 3)
+            .retryable_failure_ids(&FailureFilter::of_status(FailureStatus::Failed), 3)
             .await
             .unwrap(),
         newest_first
     );
     assert_eq!(
         db.storage
-            .retryable_failure_ids(FailureStatus::Failed, 2)
+            .retryable_failure_ids(&FailureFilter::of_status(FailureStatus::Failed), 2)
             .await
             .unwrap(),
         newest_first[..2]
     );
     assert_eq!(
         db.storage
-            .retryable_failure_ids(FailureStatus::Failed, 1000)
+            .retryable_failure_ids(&FailureFilter::of_status(FailureStatus::Failed), 1000)
             .await
             .unwrap(),
         newest_first
     );
     assert_eq!(
         db.storage
-            .retryable_failure_ids(FailureStatus::Pending, 3)
+            .retryable_failure_ids(&FailureFilter::of_status(FailureStatus::Pending), 3)
             .await
             .unwrap(),
         vec![pending]
     );
     assert!(
         db.storage
-            .retryable_failure_ids(FailureStatus::Success, 3)
+            .retryable_failure_ids(&FailureFilter::of_status(FailureStatus::Success), 3)
             .await
             .unwrap()
             .is_empty()
@@ -1301,7 +1305,7 @@ async fn a_bulk_retry_takes_the_newest_retryable_failures_past_newer_poison_ones
     let newest = db
         .storage
         .list_failures(
-            Some(FailureStatus::Failed),
+            &FailureFilter::of_status(FailureStatus::Failed),
             PageRequest {
                 page: 1,
                 page_size: 3,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use order_core::domain::{Failure, FailureStatus, ResolutionNote};
+use order_core::domain::{Failure, ResolutionNote};
 use order_core::service::{BulkRetried, BulkRetry, MessageOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,17 +14,24 @@ use super::{AppState, json};
 use crate::error::ApiError;
 use crate::params::{self, Query};
 
-/// `GET /api/v1/failures?status=&page=&pageSize=`
+/// Most reason groups one request answers.
+const MAX_REASON_GROUPS: u32 = 100;
+
+/// `GET /api/v1/failures?<filter>&page=&pageSize=` (the filter:
+/// [`params::failure_filter`]), newest first.
 pub async fn list(
     st: Arc<AppState>,
     authorization: Option<String>,
     query: Query,
 ) -> Result<Response, ApiError> {
     st.auth.observer(authorization.as_deref())?;
-    params::only(&query, &["status", "page", "pageSize"])?;
-    let status: Option<FailureStatus> = params::optional(&query, "status")?;
+    params::only(
+        &query,
+        &[params::FAILURE_FILTER, &["page", "pageSize"]].concat(),
+    )?;
+    let filter = params::failure_filter(&query)?;
     let page = params::page(&query)?;
-    let found = st.failures.list(status, page).await?;
+    let found = st.failures.list(&filter, page).await?;
     Ok(json(&json!({
         "items": found.items,
         "page": page.page,
@@ -33,7 +40,34 @@ pub async fn list(
     })))
 }
 
-/// `GET /api/v1/failures/{failureId}`
+/// `GET /api/v1/failures/reasons?<filter>&limit=`: the failures the filter
+/// matches grouped by reason, the largest `limit` groups (default 20, at
+/// most 100) first, and how many match in all.
+pub async fn reasons(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    st.auth.observer(authorization.as_deref())?;
+    params::only(&query, &[params::FAILURE_FILTER, &["limit"]].concat())?;
+    let filter = params::failure_filter(&query)?;
+    let limit = params::number(&query, "limit", 20, MAX_REASON_GROUPS)?;
+    let (groups, total) = st.failures.reasons(&filter, limit).await?;
+    Ok(json(&json!({ "groups": groups, "total": total })))
+}
+
+/// `GET /api/v1/failures/summary`: failures by status.
+pub async fn summary(
+    st: Arc<AppState>,
+    authorization: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    st.auth.observer(authorization.as_deref())?;
+    params::only(&query, &[])?;
+    Ok(json(&st.failures.summary().await?))
+}
+
+/// `GET /api/v1/failures/{failureId}`: the failure and its retry history.
 pub async fn get(
     st: Arc<AppState>,
     authorization: Option<String>,
@@ -116,37 +150,75 @@ fn resolution_note(body: &[u8]) -> Result<ResolutionNote, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(rename = "BulkRetry")]
 struct BulkRetryBody {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    retryable: Option<bool>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// `POST /api/v1/failures/retry` with `{"status":"pending"|"failed","limit":N}`:
-/// retries up to `limit` (default 100, at most 1000) retryable failures of that
-/// status (default `pending`), newest first.
+impl BulkRetryBody {
+    /// The filter fields as the query parameters of a listing.
+    fn filter(&self) -> Query {
+        let fields = [
+            ("status", self.status.clone()),
+            ("source", self.source.clone()),
+            ("retryable", self.retryable.map(|r| r.to_string())),
+            ("from", self.from.clone()),
+            ("to", self.to.clone()),
+            ("q", self.q.clone()),
+            ("reason", self.reason.clone()),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+            .collect()
+    }
+}
+
+/// `POST /api/v1/failures/retry` with a filter (the fields of the listing's
+/// query, [`params::failure_filter`]; `status` `pending`, the default, or
+/// `failed`), `limit` and `dry_run`: retries up to `limit` (default 100, at
+/// most 1000) retryable failures the filter matches, newest first. With
+/// `"dry_run": true` it retries nothing and says how many match.
 pub async fn retry_many(
     st: Arc<AppState>,
     authorization: Option<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     st.auth.operator(authorization.as_deref())?;
-    let BulkRetryBody { status, limit } = if body.iter().all(u8::is_ascii_whitespace) {
-        BulkRetryBody {
-            status: None,
-            limit: None,
-        }
+    let asked: BulkRetryBody = if body.iter().all(u8::is_ascii_whitespace) {
+        BulkRetryBody::default()
     } else {
         super::body(&body)?
     };
-    let done = st
-        .failures
-        .retry_many(BulkRetry::new(status.as_deref(), limit)?)
-        .await?;
+    let request = BulkRetry::new(params::failure_filter(&asked.filter())?, asked.limit)?;
+    if asked.dry_run {
+        let matched = st.failures.dry_run(&request).await?;
+        return Ok(json(&json!({
+            "dry_run": true,
+            "matched": matched,
+            "limit": request.limit(),
+        })));
+    }
+    let done = st.failures.retry_many(request).await?;
     let (mut succeeded, mut failed, mut refused) = (0, 0, 0);
     let mut results = Vec::with_capacity(done.len());
     for (id, outcome) in done {

@@ -54,7 +54,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/orders/{orderId}/cancel"),
     ("GET", "/api/v1/users/{userId}/orders"),
     ("GET", "/api/v1/stats/orders"),
+    ("GET", "/api/v1/me"),
     ("GET", "/api/v1/failures"),
+    ("GET", "/api/v1/failures/summary"),
+    ("GET", "/api/v1/failures/reasons"),
     ("POST", "/api/v1/failures/retry"),
     ("GET", "/api/v1/failures/{failureId}"),
     ("POST", "/api/v1/failures/{failureId}/retry"),
@@ -189,6 +192,29 @@ pub fn router(
         .then(
             move |st, auth, q| async move { respond(timeout, failures::list(st, auth, q)).await },
         );
+    let failure_summary =
+        warp::path!("api" / "v1" / "failures" / "summary")
+            .and(warp::get())
+            .and(with_state.clone())
+            .and(auth)
+            .and(query)
+            .then(move |st, auth, q| async move {
+                respond(timeout, failures::summary(st, auth, q)).await
+            });
+    let failure_reasons =
+        warp::path!("api" / "v1" / "failures" / "reasons")
+            .and(warp::get())
+            .and(with_state.clone())
+            .and(auth)
+            .and(query)
+            .then(move |st, auth, q| async move {
+                respond(timeout, failures::reasons(st, auth, q)).await
+            });
+    let me = warp::path!("api" / "v1" / "me")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth)
+        .then(move |st, auth| async move { respond(timeout, users::me(st, auth)).await });
     let retry_many = warp::path!("api" / "v1" / "failures" / "retry")
         .and(warp::post())
         .and(with_state.clone())
@@ -241,11 +267,18 @@ pub fn router(
         .unify()
         .or(user_orders)
         .unify()
+        .or(me)
+        .unify()
         .boxed();
     let operator = stats
         .or(list_failures)
         .unify()
         .or(retry_many)
+        .unify()
+        // Before `get_failure`, whose `{failureId}` would take these names.
+        .or(failure_summary)
+        .unify()
+        .or(failure_reasons)
         .unify()
         .or(get_failure)
         .unify()

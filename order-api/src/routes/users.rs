@@ -1,4 +1,4 @@
-//! `/api/v1/users/{userId}/orders`
+//! `/api/v1/users/{userId}/orders`, and `/api/v1/me`: who the caller is.
 
 use std::sync::Arc;
 
@@ -53,5 +53,21 @@ pub async fn orders(
         "page": page.page,
         "page_size": page.page_size,
         "total": found.total,
+    })))
+}
+
+/// `GET /api/v1/me`: the caller's role (`operator`, `read_only`, `user`,
+/// `anyone`), whether it may take operator actions (retry, resolve, change
+/// an order's status), and its user id when it is an end user.
+pub async fn me(st: Arc<AppState>, authorization: Option<String>) -> Result<Response, ApiError> {
+    let caller = st.auth.caller(authorization.as_deref())?;
+    let user_id = match caller {
+        order_core::service::Caller::User(id) => Some(id),
+        _ => None,
+    };
+    Ok(json(&json!({
+        "role": caller.role(),
+        "may_act": caller == order_core::service::Caller::Operator,
+        "user_id": user_id,
     })))
 }

@@ -22,7 +22,7 @@ pub enum Source {
 }
 
 /// The state of a failure record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureStatus {
     /// Waiting for its next retry.

@@ -6,6 +6,7 @@
 mod backoff;
 mod event;
 mod failure;
+mod failure_filter;
 mod failure_status;
 mod ids;
 mod message;
@@ -24,6 +25,7 @@ pub use event::{
 pub use failure::{
     Encoding, Failure, KeptMessage, Lease, NewFailure, ResolutionNote, printable_error,
 };
+pub use failure_filter::{FailureFilter, REASON_DETAILS, ReasonGroup, SearchText, reason_group};
 pub use failure_status::{ByHand, FailureStatus, ResolveRefusal, RetryRefusal, Source};
 pub use ids::{ProductId, UserId};
 pub use message::{

@@ -3,8 +3,10 @@
 //! these calls and their answers back.
 
 use super::{HandRetry, MessageOutcome, Retrier};
-use crate::domain::{Failure, FailureStatus, ResolutionNote, RetryRefusal};
-use crate::storage::{Page, PageRequest, ResolvedByHand, Storage, StorageError};
+use crate::domain::{Failure, FailureFilter, FailureStatus, ResolutionNote, RetryRefusal};
+use crate::storage::{
+    Attempt, FailureSummary, Page, PageRequest, ReasonCount, ResolvedByHand, Storage, StorageError,
+};
 
 /// What an operator's request on failures can meet besides success.
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +25,11 @@ pub enum FailureError {
     Storage(#[from] StorageError),
 }
 
-/// A bulk retry: retryable failures of one status, newest first, at most
-/// `limit` of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A bulk retry: the retryable failures a filter matches, of one status
+/// (`pending` or `failed`), newest first, at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkRetry {
-    status: FailureStatus,
+    filter: FailureFilter,
     limit: u32,
 }
 
@@ -37,25 +39,29 @@ impl BulkRetry {
     /// How many it takes when the request does not say.
     pub const DEFAULT_LIMIT: u32 = 100;
 
-    /// A bulk retry of `status` (`pending`, the default, or `failed`) and
-    /// `limit` (1 to [`BulkRetry::MAX_LIMIT`], default
-    /// [`BulkRetry::DEFAULT_LIMIT`]).
+    /// A bulk retry of the failures `filter` matches: its status must be
+    /// `pending` (the default when it has none) or `failed`, and it cannot
+    /// ask for poison failures only (they are never retried); `limit` is 1
+    /// to [`BulkRetry::MAX_LIMIT`], default [`BulkRetry::DEFAULT_LIMIT`].
     ///
     /// # Errors
     /// [`FailureError::Invalid`] naming the field.
-    pub fn new(status: Option<&str>, limit: Option<u32>) -> Result<Self, FailureError> {
-        let status = match status {
-            None => FailureStatus::Pending,
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|s| FailureStatus::BULK_RETRYABLE.contains(s))
-                .ok_or_else(|| {
-                    FailureError::Invalid(format!(
-                        "status: must be pending or failed, got {text:?}"
-                    ))
-                })?,
-        };
+    pub fn new(mut filter: FailureFilter, limit: Option<u32>) -> Result<Self, FailureError> {
+        let status = filter.status.unwrap_or(FailureStatus::Pending);
+        if !FailureStatus::BULK_RETRYABLE.contains(&status) {
+            return Err(FailureError::Invalid(format!(
+                "status: must be pending or failed, got {:?}",
+                status.as_str()
+            )));
+        }
+        filter.status = Some(status);
+        if filter.retryable == Some(false) {
+            return Err(FailureError::Invalid(
+                "retryable: a bulk retry takes retryable failures only; poison failures are \
+                 never retried (resolve them by hand)"
+                    .into(),
+            ));
+        }
         let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
             return Err(FailureError::Invalid(format!(
@@ -63,8 +69,24 @@ impl BulkRetry {
                 Self::MAX_LIMIT
             )));
         }
-        Ok(Self { status, limit })
+        Ok(Self { filter, limit })
     }
+
+    /// The most failures it takes.
+    #[must_use]
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+}
+
+/// A failure and its retry history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailureRecord {
+    /// The failure.
+    #[serde(flatten)]
+    pub failure: Failure,
+    /// Each retry that ended.
+    pub attempts: Vec<Attempt>,
 }
 
 /// What a bulk retry did to one failure.
@@ -93,27 +115,62 @@ impl Failures {
         self.retrier.storage()
     }
 
-    /// One page of failures, newest first, optionally of one status.
+    /// One page of the failures `filter` matches, newest first.
     ///
     /// # Errors
     /// When the database is unreachable.
     pub async fn list(
         &self,
-        status: Option<FailureStatus>,
+        filter: &FailureFilter,
         page: PageRequest,
     ) -> Result<Page<Failure>, StorageError> {
-        self.storage().list_failures(status, page).await
+        self.storage().list_failures(filter, page).await
     }
 
-    /// One failure.
+    /// The failures `filter` matches grouped by reason, the `limit` largest
+    /// groups first, and how many match in all.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn reasons(
+        &self,
+        filter: &FailureFilter,
+        limit: u32,
+    ) -> Result<(Vec<ReasonCount>, i64), StorageError> {
+        self.storage().failure_reasons(filter, limit).await
+    }
+
+    /// Failures by status.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn summary(&self) -> Result<FailureSummary, StorageError> {
+        self.storage().failure_summary().await
+    }
+
+    /// One failure and its retry history.
     ///
     /// # Errors
     /// [`FailureError::NotFound`], or the database's error.
-    pub async fn get(&self, id: i64) -> Result<Failure, FailureError> {
-        self.storage()
+    pub async fn get(&self, id: i64) -> Result<FailureRecord, FailureError> {
+        let failure = self
+            .storage()
             .get_failure(id)
             .await?
-            .ok_or(FailureError::NotFound(id))
+            .ok_or(FailureError::NotFound(id))?;
+        let attempts = self.storage().failure_attempts(id).await?;
+        Ok(FailureRecord { failure, attempts })
+    }
+
+    /// How many failures `request`'s filter matches that a bulk retry
+    /// takes (the retryable ones; it retries at most its limit of them).
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn dry_run(&self, request: &BulkRetry) -> Result<i64, StorageError> {
+        self.storage()
+            .count_retryable_failures(&request.filter)
+            .await
     }
 
     /// Retries one failure now, through the creation path.
@@ -141,7 +198,7 @@ impl Failures {
     ) -> Result<Vec<(i64, BulkRetried)>, StorageError> {
         let candidates = self
             .storage()
-            .retryable_failure_ids(request.status, request.limit)
+            .retryable_failure_ids(&request.filter, request.limit)
             .await?;
         let mut done = Vec::with_capacity(candidates.len());
         for id in candidates {

@@ -10,7 +10,7 @@ mod retry;
 pub use creation::{
     BatchReport, FailureRecords, Incoming, MessageOutcome, OrderCreator, Settlement, Traced,
 };
-pub use failures::{BulkRetried, BulkRetry, FailureError, Failures, refusal};
+pub use failures::{BulkRetried, BulkRetry, FailureError, FailureRecord, Failures, refusal};
 pub use orders::{Caller, OrderError, Orders, READ_ONLY};
 pub use relay::{Delivery, Publisher, Relay, RelayRound};
 pub use retry::{HandRetry, Retrier, RetryReport};

@@ -35,6 +35,18 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The caller's role as the API names it: `operator`, `read_only`,
+    /// `user` or `anyone`.
+    #[must_use]
+    pub fn role(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Observer => "read_only",
+            Self::User(_) => "user",
+            Self::Anyone => "anyone",
+        }
+    }
+
     /// True when this caller may read and cancel orders of `user_id`.
     #[must_use]
     pub fn owns(self, user_id: i64) -> bool {

@@ -12,17 +12,64 @@ use super::engine::Engine;
 use super::rows::{FAILURE_COLUMNS, FailureRow, into_failures};
 use super::types::Resolution;
 use super::{
-    ClaimById, Page, PageRequest, Recorded, ResolvedByHand, Storage, StorageError, dispatch, error,
-    new_lease, now, on_pool,
+    Attempt, ClaimById, FailureSummary, Page, PageRequest, ReasonCount, Recorded, ResolvedByHand,
+    Storage, StorageError, dispatch, error, new_lease, now, on_pool,
 };
 use crate::domain::{
-    ByHand, Failure, FailureStatus, Lease, NewFailure, ResolutionNote, ResolveRefusal,
+    ByHand, Failure, FailureFilter, FailureStatus, Lease, NewFailure, REASON_DETAILS,
+    ResolutionNote, ResolveRefusal,
 };
 
 /// How many conditional updates [`Storage::resolve_failure_by_hand`] tries,
 /// each after reading the failure again, before it answers that the failure
 /// is being retried (it kept changing under the update).
 const RESOLVE_ATTEMPTS: u32 = 3;
+
+/// A value bound to a filter's statement.
+enum Bound {
+    Text(String),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    Bytes(Vec<u8>),
+}
+
+/// Binds `values` to `query`, in order.
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Bound::Text(text) => query.bind(text.as_str()),
+                Bound::Bool(flag) => query.bind(*flag),
+                Bound::Time(time) => query.bind(*time),
+                Bound::Bytes(bytes) => query.bind(bytes.as_slice()),
+            };
+        }
+        query
+    }};
+}
+
+/// A LIKE pattern (escape character `!`) matching any text that holds
+/// `text`.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '!' | '%' | '_') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A message body on PostgreSQL as ASCII text: `encode(…, 'escape')` writes
+/// a NUL and each byte from 0x80 as a backslash and three octal digits and
+/// doubles a real backslash; the doubled ones are put aside (U+E000), each
+/// escape becomes U+FFFD, and the real backslashes come back. A search of
+/// ASCII text then matches only what the bytes hold.
+const PG_BODY_AS_ASCII: &str = r"replace(regexp_replace(replace(encode(message_data, 'escape'), '\\', U&'\E000'), '\\[0-7]{3}', U&'\FFFD', 'g'), U&'\E000', '\')";
 
 impl Storage {
     /// Records failures; a message already recorded (same digest) is not
@@ -124,30 +171,28 @@ impl Storage {
         .transpose()
     }
 
-    /// Failures, newest first, optionally of one status.
+    /// Failures that `filter` matches, newest first, one page of them and
+    /// how many there are in all.
     ///
     /// # Errors
     /// When the database is unreachable.
     pub async fn list_failures(
         &self,
-        status: Option<FailureStatus>,
+        filter: &FailureFilter,
         page: PageRequest,
     ) -> Result<Page<Failure>, StorageError> {
-        let status = status.map(FailureStatus::as_str);
-        let count = "SELECT COUNT(*) FROM order_failures WHERE (? IS NULL OR status = ?)";
+        let (conditions, values) = self.failure_conditions(filter);
+        let count = format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}");
         let select = format!(
-            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE (? IS NULL OR status = ?) \
+            "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE {conditions} \
              ORDER BY id DESC LIMIT ? OFFSET ?"
         );
         let (total, rows) = on_pool!(self, |pool, sql| {
-            let total: i64 = sqlx::query_scalar(&sql(count))
-                .bind(status)
-                .bind(status)
+            let (count, select) = (sql(&count), sql(&select));
+            let total: i64 = bind_all!(sqlx::query_scalar(&count), &values)
                 .fetch_one(pool)
                 .await?;
-            let rows = sqlx::query_as::<_, FailureRow>(&sql(&select))
-                .bind(status)
-                .bind(status)
+            let rows = bind_all!(sqlx::query_as::<_, FailureRow>(&select), &values)
                 .bind(i64::from(page.page_size))
                 .bind(page.offset())
                 .fetch_all(pool)
@@ -160,30 +205,204 @@ impl Storage {
         })
     }
 
-    /// The ids of up to `limit` retryable failures of `status`, newest
-    /// first: what a bulk retry takes. Poison (non-retryable) rows are left
-    /// out by the query itself, so they never take the place of retryable ones.
+    /// The failures that `filter` matches grouped by reason
+    /// ([`crate::domain::reason_group`]): the `limit` largest groups, largest
+    /// first, and how many failures match in all.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn failure_reasons(
+        &self,
+        filter: &FailureFilter,
+        limit: u32,
+    ) -> Result<(Vec<ReasonCount>, i64), StorageError> {
+        let (conditions, values) = self.failure_conditions(filter);
+        let group = self.reason_group_sql();
+        let count = format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}");
+        let select = format!(
+            "SELECT reason_group, COUNT(*) AS failures FROM \
+             (SELECT {group} AS reason_group FROM order_failures WHERE {conditions}) AS matched \
+             GROUP BY reason_group ORDER BY failures DESC, reason_group LIMIT ?"
+        );
+        let (total, rows) = on_pool!(self, |pool, sql| {
+            let (count, select) = (sql(&count), sql(&select));
+            let total: i64 = bind_all!(sqlx::query_scalar(&count), &values)
+                .fetch_one(pool)
+                .await?;
+            let rows: Vec<(String, i64)> =
+                bind_all!(sqlx::query_as(&select).bind(REASON_DETAILS), &values)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?;
+            (total, rows)
+        });
+        let groups = rows
+            .into_iter()
+            .map(|(reason, count)| ReasonCount { reason, count })
+            .collect();
+        Ok((groups, total))
+    }
+
+    /// Failures by status, every status present.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn failure_summary(&self) -> Result<FailureSummary, StorageError> {
+        let select = "SELECT status, COUNT(*) FROM order_failures GROUP BY status";
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool, sql| {
+            sqlx::query_as(&sql(select)).fetch_all(pool).await?
+        });
+        let mut summary: FailureSummary = FailureStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for (status, count) in rows {
+            let status = status
+                .parse()
+                .map_err(|_| StorageError::Corrupt(format!("unknown failure status {status:?}")))?;
+            summary.insert(status, count);
+        }
+        Ok(summary)
+    }
+
+    /// How many failures a bulk retry of `filter` could take: the retryable
+    /// ones it matches.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn count_retryable_failures(
+        &self,
+        filter: &FailureFilter,
+    ) -> Result<i64, StorageError> {
+        if filter.status == Some(FailureStatus::Resolved) {
+            return Ok(0);
+        }
+        let (conditions, values) = self.failure_conditions(filter);
+        let count = format!("SELECT COUNT(*) FROM order_failures WHERE retryable AND {conditions}");
+        Ok(on_pool!(self, |pool, sql| {
+            let count = sql(&count);
+            bind_all!(sqlx::query_scalar(&count), &values)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// The ids of up to `limit` retryable failures that `filter` matches,
+    /// newest first: what a bulk retry takes. Poison (non-retryable) rows
+    /// are left out by the query itself, so they never take the place of
+    /// retryable ones.
     ///
     /// # Errors
     /// When the database is unreachable.
     pub async fn retryable_failure_ids(
         &self,
-        status: FailureStatus,
+        filter: &FailureFilter,
         limit: u32,
     ) -> Result<Vec<i64>, StorageError> {
-        if status == FailureStatus::Resolved {
+        if filter.status == Some(FailureStatus::Resolved) {
             // Resolved by hand: never retried again.
             return Ok(Vec::new());
         }
-        let select =
-            "SELECT id FROM order_failures WHERE status = ? AND retryable ORDER BY id DESC LIMIT ?";
+        let (conditions, values) = self.failure_conditions(filter);
+        let select = format!(
+            "SELECT id FROM order_failures WHERE retryable AND {conditions} ORDER BY id DESC LIMIT ?"
+        );
         Ok(on_pool!(self, |pool, sql| {
-            sqlx::query_scalar(&sql(select))
-                .bind(status.as_str())
+            let select = sql(&select);
+            bind_all!(sqlx::query_scalar(&select), &values)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
         }))
+    }
+
+    /// A failure's retry history, oldest first.
+    ///
+    /// # Errors
+    /// When the database is unreachable.
+    pub async fn failure_attempts(&self, id: i64) -> Result<Vec<Attempt>, StorageError> {
+        let select = "SELECT attempted_at, outcome, reason, order_id FROM order_failure_attempts \
+                      WHERE failure_id = ? ORDER BY id";
+        Ok(on_pool!(self, |pool, sql| {
+            sqlx::query_as(&sql(select))
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The conditions `filter` sets, joined by AND (`1 = 1` when none),
+    /// with `?` placeholders, and the values to bind in order.
+    fn failure_conditions(&self, filter: &FailureFilter) -> (String, Vec<Bound>) {
+        let mut conditions = vec!["1 = 1".to_owned()];
+        let mut values = Vec::new();
+        if let Some(status) = filter.status {
+            conditions.push("status = ?".into());
+            values.push(Bound::Text(status.as_str().into()));
+        }
+        if let Some(source) = filter.source {
+            conditions.push("source = ?".into());
+            values.push(Bound::Text(source.as_str().into()));
+        }
+        if let Some(retryable) = filter.retryable {
+            conditions.push("retryable = ?".into());
+            values.push(Bound::Bool(retryable));
+        }
+        if let Some(since) = filter.since {
+            conditions.push("created_at >= ?".into());
+            values.push(Bound::Time(since));
+        }
+        if let Some(until) = filter.until {
+            conditions.push("created_at < ?".into());
+            values.push(Bound::Time(until));
+        }
+        if let Some(text) = &filter.text {
+            let text = text.as_str();
+            let pattern = like_pattern(text);
+            match self {
+                // Bodies are bytes. An ASCII search reads them as text with
+                // every byte that is not ASCII (or is NUL) made U+FFFD, so
+                // that letters match in any case; any other search looks
+                // for its exact UTF-8 bytes.
+                Self::Postgres(_) if text.is_ascii() => {
+                    conditions.push(format!(
+                        "(error_message ILIKE ? ESCAPE '!' OR lower({PG_BODY_AS_ASCII}) LIKE ? ESCAPE '!')"
+                    ));
+                    values.push(Bound::Text(pattern));
+                    values.push(Bound::Text(like_pattern(&text.to_ascii_lowercase())));
+                }
+                Self::Postgres(_) => {
+                    conditions.push(
+                        "(error_message ILIKE ? ESCAPE '!' OR position(? IN message_data) > 0)"
+                            .into(),
+                    );
+                    values.push(Bound::Text(pattern));
+                    values.push(Bound::Bytes(text.as_bytes().to_vec()));
+                }
+                // The table's collation compares without case.
+                Self::Mysql(_) => {
+                    conditions.push(
+                        "(error_message LIKE ? ESCAPE '!' OR CONVERT(message_data USING utf8mb4) \
+                         COLLATE utf8mb4_unicode_ci LIKE ? ESCAPE '!')"
+                            .into(),
+                    );
+                    values.push(Bound::Text(pattern.clone()));
+                    values.push(Bound::Text(pattern));
+                }
+            }
+        }
+        if let Some(reason) = &filter.reason {
+            conditions.push(format!("{} = ?", self.reason_group_sql()));
+            values.push(Bound::Text(REASON_DETAILS.into()));
+            values.push(Bound::Text(reason.as_str().into()));
+        }
+        (conditions.join(" AND "), values)
+    }
+
+    /// A failure's reason group ([`crate::domain::reason_group`]) as SQL
+    /// taking [`REASON_DETAILS`] as its one parameter.
+    fn reason_group_sql(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "regexp_replace(error_message, ?, '', 'g')",
+            Self::Mysql(_) => "REGEXP_REPLACE(error_message, ?, '')",
+        }
     }
 
     /// Resolves a failure by hand with an operator's note, as the domain
@@ -399,8 +618,12 @@ impl Storage {
                       retry_count = retry_count + ?, next_retry_at = ?, order_id = COALESCE(?, order_id), \
                       locked_until = NULL, lease_token = NULL, updated_at = ? \
                       WHERE id = ? AND status = 'processing' AND lease_token = ?";
+        let history = "INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
+                       VALUES (?, ?, ?, ?, ?)";
+        let outcome = resolution.outcome();
         Ok(on_pool!(self, |pool, sql| {
-            sqlx::query(&sql(update))
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(&sql(update))
                 .bind(status.as_str())
                 .bind(error)
                 .bind(retries)
@@ -409,10 +632,22 @@ impl Storage {
                 .bind(now)
                 .bind(id)
                 .bind(lease.token)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1
+                == 1;
+            if ended {
+                sqlx::query(&sql(history))
+                    .bind(id)
+                    .bind(now)
+                    .bind(outcome)
+                    .bind(error)
+                    .bind(order_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            ended
         }))
     }
 }

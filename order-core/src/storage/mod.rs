@@ -51,8 +51,8 @@ pub use events::{
 };
 pub use stats::{Figures, Granularity, MAX_STATS_DAYS, MAX_STATS_HOURS, Rebuilt, SeriesEntry};
 pub use types::{
-    Changed, ClaimById, InsertOutcome, OrderCursor, OrderStats, Page, PageRequest, Recorded,
-    ResolvedByHand,
+    Attempt, Changed, ClaimById, FailureSummary, InsertOutcome, OrderCursor, OrderStats, Page,
+    PageRequest, ReasonCount, Recorded, ResolvedByHand,
 };
 
 use crate::domain::Lease;

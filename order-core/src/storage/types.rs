@@ -148,6 +148,15 @@ pub(crate) enum Resolution<'a> {
 }
 
 impl<'a> Resolution<'a> {
+    /// The outcome as the retry history writes it.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Self::Succeeded(_) => "created",
+            Self::Reschedule(..) => "rescheduled",
+            Self::GiveUp(_) => "given_up",
+        }
+    }
+
     /// `(status, error_message to set (None keeps it), retries to add, next_retry_at, order_id)`.
     pub(crate) fn columns(
         self,
@@ -166,3 +175,30 @@ impl<'a> Resolution<'a> {
         }
     }
 }
+
+/// One retry of a failure that ended: its outcome, as the failure's retry
+/// history lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    /// When it ended.
+    #[sqlx(rename = "attempted_at")]
+    pub at: DateTime<Utc>,
+    /// `created` (the order exists), `rescheduled` or `given_up`.
+    pub outcome: String,
+    /// Why it failed (`rescheduled`, `given_up`).
+    pub reason: Option<String>,
+    /// The order (`created`).
+    pub order_id: Option<Uuid>,
+}
+
+/// Failures whose reasons fall in one group ([`crate::domain::reason_group`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// The group.
+    pub reason: String,
+    /// Failures in it.
+    pub count: i64,
+}
+
+/// Failures by status, every status present (zero when none).
+pub type FailureSummary = std::collections::BTreeMap<FailureStatus, i64>;

@@ -1,0 +1,19 @@
+-- The retry history of each failure: one row per retry that ended (an order
+-- created, rescheduled with its reason, or given up with its reason),
+-- written in the transaction that ends the retry's claim. Deleted with its
+-- failure.
+CREATE TABLE order_failure_attempts (
+    id            BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    failure_id    BIGINT       NOT NULL,
+    attempted_at  DATETIME(6)  NOT NULL,
+    outcome       VARCHAR(16)  NOT NULL,
+    reason        TEXT         NULL,
+    order_id      BINARY(16)   NULL,
+    CONSTRAINT order_failure_attempts_outcome_check CHECK (outcome IN ('created', 'rescheduled', 'given_up')),
+    CONSTRAINT order_failure_attempts_failure_fk FOREIGN KEY (failure_id)
+        REFERENCES order_failures (id) ON DELETE CASCADE,
+    INDEX order_failure_attempts_failure_idx (failure_id, id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- The console filters failures by the day they were recorded.
+CREATE INDEX order_failures_created_idx ON order_failures (created_at);
