@@ -288,8 +288,20 @@ test('bulk retry of a filter: a dry run counts, the confirmed run retries them a
     assert.equal(before.total, 3, 'the three bulk_retry failures are pending');
     await page.goto(`${base}/console/#/failures?status=pending&q=bulk_retry`);
     await listedFailures(page, 3);
-    await page.getByRole('button', { name: 'Retry matching failures…' }).click();
+    const bulk = page.getByRole('button', { name: 'Retry matching failures…' });
     const dialog = page.getByRole('dialog', { name: 'Retry matching failures' });
+    // From the keyboard: the dialog takes the focus, Escape closes it and
+    // nothing is retried.
+    await bulk.focus();
+    await page.keyboard.press('Enter');
+    await dialog.getByText('3 failures match; up to 100 will be retried now.').waitFor({ timeout });
+    assert.equal(await dialog.evaluate((d) => d.contains(document.activeElement)), true, 'the focus is in the dialog');
+    await page.keyboard.press('Escape');
+    await page.getByText('Bulk retry cancelled; nothing was retried.').waitFor({ timeout });
+    assert.equal(await dialog.isVisible(), false, 'Escape closed the dialog');
+    assert.equal((await get('failures?status=pending&q=bulk_retry')).total, 3, 'nothing was retried');
+
+    await bulk.click();
     await dialog.getByText('3 failures match; up to 100 will be retried now.').waitFor({ timeout });
     await dialog.getByRole('button', { name: 'Retry up to 3' }).click();
     await page.getByText('Bulk retry: attempted 3, succeeded 3, failed 0, refused 0.').waitFor({ timeout });
@@ -336,6 +348,24 @@ test('a hostile poison message is shown as inert text', async () => {
   });
 });
 
+test('a failure is resolved by hand with a note', async () => {
+  const s = sessions.operator;
+  await story('resolve', s, async (page) => {
+    const id = await failureId('poison_e');
+    await page.goto(`${base}/console/#/failures/${id}`);
+    await page.getByRole('button', { name: 'Resolve by hand…' }).click({ timeout });
+    const dialog = page.getByRole('dialog', { name: `Resolve failure ${id} by hand` });
+    await dialog.getByLabel('Note (why, what was done)').fill('refunded by hand, ticket OPS-1');
+    await dialog.getByRole('button', { name: 'Resolve' }).click();
+    await page.getByText(`Failure ${id} resolved; status now resolved.`).waitFor({ timeout });
+    const failure = await get(`failures/${id}`);
+    assert.equal(failure.status, 'resolved');
+    assert.equal(failure.resolution_note, 'refunded by hand, ticket OPS-1');
+    const record = await facts(page.getByRole('region', { name: 'Record' }));
+    assert.equal(record.resolution_note, 'refunded by hand, ticket OPS-1');
+  });
+});
+
 test('the read-only token sees everything and changes nothing', async () => {
   const s = await session('readonly');
   await story('readonly', s, async (page) => {
@@ -376,6 +406,9 @@ test('at 390 px wide no page overflows sideways', async () => {
   await story('narrow', s, async (page) => {
     const hostile = await failureId('onerror');
     const order = (await get('users/9202/orders')).items[0];
+    await page.goto(`${base}/console/`, { timeout });
+    await page.getByLabel('Token').waitFor({ timeout });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'the sign-in page');
     await signIn(page, operatorToken);
     const pages = [
       ['overview', '#/overview', () => page.getByRole('region', { name: "Today's orders (UTC)" }).locator('dl')],
