@@ -22,7 +22,8 @@ const roles = {
   read_only: 'read-only token',
 };
 
-function signedOut(message) {
+/** The sign-in form, with `message` (a problem, or `info`: a plain note). */
+function signedOut(message, kind = 'error') {
   clearToken();
   ctx = null;
   nav.hidden = true;
@@ -31,7 +32,7 @@ function signedOut(message) {
   const input = h('input', {
     id: 'token', name: 'token', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false',
   });
-  const error = h('p', { class: 'result error', role: 'alert', hidden: !message }, message ?? '');
+  const error = h('p', { class: `result ${kind}`, role: 'alert', hidden: !message }, message ?? '');
   const form = h('form', { class: 'sign-in', 'aria-labelledby': 'sign-in-title' },
     h('h1', { id: 'sign-in-title' }, 'Sign in'),
     h('p', {}, 'Paste the operator token (api.admin_token) or the read-only token (api.readonly_token). '
@@ -50,6 +51,7 @@ function signedOut(message) {
     if (problem) {
       clearToken();
       error.hidden = false;
+      error.className = 'result error';
       error.textContent = problem;
       input.focus();
     } else {
@@ -130,7 +132,7 @@ async function route() {
 setUpDialog();
 document.getElementById('sign-out').addEventListener('click', () => {
   location.hash = '#/overview';
-  signedOut('Signed out.');
+  signedOut('Signed out: the token is forgotten.', 'info');
 });
 whenUnauthorized((e) => signedOut(`The API no longer accepts this token: ${e.message}`));
 window.addEventListener('hashchange', () => {
