@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use order_core::domain::{
     FailureFilter, FailureStatus, NewFailure, ReasonGroup, SearchText, Source, reason_group,
 };
-use order_core::storage::PageRequest;
+use order_core::storage::{PG_BODY_AS_ASCII, PageRequest, SEARCH_COUNT_CAP, Storage};
 use order_runtime::config::Driver;
 use order_testkit::TestDatabase;
 use proptest::prelude::*;
@@ -22,7 +22,39 @@ order_testkit::on_both_engines!(
     reasons_group_as_the_rule_says_and_filter_by_group,
     a_retry_leaves_its_history_which_goes_with_its_failure,
     a_bulk_retry_takes_only_what_its_filter_matches,
+    a_search_counts_its_matches_up_to_the_cap,
 );
+
+/// The text search on PostgreSQL can use the trigram indexes: the query's
+/// expressions are the indexed ones (with sequential scans off, the plan
+/// takes both indexes).
+#[tokio::test]
+async fn the_search_on_postgres_uses_the_trigram_indexes() {
+    let db = TestDatabase::new(Driver::Postgres).await;
+    ledger(&db, 10).await;
+    let Storage::Postgres(pg) = &db.storage else {
+        unreachable!()
+    };
+    let mut conn = pg.pool().acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN SELECT COUNT(*) FROM order_failures WHERE (error_message ILIKE '%decimal%' \
+         ESCAPE '!' OR lower({PG_BODY_AS_ASCII}) LIKE '%decimal%' ESCAPE '!')"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    for index in [
+        "order_failures_reason_trgm_idx",
+        "order_failures_body_trgm_idx",
+    ] {
+        assert!(plan.contains(index), "{index} is not used:\n{plan}");
+    }
+}
 
 /// Reasons as recorded: several share a group once their values go.
 const REASONS: &[&str] = &[
@@ -34,6 +66,9 @@ const REASONS: &[&str] = &[
     "write failed: 100% of the pool_size in use",
     "user <b>bold</b> & 'quoted' \\ back\\slash",
     "user_id: is required",
+    "a reason far longer than a group keeps, a reason far longer than a group keeps, a reason far \
+     longer than a group keeps, a reason far longer than a group keeps, a reason far longer than a \
+     group keeps, and then some (got 1)",
 ];
 
 /// Bodies as received: text, markup, LIKE's wildcards, and bytes that are
@@ -490,4 +525,46 @@ fn any_ascii_search_matches_literally_on_both_engines() {
             panic!("{driver:?}: {e}");
         }
     }
+}
+
+async fn a_search_counts_its_matches_up_to_the_cap(driver: Driver) {
+    let db = TestDatabase::new(driver).await;
+    let cap = usize::try_from(SEARCH_COUNT_CAP).unwrap();
+    let new: Vec<NewFailure> = (0..=cap)
+        .map(|i| {
+            NewFailure::poison(
+                format!("needle {i}").as_bytes(),
+                "not JSON",
+                Source::Kafka,
+                Utc::now(),
+            )
+        })
+        .collect();
+    db.storage.record_failures(&new).await.unwrap();
+    let page = PageRequest {
+        page: 1,
+        page_size: 10,
+    };
+    let found = db
+        .storage
+        .list_failures(&search("needle"), page)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.total, found.capped, found.items.len()),
+        (SEARCH_COUNT_CAP, true, 10)
+    );
+    let found = db
+        .storage
+        .list_failures(&search("needle 1000"), page)
+        .await
+        .unwrap();
+    assert_eq!((found.total, found.capped), (2, false), "1000 and 10000");
+    // Without a search, counted exactly.
+    let all = db
+        .storage
+        .list_failures(&FailureFilter::default(), page)
+        .await
+        .unwrap();
+    assert_eq!((all.total, all.capped), (SEARCH_COUNT_CAP + 1, false));
 }

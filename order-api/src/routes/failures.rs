@@ -37,6 +37,7 @@ pub async fn list(
         "page": page.page,
         "page_size": page.page_size,
         "total": found.total,
+        "total_capped": found.capped,
     })))
 }
 

@@ -38,9 +38,9 @@ impl SearchText {
 pub struct ReasonGroup(String);
 
 impl ReasonGroup {
-    /// The longest group, in characters (longer reasons are groups of
-    /// their own, never asked for by hand).
-    pub const MAX_CHARS: usize = 2000;
+    /// The longest group, in characters: a group is at most this long
+    /// ([`reason_group`]).
+    pub const MAX_CHARS: usize = 200;
 
     /// Validates a group given as `field`.
     ///
@@ -130,19 +130,26 @@ impl FailureFilter {
 /// The parts of a reason that vary from message to message: a trailing
 /// ` (got …)`, a JSON error's position ` at line N column M`, and a quoted
 /// value at the end. As a regular expression that PostgreSQL's
-/// `regexp_replace(…, 'g')` and MariaDB's `REGEXP_REPLACE` read alike, so
-/// that the database groups and filters by the same rule as [`reason_group`].
+/// `regexp_replace(…, 'g')` and MariaDB's `REGEXP_REPLACE` read alike: the
+/// column `order_failures.reason_group` is computed by the database with
+/// this expression (migration `20261207000001_failure_console`), so the
+/// database groups and filters by the same rule as [`reason_group`].
 pub const REASON_DETAILS: &str = r#" \(got .*\)$| at line [0-9]+ column [0-9]+|: ".*"$"#;
 
 /// A reason's group: the reason without the parts that vary from message
 /// to message ([`REASON_DETAILS`]), so that "unit_price: must have at most
-/// 2 decimal places (got 1.234)" and "… (got 9.999)" are one group.
+/// 2 decimal places (got 1.234)" and "… (got 9.999)" are one group; its
+/// first [`ReasonGroup::MAX_CHARS`] characters.
 #[must_use]
 pub fn reason_group(reason: &str) -> String {
     static DETAILS: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
         regex_lite::Regex::new(REASON_DETAILS).expect("REASON_DETAILS is a valid expression")
     });
-    DETAILS.replace_all(reason, "").into_owned()
+    DETAILS
+        .replace_all(reason, "")
+        .chars()
+        .take(ReasonGroup::MAX_CHARS)
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,14 +16,17 @@ use super::{
     Storage, StorageError, dispatch, error, new_lease, now, on_pool,
 };
 use crate::domain::{
-    ByHand, Failure, FailureFilter, FailureStatus, Lease, NewFailure, REASON_DETAILS,
-    ResolutionNote, ResolveRefusal,
+    ByHand, Failure, FailureFilter, FailureStatus, Lease, NewFailure, ResolutionNote,
+    ResolveRefusal,
 };
 
 /// How many conditional updates [`Storage::resolve_failure_by_hand`] tries,
 /// each after reading the failure again, before it answers that the failure
 /// is being retried (it kept changing under the update).
 const RESOLVE_ATTEMPTS: u32 = 3;
+
+/// How far [`Storage::list_failures`] counts the matches of a text search.
+pub const SEARCH_COUNT_CAP: i64 = 10_000;
 
 /// A value bound to a filter's statement.
 enum Bound {
@@ -64,12 +67,14 @@ fn like_pattern(text: &str) -> String {
     pattern
 }
 
-/// A message body on PostgreSQL as ASCII text: `encode(…, 'escape')` writes
+/// A message body on PostgreSQL as ASCII text (the migration
+/// `20261207000001_failure_console` indexes it, lowered, by exactly this
+/// expression): `encode(…, 'escape')` writes
 /// a NUL and each byte from 0x80 as a backslash and three octal digits and
 /// doubles a real backslash; the doubled ones are put aside (U+E000), each
 /// escape becomes U+FFFD, and the real backslashes come back. A search of
 /// ASCII text then matches only what the bytes hold.
-const PG_BODY_AS_ASCII: &str = r"replace(regexp_replace(replace(encode(message_data, 'escape'), '\\', U&'\E000'), '\\[0-7]{3}', U&'\FFFD', 'g'), U&'\E000', '\')";
+pub const PG_BODY_AS_ASCII: &str = r"replace(regexp_replace(replace(encode(message_data, 'escape'), '\\', U&'\E000'), '\\[0-7]{3}', U&'\FFFD', 'g'), U&'\E000', '\')";
 
 impl Storage {
     /// Records failures; a message already recorded (same digest) is not
@@ -172,7 +177,9 @@ impl Storage {
     }
 
     /// Failures that `filter` matches, newest first, one page of them and
-    /// how many there are in all.
+    /// how many there are in all; with a text search, counted up to
+    /// [`SEARCH_COUNT_CAP`] (`capped` when more match): a search that
+    /// matches much of a big ledger reads every match to count it.
     ///
     /// # Errors
     /// When the database is unreachable.
@@ -182,7 +189,15 @@ impl Storage {
         page: PageRequest,
     ) -> Result<Page<Failure>, StorageError> {
         let (conditions, values) = self.failure_conditions(filter);
-        let count = format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}");
+        let searched = filter.text.is_some();
+        let count = if searched {
+            format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM order_failures WHERE {conditions} LIMIT {}) AS counted",
+                SEARCH_COUNT_CAP + 1
+            )
+        } else {
+            format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}")
+        };
         let select = format!(
             "SELECT {FAILURE_COLUMNS} FROM order_failures WHERE {conditions} \
              ORDER BY id DESC LIMIT ? OFFSET ?"
@@ -201,7 +216,12 @@ impl Storage {
         });
         Ok(Page {
             items: into_failures(rows)?,
-            total,
+            total: if searched {
+                total.min(SEARCH_COUNT_CAP)
+            } else {
+                total
+            },
+            capped: searched && total > SEARCH_COUNT_CAP,
         })
     }
 
@@ -217,11 +237,9 @@ impl Storage {
         limit: u32,
     ) -> Result<(Vec<ReasonCount>, i64), StorageError> {
         let (conditions, values) = self.failure_conditions(filter);
-        let group = self.reason_group_sql();
         let count = format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}");
         let select = format!(
-            "SELECT reason_group, COUNT(*) AS failures FROM \
-             (SELECT {group} AS reason_group FROM order_failures WHERE {conditions}) AS matched \
+            "SELECT reason_group, COUNT(*) AS failures FROM order_failures WHERE {conditions} \
              GROUP BY reason_group ORDER BY failures DESC, reason_group LIMIT ?"
         );
         let (total, rows) = on_pool!(self, |pool, sql| {
@@ -229,11 +247,10 @@ impl Storage {
             let total: i64 = bind_all!(sqlx::query_scalar(&count), &values)
                 .fetch_one(pool)
                 .await?;
-            let rows: Vec<(String, i64)> =
-                bind_all!(sqlx::query_as(&select).bind(REASON_DETAILS), &values)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await?;
+            let rows: Vec<(String, i64)> = bind_all!(sqlx::query_as(&select), &values)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
             (total, rows)
         });
         let groups = rows
@@ -389,20 +406,10 @@ impl Storage {
             }
         }
         if let Some(reason) = &filter.reason {
-            conditions.push(format!("{} = ?", self.reason_group_sql()));
-            values.push(Bound::Text(REASON_DETAILS.into()));
+            conditions.push("reason_group = ?".into());
             values.push(Bound::Text(reason.as_str().into()));
         }
         (conditions.join(" AND "), values)
-    }
-
-    /// A failure's reason group ([`crate::domain::reason_group`]) as SQL
-    /// taking [`REASON_DETAILS`] as its one parameter.
-    fn reason_group_sql(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "regexp_replace(error_message, ?, '', 'g')",
-            Self::Mysql(_) => "REGEXP_REPLACE(error_message, ?, '')",
-        }
     }
 
     /// Resolves a failure by hand with an operator's note, as the domain

@@ -49,6 +49,7 @@ pub use error::{ErrorClass, StorageError};
 pub use events::{
     Backlog, ClaimOutcome, EventClaim, EventFilter, EventStatus, EventWakeups, StoredEvent,
 };
+pub use failures::{PG_BODY_AS_ASCII, SEARCH_COUNT_CAP};
 pub use stats::{Figures, Granularity, MAX_STATS_DAYS, MAX_STATS_HOURS, Rebuilt, SeriesEntry};
 pub use types::{
     Attempt, Changed, ClaimById, FailureSummary, InsertOutcome, OrderCursor, OrderStats, Page,

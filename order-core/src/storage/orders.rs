@@ -152,6 +152,7 @@ impl Storage {
         Ok(Page {
             items: into_orders(rows)?,
             total,
+            capped: false,
         })
     }
 

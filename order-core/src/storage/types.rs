@@ -47,8 +47,11 @@ impl InsertOutcome {
 pub struct Page<T> {
     /// The rows of this page.
     pub items: Vec<T>,
-    /// Rows matching the filter, on all pages.
+    /// Rows matching the filter, on all pages (at most the cap when
+    /// `capped`).
     pub total: i64,
+    /// True when counting stopped at a cap: more rows match than `total`.
+    pub capped: bool,
 }
 
 /// Page number and size, both from 1.
