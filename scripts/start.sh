@@ -203,7 +203,8 @@ if [[ "$stopping" == false ]]; then
     worker         http://127.0.0.1:${worker_port}/health/ready   (and /metrics)
     compensator    http://127.0.0.1:${compensator_port}/health/ready   (and /metrics)
     logs           ${log_dir}/{api,worker,compensator}.log
-    OpenAPI        http://127.0.0.1:${port}/api/v1/openapi.json
+    OpenAPI        http://127.0.0.1:${port}/api/v1/openapi.json   (browsable: /api/docs/)
+    console        http://127.0.0.1:${port}/console/   (sign in with the operator token)
   try:
     curl -s -H 'Authorization: Bearer ${user_token}' 'http://127.0.0.1:${port}/api/v1/users/1/orders?page=1&pageSize=5'
     curl -s -H 'Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}' 'http://127.0.0.1:${port}/api/v1/stats/orders?date=${today}'

@@ -167,7 +167,8 @@ if [[ ${#workspace[@]} -gt 0 ]]; then
     check "the ${ORDER_CARGO_PROFILE} build of the binaries (release: what the image ships)" \
         cargo build --profile "$ORDER_CARGO_PROFILE" --locked --workspace --bins
     check "API contract (schemathesis against the OpenAPI document)" "${script_dir}/api-contract.sh"
-    check "browser: the API page /api/docs in headless Chromium (Playwright)" "${script_dir}/browser-test.sh"
+    check "browser: the API docs page and the operator console in headless Chromium (Playwright)" "${script_dir}/browser-test.sh"
+    check "vendored browser files (Swagger UI, uPlot) equal their pinned npm packages" "${script_dir}/vendor-ui.sh" --check
     check "deployment files (Kubernetes manifests, Compose, Dockerfile, dashboard, config keys; the checker's lint and unit tests)" \
         "${script_dir}/validate-deploy.sh"
     check "scripts/start.sh end to end (demo burst, clean stop on SIGTERM)" "${script_dir}/check-start.sh"

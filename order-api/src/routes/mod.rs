@@ -1,6 +1,8 @@
 //! The routes, one module per resource, mirroring the URLs.
 
+pub mod console;
 pub mod docs;
+pub mod embedded;
 pub mod events;
 pub mod failures;
 pub mod orders;
@@ -74,7 +76,9 @@ pub fn template_of(method: &str, path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     ROUTES
         .iter()
-        .chain(docs::ROUTES) // the docs page: served, not an API operation
+        // The docs and the console: served, not API operations.
+        .chain(docs::ROUTES)
+        .chain(console::ROUTES)
         .filter(|(m, _)| *m == method)
         .map(|(_, t)| *t)
         .find(|t| {
@@ -287,6 +291,8 @@ pub fn router(
         .boxed();
     let documents_and_probes = openapi
         .or(docs::routes())
+        .unify()
+        .or(console::routes())
         .unify()
         .or(probes)
         .unify()

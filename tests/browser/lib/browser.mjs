@@ -45,13 +45,26 @@ export function launch() {
 
 /**
  * A new page in its own context, with a record of every request it makes,
- * every failed request, every response of 400 or more, console errors and
- * uncaught exceptions.
+ * every failed request, every response of 400 or more, console errors,
+ * uncaught exceptions, Content-Security-Policy violations and JavaScript
+ * dialogs (alert, confirm: dismissed and recorded).
  */
 export async function openPage(browser, { viewport = { width: 1280, height: 900 } } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  const record = { requests: [], failed: [], badResponses: [], consoleErrors: [], pageErrors: [] };
+  const record = {
+    requests: [], failed: [], badResponses: [], consoleErrors: [], pageErrors: [], cspViolations: [], dialogs: [],
+  };
+  await page.exposeFunction('__recordCspViolation', (line) => record.cspViolations.push(line));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__recordCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
+  page.on('dialog', async (d) => {
+    record.dialogs.push(`${d.type()}: ${d.message()}`);
+    await d.dismiss().catch(() => {});
+  });
   page.on('request', (r) => record.requests.push(`${r.method()} ${r.url()}`));
   page.on('requestfailed', (r) =>
     record.failed.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText ?? 'failed'}`));
