@@ -291,14 +291,25 @@ export function failureDetail(view, ctx, id) {
       return String(v);
     };
     const extra = Object.keys(f).filter((k) => !known.includes(k) && k !== 'message_data' && k !== 'attempts');
+    // What the API would allow now: a retry of a pending or failed
+    // retryable failure, resolving a pending or failed one.
+    const open = f.status === 'pending' || f.status === 'failed';
+    const retryable = open && f.retryable;
     const actions = h('div', { class: 'actions' },
       h('button', {
-        type: 'button', class: 'action', disabled: !ctx.mayAct, onclick: () => retryOne(f),
+        type: 'button', class: 'action', disabled: !ctx.mayAct || !retryable, onclick: () => retryOne(f),
       }, 'Retry now…'),
       h('button', {
-        type: 'button', class: 'action', disabled: !ctx.mayAct, onclick: () => resolveOne(f),
+        type: 'button', class: 'action', disabled: !ctx.mayAct || !open, onclick: () => resolveOne(f),
       }, 'Resolve by hand…'),
-      readOnlyNote(ctx));
+      readOnlyNote(ctx),
+      ctx.mayAct && !retryable
+        ? h('p', { class: 'note' }, open
+          ? 'Not retryable: this message can never become an order; resolve it by hand.'
+          : f.status === 'processing'
+            ? 'Being retried right now: look again in a moment.'
+            : `Nothing to do: the failure is ${f.status}.`)
+        : null);
     const attempts = f.attempts ?? [];
     replace(record,
       actions,
