@@ -18,10 +18,10 @@ quick=false
 [[ "${1:-}" == --quick ]] && quick=true
 if [[ "$quick" == true ]]; then
     N=4000; N_PER_MESSAGE=1000; LAT_RATE=500; LAT_SECS=3; WRK_SECS=2; API_ORDERS=2000
-    STATS_ORDERS=20000; STATS_SECS=2
+    STATS_ORDERS=20000; STATS_SECS=2; LEDGER=20000; LEDGER_RUNS=3
 else
     N=200000; N_PER_MESSAGE=20000; LAT_RATE=2000; LAT_SECS=30; WRK_SECS=20; API_ORDERS=10000
-    STATS_ORDERS=10000000; STATS_SECS=20
+    STATS_ORDERS=10000000; STATS_SECS=20; LEDGER=500000; LEDGER_RUNS=9
 fi
 
 "${script_dir}/services.sh" ensure postgres mysql redis rabbitmq
@@ -436,6 +436,67 @@ done
 wait "$comp_pid"
 took=$(awk -v s="$comp_started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
 row "compensator retry-failures, ${API_ORDERS} failures in one run" "$(jq -r .succeeded "$scratch/comp.json") succeeded in ${took} s" "peak RSS ${comp_rss} MiB"
+
+say "failure ledger: ${LEDGER} failures, read as the console reads them, on PostgreSQL and MariaDB"
+# Failures over 29 days: 5 reasons (two carry values: grouped), statuses
+# pending/failed/success/resolved, two sources, one in five retryable,
+# ~150-byte JSON bodies. Written by one INSERT … SELECT, so the indexes and
+# the generated reason_group column are filled as the app fills them.
+new_db pg ledger
+ledger_pg=$db_url
+ORDER__DATABASE__URL="$ledger_pg" "$bin/order-api" migrate >/dev/null 2>&1
+sql "$ledger_pg" "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, retry_count, status, retryable, source, next_retry_at, created_at, updated_at)
+  SELECT m, octet_length(m), md5(g::text) || md5((g + 1)::text),
+         (ARRAY['unit_price: must have at most 2 decimal places (got ' || g || '.123)', 'message is not a valid JSON object: expected value at line 1 column ' || (g % 80), 'user_id: is required', 'write failed: database unreachable', 'quantity: must be from 1 to 1000 (got ' || g || ')'])[1 + g % 5],
+         g % 3, (ARRAY['pending','failed','success','resolved','failed'])[1 + g % 5], g % 5 = 3, (ARRAY['rabbitmq','kafka'])[1 + g % 2],
+         now(), now() - g * interval '5 seconds', now()
+  FROM generate_series(1, ${LEDGER}) AS g,
+       LATERAL (SELECT convert_to(format('{\"user_id\":%s,\"product_id\":%s,\"quantity\":1,\"unit_price\":\"%s.123\",\"seckill_id\":\"sk_%s\",\"timestamp\":\"2026-11-01T00:00:00Z\"}', g, g % 1000, g % 997, g % 50), 'UTF8') AS m) AS msg;
+  ANALYZE order_failures" >/dev/null
+new_db my ledger
+ledger_my=$db_url
+ORDER__DATABASE__URL="$ledger_my" "$bin/order-api" migrate >/dev/null 2>&1
+sql "$ledger_my" "INSERT INTO order_failures (message_data, message_size, message_digest, error_message, retry_count, status, retryable, source, next_retry_at, created_at, updated_at)
+  SELECT m, LENGTH(m), CONCAT(MD5(seq), MD5(seq + 1)),
+         ELT(1 + seq % 5, CONCAT('unit_price: must have at most 2 decimal places (got ', seq, '.123)'), CONCAT('message is not a valid JSON object: expected value at line 1 column ', seq % 80), 'user_id: is required', 'write failed: database unreachable', CONCAT('quantity: must be from 1 to 1000 (got ', seq, ')')),
+         seq % 3, ELT(1 + seq % 5, 'pending', 'failed', 'success', 'resolved', 'failed'), seq % 5 = 3, ELT(1 + seq % 2, 'rabbitmq', 'kafka'),
+         NOW(6), NOW(6) - INTERVAL (seq * 5) SECOND, NOW(6)
+  FROM (SELECT seq, CONCAT('{\"user_id\":', seq, ',\"product_id\":', seq % 1000, ',\"quantity\":1,\"unit_price\":\"', seq % 997, '.123\",\"seckill_id\":\"sk_', seq % 50, '\",\"timestamp\":\"2026-11-01T00:00:00Z\"}') AS m
+        FROM seq_1_to_${LEDGER}) AS g;
+  ANALYZE TABLE order_failures" >/dev/null
+ledger_day=$(date -u -d 'yesterday' +%F)
+deep_page=$((LEDGER * 9 / 10 / 50))
+# label|query: one request of each kind the console sends.
+ledger_requests=(
+    "list, newest 50|failures?pageSize=50"
+    "list, status and source|failures?status=pending&source=kafka&pageSize=50"
+    "list, one day|failures?from=${ledger_day}&to=${ledger_day}&pageSize=50"
+    "list, page ${deep_page}|failures?page=${deep_page}&pageSize=50"
+    "search matching a fifth (q=decimal)|failures?q=decimal&pageSize=50"
+    "search matching nothing (q=zzzz)|failures?q=zzzz&pageSize=50"
+    "one reason group|failures?reason=user_id%3A%20is%20required&pageSize=50"
+    "grouped by reason|failures/reasons"
+    "grouped by reason, status failed|failures/reasons?status=failed"
+    "grouped by reason, q=decimal|failures/reasons?q=decimal"
+    "counts by status|failures/summary"
+)
+ledger_time() { # PORT QUERY -> "median X ms, max Y ms" over LEDGER_RUNS sequential requests
+    local port=$1 query=$2 i times=()
+    for ((i = 0; i < LEDGER_RUNS; i++)); do
+        times+=("$(curl -fsS -o /dev/null -w '%{time_total}' -H "Authorization: Bearer ${ORDER__API__ADMIN_TOKEN}" "http://127.0.0.1:${port}/api/v1/${query}")")
+    done
+    printf '%s\n' "${times[@]}" | sort -g | awk '{ t[NR] = $1 * 1000 } END { printf "median %.0f ms, max %.0f ms", t[int((NR + 1) / 2)], t[NR] }'
+}
+start_api api-ledger-pg ORDER__DATABASE__URL="$ledger_pg"
+pg_port=$api_port pg_pid=$api_pid
+start_api api-ledger-my ORDER__DATABASE__URL="$ledger_my"
+my_port=$api_port my_pid=$api_pid
+for request in "${ledger_requests[@]}"; do
+    label=${request%%|*} query=${request#*|}
+    row "failures (${LEDGER}): ${label}" "PostgreSQL $(ledger_time "$pg_port" "$query"); MariaDB $(ledger_time "$my_port" "$query")" "\`GET /api/v1/${query}\`, ${LEDGER_RUNS} requests one after the other"
+done
+stop_pid "$pg_pid"
+stop_pid "$my_pid"
 
 table=$(printf '| benchmark | result | notes |\n| --- | --- | --- |\n'; printf '%s\n' "${rows[@]}")
 printf '\n%s\n' "$table"
