@@ -144,7 +144,10 @@ pub fn failure_filter(query: &Query) -> Result<FailureFilter, ApiError> {
             Some(start_of(date("to", raw)?) + chrono::TimeDelta::days(1))
         }
         Some(raw) => Some(instant("to", raw, false)? + chrono::TimeDelta::microseconds(1)),
-    };
+    }
+    // Up to the end of year 9999 is up to the end of time: no database
+    // stores a later moment (MySQL's DATETIME ends there).
+    .filter(|until| until.year() <= *YEARS.end());
     FailureFilter {
         status: optional(query, "status")?,
         source: optional(query, "source")?,
@@ -359,6 +362,41 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_failure_filters_days_include_the_whole_last_day_and_times_the_instant() {
+        let t = |raw: &str| {
+            DateTime::parse_from_rfc3339(raw)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let f = failure_filter(&q(&[("from", "2026-12-01"), ("to", "2026-12-01")])).unwrap();
+        assert_eq!(f.since, Some(t("2026-12-01T00:00:00Z")));
+        assert_eq!(f.until, Some(t("2026-12-02T00:00:00Z")));
+        let f = failure_filter(&q(&[
+            ("from", "2026-12-01T10:00:00+02:00"),
+            ("to", "2026-12-01T10:00:00Z"),
+        ]))
+        .unwrap();
+        assert_eq!(f.since, Some(t("2026-12-01T08:00:00Z")));
+        assert_eq!(f.until, Some(t("2026-12-01T10:00:00.000001Z")), "included");
+        // Up to the end of year 9999: no bound at all, which every database
+        // can read.
+        for end in ["9999-12-31", "9999-12-31T23:59:59.999999Z"] {
+            assert_eq!(failure_filter(&q(&[("to", end)])).unwrap().until, None);
+        }
+        let empty = q(&[("status", ""), ("q", ""), ("reason", ""), ("from", "")]);
+        assert_eq!(failure_filter(&empty).unwrap(), FailureFilter::default());
+        for bad in [
+            &[("from", "2026-12-02"), ("to", "2026-12-01")][..],
+            &[("to", "2026-13-01")],
+            &[("from", "10000-01-01T00:00:00Z")],
+            &[("q", "a\u{0}")],
+            &[("retryable", "yes")],
+        ] {
+            assert!(failure_filter(&q(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1165,6 +1165,29 @@ async fn operators_filter_group_and_count_failures() {
     }
 }
 
+/// A filter's time range reaches the ends of what a database stores, and
+/// past 2038: the end of year 9999 is no bound (MySQL's DATETIME cannot
+/// hold a moment after it), and times are compared as DATETIME, not as
+/// TIMESTAMP (which ends in 2038).
+#[tokio::test]
+async fn a_failure_filter_up_to_the_end_of_time_is_answered_on_mysql() {
+    let app = spawn_app_with(Driver::Mysql, |_| {}).await;
+    let ids = ledger(&app).await;
+    for (query, found) in [
+        ("to=9999-12-31", ids.len()),
+        ("to=9999-12-31T23%3A59%3A59.999999Z", ids.len()),
+        ("from=0001-01-01&to=9999-12-31", ids.len()),
+        ("from=0001-01-01T00%3A00%3A00Z", ids.len()),
+        ("to=2040-01-01", ids.len()),
+        ("from=2040-01-01", 0),
+        ("to=2000-01-01", 0),
+    ] {
+        let r = app.get(&format!("/api/v1/failures?{query}")).await;
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        assert_eq!(r.json()["total"], found, "{query}");
+    }
+}
+
 /// A bulk retry of a filter says first, as a dry run, how many it would
 /// take, and then retries only the retryable failures the filter matches.
 #[tokio::test]

@@ -491,7 +491,7 @@ async fn migrating_a_database_with_orders_fills_the_rollups_from_them(driver: Dr
         }
     }
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied.first(), Some(&20_261_206_000_001), "{applied:?}");
     let days = [day(2026, 1, 1), day(2026, 3, 15)];
     assert_exact(&db.storage, &days).await;
     let jan = db.storage.stats(days[0], days[0]).await.unwrap().figures;

@@ -79,12 +79,13 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
     assert!(db.table_names().await.is_empty());
 
     let applied = db.storage.migrate().await.unwrap();
-    assert_eq!(applied.len(), 6);
+    assert_eq!(applied.len(), 7);
     let tables = db.table_names().await;
     for table in [
         "_sqlx_migrations",
         "idempotency_records",
         "order_events",
+        "order_failure_attempts",
         "order_failures",
         "order_items",
         "order_stats_daily",
@@ -102,7 +103,7 @@ async fn migrating_an_empty_database_creates_the_tables_and_a_second_run_changes
         "second run applies nothing"
     );
     assert_eq!(db.table_names().await, tables);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 6);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 7);
 }
 
 async fn a_new_purchase_becomes_one_order_with_its_item_and_exact_amounts(driver: Driver) {

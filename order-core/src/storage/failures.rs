@@ -50,7 +50,10 @@ macro_rules! bind_all {
             query = match value {
                 Bound::Text(text) => query.bind(text.as_str()),
                 Bound::Bool(flag) => query.bind(*flag),
-                Bound::Time(time) => query.bind(*time),
+                // Without zone: MySQL compares it with its DATETIME column
+                // (a TIMESTAMP parameter ends in 2038); PostgreSQL sessions
+                // run in UTC.
+                Bound::Time(time) => query.bind(time.naive_utc()),
                 Bound::Bytes(bytes) => query.bind(bytes.as_slice()),
             };
         }
@@ -635,36 +638,64 @@ impl Storage {
                       retry_count = retry_count + ?, next_retry_at = ?, order_id = COALESCE(?, order_id), \
                       locked_until = NULL, lease_token = NULL, updated_at = ? \
                       WHERE id = ? AND status = 'processing' AND lease_token = ?";
-        let history = "INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
-                       VALUES (?, ?, ?, ?, ?)";
         let outcome = resolution.outcome();
-        Ok(on_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
-            let ended = sqlx::query(&sql(update))
-                .bind(status.as_str())
-                .bind(error)
-                .bind(retries)
-                .bind(next_retry_at)
-                .bind(order_id)
-                .bind(now)
-                .bind(id)
-                .bind(lease.token)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if ended {
-                sqlx::query(&sql(history))
+        match self {
+            // One statement: the history row is written by the update's own
+            // round trip, only when the update ended the claim.
+            Self::Postgres(s) => {
+                let statement = format!(
+                    "WITH ended AS ({update} RETURNING id) \
+                     INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
+                     SELECT id, ?, ?, ?, ? FROM ended"
+                );
+                Ok(sqlx::query(&super::numbered(&statement))
+                    .bind(status.as_str())
+                    .bind(error)
+                    .bind(retries)
+                    .bind(next_retry_at)
+                    .bind(order_id)
+                    .bind(now)
                     .bind(id)
+                    .bind(lease.token)
                     .bind(now)
                     .bind(outcome)
                     .bind(error)
                     .bind(order_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(s.pool())
+                    .await?
+                    .rows_affected()
+                    == 1)
             }
-            tx.commit().await?;
-            ended
-        }))
+            Self::Mysql(s) => {
+                let history = "INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
+                               VALUES (?, ?, ?, ?, ?)";
+                let mut tx = s.pool().begin().await?;
+                let ended = sqlx::query(update)
+                    .bind(status.as_str())
+                    .bind(error)
+                    .bind(retries)
+                    .bind(next_retry_at)
+                    .bind(order_id)
+                    .bind(now)
+                    .bind(id)
+                    .bind(lease.token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if ended {
+                    sqlx::query(history)
+                        .bind(id)
+                        .bind(now)
+                        .bind(outcome)
+                        .bind(error)
+                        .bind(order_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(ended)
+            }
+        }
     }
 }
