@@ -19,10 +19,13 @@ CREATE TABLE order_failure_attempts (
 CREATE INDEX order_failures_created_idx ON order_failures (created_at);
 
 -- Each failure's reason group: the reason without what varies from message
--- to message (order_core::domain::REASON_DETAILS, the same expression), its
--- first 200 characters. The console groups and filters by it. (The text
--- search has no index here: MariaDB has no substring index.)
-ALTER TABLE order_failures ADD COLUMN reason_group VARCHAR(200)
+-- to message (order_core::domain::REASON_DETAILS, the same expression, made
+-- case-sensitive with (?-i) as it is elsewhere: MariaDB's REGEXP_REPLACE
+-- follows the column's case-insensitive collation), its first 200
+-- characters, compared as written (utf8mb4_bin). The console groups and
+-- filters by it. (The text search has no index here: MariaDB has no
+-- substring index.)
+ALTER TABLE order_failures ADD COLUMN reason_group VARCHAR(200) COLLATE utf8mb4_bin
     AS (LEFT(REGEXP_REPLACE(error_message,
-        ' \\(got .*\\)$| at line [0-9]+ column [0-9]+|: ".*"$', ''), 200)) STORED;
+        '(?-i) \\(got .*\\)$| at line [0-9]+ column [0-9]+|: ".*"$', ''), 200)) STORED;
 CREATE INDEX order_failures_reason_group_idx ON order_failures (reason_group);

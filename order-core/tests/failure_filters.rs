@@ -66,6 +66,9 @@ const REASONS: &[&str] = &[
     "write failed: 100% of the pool_size in use",
     "user <b>bold</b> & 'quoted' \\ back\\slash",
     "user_id: is required",
+    // Case matters: neither the values' pattern nor the group ignores it.
+    "User_id: is required",
+    "unit_price: must have at most 2 decimal places (GOT 1.234)",
     "a reason far longer than a group keeps, a reason far longer than a group keeps, a reason far \
      longer than a group keeps, a reason far longer than a group keeps, a reason far longer than a \
      group keeps, and then some (got 1)",
@@ -84,7 +87,7 @@ fn body(i: usize) -> Vec<u8> {
             b.push(0x80);
             b
         }
-        _ => format!("plain text number {i}, café").into_bytes(),
+        _ => format!("plain text number {i}, café \u{1F389}").into_bytes(),
     };
     raw.extend_from_slice(format!(" #{i}").as_bytes());
     raw
@@ -267,6 +270,9 @@ async fn every_filter_field_narrows_the_failures_as_the_model_says(driver: Drive
         "nothing-like-it",
         "\"2024-\"",
         "#5",
+        "cafe",
+        "?",
+        "caf?",
     ] {
         filters.push(search(q));
     }
@@ -300,7 +306,11 @@ async fn every_filter_field_narrows_the_failures_as_the_model_says(driver: Drive
         .collect();
     assert!(!with_cafe.is_empty());
     assert_eq!(listed(&db, &cafe).await.0, with_cafe);
-    for q in ["CAFÉ", "\u{1F600}", "ü%_", "\u{FFFD}"] {
+    // An emoji is itself, not any emoji (a collation may weigh them alike).
+    let party: Vec<i64> = with_cafe.clone();
+    assert_eq!(listed(&db, &search("\u{1F389}")).await.0, party);
+    assert_eq!(listed(&db, &search("\u{1F600}")).await.0, Vec::<i64>::new());
+    for q in ["CAFÉ", "ü%_", "\u{FFFD}"] {
         listed(&db, &search(q)).await;
     }
     // Paging: pages of the same filter, newest first, without overlap.
@@ -350,7 +360,7 @@ async fn reasons_group_as_the_rule_says_and_filter_by_group(driver: Driver) {
     let got: BTreeMap<String, i64> = groups.iter().map(|g| (g.reason.clone(), g.count)).collect();
     assert_eq!(got, want, "the database groups as reason_group does");
     assert!(
-        got["unit_price: must have at most 2 decimal places"] >= 10,
+        got["unit_price: must have at most 2 decimal places"] >= 5,
         "{got:?}"
     );
     // Largest first.
@@ -513,7 +523,7 @@ fn any_ascii_search_matches_literally_on_both_engines() {
             failure_persistence: None,
             ..Config::default()
         });
-        let outcome = runner.run(&"[a-cA-C0-3%_!\\\\'\" <>#.:=(){}-]{1,6}", |q| {
+        let outcome = runner.run(&"[a-cA-C0-3%_!?\\\\'\" <>#.:=(){}-]{1,6}", |q| {
             runtime.block_on(async {
                 let filter = search(&q);
                 let (ids, _) = listed(&db, &filter).await;

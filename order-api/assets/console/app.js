@@ -96,8 +96,15 @@ function location_() {
   return { path, query: new URLSearchParams(query) };
 }
 
+/** A note for the sign-in form the next route draws (signing out). */
+let pendingNote = null;
+
 async function route() {
-  if (!token()) return signedOut();
+  if (!token()) {
+    const note = pendingNote ?? [];
+    pendingNote = null;
+    return signedOut(...note);
+  }
   if (!ctx) {
     const problem = await identify();
     if (problem) return signedOut(problem);
@@ -131,8 +138,20 @@ async function route() {
 
 setUpDialog();
 document.getElementById('sign-out').addEventListener('click', () => {
-  location.hash = '#/overview';
-  signedOut('Signed out: the token is forgotten.', 'info');
+  const note = ['Signed out: the token is forgotten.', 'info'];
+  clearToken();
+  if (location.hash === '#/overview') {
+    signedOut(...note);
+  } else {
+    // The route the hash change runs draws the form, with the note.
+    pendingNote = note;
+    location.hash = '#/overview';
+  }
+});
+// The skip link moves the focus; it is not a page.
+document.querySelector('a.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
 });
 whenUnauthorized((e) => signedOut(`The API no longer accepts this token: ${e.message}`));
 window.addEventListener('hashchange', () => {

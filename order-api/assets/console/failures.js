@@ -98,12 +98,17 @@ export function failuresPage(view, ctx, query) {
   async function load() {
     try {
       const data = await api('failures', { query: { ...filter, page, pageSize: PAGE_SIZE } });
-      const pages = Math.max(1, Math.ceil(data.total / data.page_size));
+      // A search counts up to 10,000: past that, "Older" stays on while pages are full.
+      const pages = data.total_capped && data.items.length === data.page_size
+        ? page + 1
+        : Math.max(1, Math.ceil(data.total / data.page_size));
       const pager = h('nav', { class: 'pager', 'aria-label': 'Pages of failures' },
         h('button', {
           type: 'button', disabled: page <= 1, onclick: () => { location.hash = hashOf('failures', filter, { page: page - 1 }); },
         }, 'Newer'),
-        h('span', {}, `Page ${data.page} of ${pages} · ${data.total} failures`),
+        h('span', {}, data.total_capped
+          ? `Page ${data.page} · more than ${data.total} failures`
+          : `Page ${data.page} of ${pages} · ${data.total} failures`),
         h('button', {
           type: 'button', disabled: page >= pages, onclick: () => { location.hash = hashOf('failures', filter, { page: page + 1 }); },
         }, 'Older'));
@@ -122,7 +127,8 @@ export function failuresPage(view, ctx, query) {
 
 /** The bulk-retry control: a dry run first, then the real one, confirmed. */
 function bulkRetry(ctx, filter, result, reload) {
-  const eligible = filter.status === 'pending' || filter.status === 'failed';
+  // As the API: a status to retry, and never poison failures only.
+  const eligible = (filter.status === 'pending' || filter.status === 'failed') && filter.retryable !== 'false';
   const limit = h('input', {
     id: 'bulk-limit', type: 'number', min: '1', max: '1000', value: '100', inputmode: 'numeric',
   });
@@ -138,6 +144,7 @@ function bulkRetry(ctx, filter, result, reload) {
       to: filter.to,
       q: filter.q,
       reason: filter.reason,
+      retryable: filter.retryable === 'true' ? true : undefined,
     };
     for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
     let dry;
@@ -182,7 +189,9 @@ function bulkRetry(ctx, filter, result, reload) {
     button,
     h('p', { class: 'note' }, eligible
       ? 'Retries every retryable failure matching the filter above (a dry run counts them first).'
-      : 'Bulk retry needs the status filter set to pending or failed: the API refuses any other.'),
+      : filter.retryable === 'false'
+        ? 'Poison failures (retryable: no) are never retried: resolve them by hand.'
+        : 'Bulk retry needs the status filter set to pending or failed: the API refuses any other.'),
     readOnlyNote(ctx));
 }
 
@@ -254,14 +263,19 @@ function messageView(f) {
     parts.push(h('h3', {}, 'Hex dump'), h('pre', { class: 'body', tabindex: '0', 'aria-label': 'Message hex dump' }, dump));
     parts.push(h('h3', {}, 'Base64'), h('pre', { class: 'body', tabindex: '0', 'aria-label': 'Message base64' }, f.message_data));
   } else {
-    let text = f.message_data;
-    let kind = 'as received (not JSON)';
+    // The text exactly as received: a poison message is judged on its own
+    // characters (1.10 is not 1.1).
+    parts.push(h('p', { class: 'muted' }, 'As received'),
+      h('pre', { class: 'body', tabindex: '0', 'aria-label': 'Message body' }, f.message_data));
+    let pretty = null;
     try {
-      text = JSON.stringify(JSON.parse(f.message_data), null, 2);
-      kind = 'JSON, pretty-printed';
-    } catch { /* shown as is */ }
-    parts.push(h('p', { class: 'muted' }, kind),
-      h('pre', { class: 'body', tabindex: '0', 'aria-label': 'Message body' }, text));
+      pretty = JSON.stringify(JSON.parse(f.message_data), null, 2);
+    } catch { /* not JSON: the text alone */ }
+    if (pretty !== null && pretty !== f.message_data) {
+      parts.push(h('details', {},
+        h('summary', {}, 'As JSON, indented (read by the browser: numbers and repeated keys may differ from the text)'),
+        h('pre', { class: 'body', tabindex: '0', 'aria-label': 'Message body as indented JSON' }, pretty)));
+    }
   }
   return parts;
 }
@@ -294,7 +308,9 @@ export function failureDetail(view, ctx, id) {
     // What the API would allow now: a retry of a pending or failed
     // retryable failure, resolving a pending or failed one.
     const open = f.status === 'pending' || f.status === 'failed';
-    const retryable = open && f.retryable;
+    // A claim whose lease lapsed (its retrier died) may be retried by hand.
+    const lapsed = f.status === 'processing' && f.locked_until && new Date(f.locked_until) < new Date();
+    const retryable = (open || lapsed) && f.retryable;
     const actions = h('div', { class: 'actions' },
       h('button', {
         type: 'button', class: 'action', disabled: !ctx.mayAct || !retryable, onclick: () => retryOne(f),

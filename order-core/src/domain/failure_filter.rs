@@ -8,8 +8,9 @@ use super::{FailureStatus, FieldError, Source};
 
 /// A text to look for in failures' reasons and message bodies: 1 to
 /// [`SearchText::MAX_CHARS`] characters, no control character. Matched as a
-/// substring, case-insensitively (in a message body: ASCII letters only on
-/// PostgreSQL, which keeps bodies as bytes).
+/// substring, literally (no collation widens it to other accents or other
+/// emoji): in a reason without case; in a message body, which is bytes, its
+/// ASCII letters in any case and any other character as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchText(String);
 

@@ -33,6 +33,7 @@ enum Bound {
     Text(String),
     Bool(bool),
     Time(DateTime<Utc>),
+    Naive(chrono::NaiveDateTime),
     Bytes(Vec<u8>),
 }
 
@@ -50,10 +51,8 @@ macro_rules! bind_all {
             query = match value {
                 Bound::Text(text) => query.bind(text.as_str()),
                 Bound::Bool(flag) => query.bind(*flag),
-                // Without zone: MySQL compares it with its DATETIME column
-                // (a TIMESTAMP parameter ends in 2038); PostgreSQL sessions
-                // run in UTC.
-                Bound::Time(time) => query.bind(time.naive_utc()),
+                Bound::Time(time) => query.bind(*time),
+                Bound::Naive(time) => query.bind(*time),
                 Bound::Bytes(bytes) => query.bind(bytes.as_slice()),
             };
         }
@@ -247,8 +246,14 @@ impl Storage {
     ) -> Result<(Vec<ReasonCount>, i64), StorageError> {
         let (conditions, values) = self.failure_conditions(filter);
         let count = format!("SELECT COUNT(*) FROM order_failures WHERE {conditions}");
+        // MySQL's column compares as written (utf8mb4_bin), which sqlx
+        // reads as bytes: it is answered as text.
+        let group = match self {
+            Self::Postgres(_) => "reason_group",
+            Self::Mysql(_) => "CONVERT(reason_group USING utf8mb4)",
+        };
         let select = format!(
-            "SELECT reason_group, COUNT(*) AS failures FROM order_failures WHERE {conditions} \
+            "SELECT {group} AS reason, COUNT(*) AS failures FROM order_failures WHERE {conditions} \
              GROUP BY reason_group ORDER BY failures DESC, reason_group LIMIT ?"
         );
         let (total, rows) = on_pool!(self, |pool, sql| {
@@ -375,13 +380,20 @@ impl Storage {
             conditions.push("retryable = ?".into());
             values.push(Bound::Bool(retryable));
         }
+        // MySQL compares a time without zone with its DATETIME column (a
+        // TIMESTAMP parameter ends in 2038); PostgreSQL takes it with its
+        // zone.
+        let at = |time: DateTime<Utc>| match self {
+            Self::Postgres(_) => Bound::Time(time),
+            Self::Mysql(_) => Bound::Naive(time.naive_utc()),
+        };
         if let Some(since) = filter.since {
             conditions.push("created_at >= ?".into());
-            values.push(Bound::Time(since));
+            values.push(at(since));
         }
         if let Some(until) = filter.until {
             conditions.push("created_at < ?".into());
-            values.push(Bound::Time(until));
+            values.push(at(until));
         }
         if let Some(text) = &filter.text {
             let text = text.as_str();
@@ -406,15 +418,30 @@ impl Storage {
                     values.push(Bound::Text(pattern));
                     values.push(Bound::Bytes(text.as_bytes().to_vec()));
                 }
-                // The table's collation compares without case.
-                Self::Mysql(_) => {
+                // Compared as bytes, so that the table's collation (which
+                // ignores accents and weighs every emoji alike) does not
+                // widen the match: an ASCII search lowers both sides, the
+                // body read byte for byte as latin1 (every byte a
+                // character, none replaced); any other search lowers the
+                // reason and looks for its exact bytes in the body.
+                Self::Mysql(_) if text.is_ascii() => {
                     conditions.push(
-                        "(error_message LIKE ? ESCAPE '!' OR CONVERT(message_data USING utf8mb4) \
-                         COLLATE utf8mb4_unicode_ci LIKE ? ESCAPE '!')"
+                        "(CAST(LOWER(error_message) AS BINARY) LIKE ? ESCAPE '!' OR \
+                         CAST(LOWER(CONVERT(message_data USING latin1)) AS BINARY) LIKE ? ESCAPE '!')"
                             .into(),
                     );
-                    values.push(Bound::Text(pattern.clone()));
+                    let lowered = like_pattern(&text.to_ascii_lowercase());
+                    values.push(Bound::Text(lowered.clone()));
+                    values.push(Bound::Text(lowered));
+                }
+                Self::Mysql(_) => {
+                    conditions.push(
+                        "(CAST(LOWER(error_message) AS BINARY) LIKE CAST(LOWER(?) AS BINARY) ESCAPE '!' \
+                         OR LOCATE(CAST(? AS BINARY), message_data) > 0)"
+                            .into(),
+                    );
                     values.push(Bound::Text(pattern));
+                    values.push(Bound::Bytes(text.as_bytes().to_vec()));
                 }
             }
         }
