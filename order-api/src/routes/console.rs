@@ -15,7 +15,7 @@
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::embedded::{Asset, CSS, JS, Site};
+use super::embedded::{Asset, CSS, JS, SAME_ORIGIN_POLICY, Site};
 
 /// The paths served here, as `(method, path)` like [`super::ROUTES`], so
 /// that metrics label them (`/console/` is labelled `/console`).
@@ -31,14 +31,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/console/{version}/uPlot.iife.min.js"),
     ("GET", "/console/{version}/uPlot.min.css"),
 ];
-
-/// The page's policy: scripts, styles and requests only from this server,
-/// no inline script or style element or attribute (uPlot sets element
-/// styles from its script, which a policy does not restrict), `data:` only
-/// for images (the empty favicon).
-const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -92,7 +84,7 @@ static SITE: Site = Site::new(
     "/console",
     include_str!("../../assets/console/index.html"),
     ASSETS,
-    PAGE_POLICY,
+    SAME_ORIGIN_POLICY,
 );
 
 /// `GET /console/`, the page (`/console` redirects there), and
@@ -125,7 +117,7 @@ mod tests {
     fn the_page_is_html_under_the_consoles_policy() {
         checks::page_is_html_under_a_strict_policy(&SITE);
         assert_eq!(
-            PAGE_POLICY,
+            SAME_ORIGIN_POLICY,
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
              connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
              frame-ancestors 'none'"

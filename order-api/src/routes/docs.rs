@@ -15,7 +15,7 @@
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::embedded::{Asset, CSS, JS, Site};
+use super::embedded::{Asset, CSS, JS, SAME_ORIGIN_POLICY, Site};
 
 /// The paths served here, as `(method, path)` like [`super::ROUTES`], so
 /// that metrics label them (`/api/docs/` is labelled `/api/docs`).
@@ -26,13 +26,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/docs/{version}/swagger-ui.css"),
     ("GET", "/api/docs/{version}/swagger-ui-bundle.js"),
 ];
-
-/// The page's policy: the browser itself refuses to load or send anything
-/// anywhere but this server. Swagger UI needs no inline script or style;
-/// `data:` images are its inline SVG icons and the empty favicon.
-const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -61,7 +54,7 @@ static SITE: Site = Site::new(
     "/api/docs",
     include_str!("../../assets/docs/index.html"),
     ASSETS,
-    PAGE_POLICY,
+    SAME_ORIGIN_POLICY,
 );
 
 /// `GET /api/docs/`, the page (`/api/docs` redirects there), and

@@ -36,6 +36,15 @@ pub const CSS: &str = "text/css; charset=utf-8";
 /// How long browsers and proxies keep an asset: its URL changes with it.
 pub const ASSET_CACHE: &str = "public, max-age=86400";
 
+/// The policy of every page served here: the browser itself refuses to
+/// load or send anything anywhere but this server; no inline script or
+/// style element or attribute (a script may still set an element's style,
+/// as uPlot does; Swagger UI needs neither); `data:` only for images (inline
+/// SVG icons, the empty favicon).
+pub const SAME_ORIGIN_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 /// One embedded file, served at `<mount>/<version>/<name>`.
 #[derive(Debug)]
 pub struct Asset {
