@@ -666,16 +666,11 @@ impl Storage {
                       locked_until = NULL, lease_token = NULL, updated_at = ? \
                       WHERE id = ? AND status = 'processing' AND lease_token = ?";
         let outcome = resolution.outcome();
-        match self {
-            // One statement: the history row is written by the update's own
-            // round trip, only when the update ended the claim.
-            Self::Postgres(s) => {
-                let statement = format!(
-                    "WITH ended AS ({update} RETURNING id) \
-                     INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
-                     SELECT id, ?, ?, ?, ? FROM ended"
-                );
-                Ok(sqlx::query(&super::numbered(&statement))
+        let history = "INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id)";
+        // The update's values, in the order of its placeholders.
+        macro_rules! update_values {
+            ($query:expr) => {
+                $query
                     .bind(status.as_str())
                     .bind(error)
                     .bind(retries)
@@ -684,6 +679,16 @@ impl Storage {
                     .bind(now)
                     .bind(id)
                     .bind(lease.token)
+            };
+        }
+        match self {
+            // One statement: the history row is written by the update's own
+            // round trip, only when the update ended the claim.
+            Self::Postgres(s) => {
+                let statement = format!(
+                    "WITH ended AS ({update} RETURNING id) {history} SELECT id, ?, ?, ?, ? FROM ended"
+                );
+                Ok(update_values!(sqlx::query(&super::numbered(&statement)))
                     .bind(now)
                     .bind(outcome)
                     .bind(error)
@@ -694,24 +699,14 @@ impl Storage {
                     == 1)
             }
             Self::Mysql(s) => {
-                let history = "INSERT INTO order_failure_attempts (failure_id, attempted_at, outcome, reason, order_id) \
-                               VALUES (?, ?, ?, ?, ?)";
                 let mut tx = s.pool().begin().await?;
-                let ended = sqlx::query(update)
-                    .bind(status.as_str())
-                    .bind(error)
-                    .bind(retries)
-                    .bind(next_retry_at)
-                    .bind(order_id)
-                    .bind(now)
-                    .bind(id)
-                    .bind(lease.token)
+                let ended = update_values!(sqlx::query(update))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
                     == 1;
                 if ended {
-                    sqlx::query(history)
+                    sqlx::query(&format!("{history} VALUES (?, ?, ?, ?, ?)"))
                         .bind(id)
                         .bind(now)
                         .bind(outcome)
