@@ -99,6 +99,11 @@ export function errorText(e) {
   return `The request failed: ${e?.message ?? e}`;
 }
 
+/** A page part that could not load: the error's line, announced. */
+export function errorLine(e) {
+  return h('p', { class: 'result error', role: 'alert' }, errorText(e));
+}
+
 let confirming = null;
 
 /**

@@ -4,7 +4,7 @@
 // are an attacker's (poison messages): they only ever become text.
 import { api, searchParams } from './api.js';
 import {
-  confirmAction, errorText, facts, h, link, readOnlyNote, replace, resultBox, say, table, time,
+  confirmAction, errorLine, errorText, facts, h, link, readOnlyNote, replace, resultBox, say, table, time,
 } from './dom.js';
 
 const PAGE_SIZE = 50;
@@ -119,7 +119,7 @@ export function failuresPage(view, ctx, query) {
             data.items.map(failureRow), { rowAction: true }),
         pager);
     } catch (e) {
-      replace(list, h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(list, errorLine(e));
     }
   }
   load();
@@ -220,7 +220,7 @@ export function reasonsPage(view, ctx, query) {
             h('a', { href: hashOf('failures', { ...rest, reason: g.reason }) },
               h('span', { class: 'count' }, `${g.count} ×`), ' ', h('span', { class: 'reason' }, g.reason))))));
     } catch (e) {
-      replace(list, h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(list, errorLine(e));
     }
   })();
 }
@@ -291,7 +291,7 @@ export function failureDetail(view, ctx, id) {
     try {
       f = await api(`failures/${encodeURIComponent(id)}`);
     } catch (e) {
-      replace(record, h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(record, errorLine(e));
       return;
     }
     const known = ['id', 'status', 'retryable', 'source', 'retry_count', 'error_message', 'created_at', 'updated_at',

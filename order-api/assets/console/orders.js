@@ -3,7 +3,7 @@
 // order's events from the outbox.
 import { api, searchParams } from './api.js';
 import {
-  confirmAction, errorText, facts, h, link, readOnlyNote, replace, resultBox, say, table, time,
+  confirmAction, errorLine, errorText, facts, h, link, readOnlyNote, replace, resultBox, say, table, time,
 } from './dom.js';
 
 const PAGE_SIZE = 20;
@@ -68,7 +68,7 @@ export function ordersPage(view, ctx, query) {
           h('span', {}, `Page ${data.page} of ${pages} · ${data.total} orders`),
           h('button', { type: 'button', disabled: page >= pages, onclick: () => go(page + 1) }, 'Older')));
     } catch (e) {
-      replace(list, h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(list, errorLine(e));
     }
   })();
 }
@@ -85,7 +85,7 @@ export function orderDetail(view, ctx, id) {
     try {
       o = await api(`orders/${encodeURIComponent(id)}`);
     } catch (e) {
-      replace(record, h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(record, errorLine(e));
       replace(events);
       return;
     }
@@ -120,7 +120,7 @@ export function orderDetail(view, ctx, id) {
                 String(e.attempts), e.last_error ?? '—'],
             }))));
     } catch (e) {
-      replace(events, h('h2', {}, 'Events'), h('p', { class: 'result error', role: 'alert' }, errorText(e)));
+      replace(events, h('h2', {}, 'Events'), errorLine(e));
     }
   }
 
