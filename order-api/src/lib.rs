@@ -111,7 +111,7 @@ impl Application {
                  This is for local use only; never run it like this where users can reach it"
             );
         }
-        let cache = OrderCache::connect(&settings.redis)?;
+        let cache = OrderCache::connect(&settings.redis)?.with_near_cache(&settings.redis)?;
         let creator = OrderCreator::new(storage.clone(), settings.retry_policy());
         let retrier = settings.retrier(creator);
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

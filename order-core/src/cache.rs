@@ -17,6 +17,10 @@
 //! optimisation only: an error is counted (`cache_errors_total`) and the
 //! caller goes to the database.
 //!
+//! In order-api a [`NearCache`] sits in front of Redis (see [`near`]): the
+//! same script that writes the tombstones publishes them, so every
+//! replica's in-process copies are invalidated too.
+//!
 //! During an outage the cache does not make things worse: the first error
 //! is logged (and the recovery), not every one; for [`SKIP_AFTER_FAILURE`]
 //! after an error, reads and fills skip Redis at once (`cache_skipped_total`)
@@ -37,6 +41,9 @@ use uuid::Uuid;
 use crate::domain::Order;
 use crate::settings::RedisSettings;
 use crate::storage::Changed;
+
+pub mod near;
+pub use near::NearCache;
 
 /// How long one Redis call may take before the cache is skipped.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -68,11 +75,14 @@ return 1",
     )
 });
 
-/// For each key, a tombstone of version `ARGV[i]` (TTL the last argument),
-/// unless the key already holds that version or a later one.
+/// For each key, a tombstone of version `ARGV[i]` (TTL `ARGV[n + 1]`),
+/// unless the key already holds that version or a later one; then
+/// publishes `ARGV[n + 3]` on the channel `ARGV[n + 2]` (the near caches'
+/// invalidation, [`near::message`]).
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local ttl = ARGV[#KEYS + 1]
+        r"local n = #KEYS
+local ttl = ARGV[n + 1]
 for i, key in ipairs(KEYS) do
   local cur = redis.call('GET', key)
   local v = cur and tonumber(string.match(cur, '^[v!](%-?%d+)'))
@@ -80,7 +90,8 @@ for i, key in ipairs(KEYS) do
     redis.call('SET', key, '!' .. ARGV[i], 'EX', ttl)
   end
 end
-return #KEYS",
+redis.call('PUBLISH', ARGV[n + 2], ARGV[n + 3])
+return n",
     )
 });
 
@@ -165,6 +176,7 @@ pub struct OrderCache {
     prefix: String,
     ttl_secs: u64,
     outage: Arc<Outage>,
+    near: Option<NearCache>,
 }
 
 /// What this process knows of Redis's recent failures. The checks on every
@@ -181,7 +193,7 @@ struct Outage {
     any_owed: AtomicBool,
     /// Keys whose invalidation failed and is still to be done, with the
     /// version of their tombstone.
-    owed: Mutex<HashMap<String, i32>>,
+    owed: Mutex<HashMap<Uuid, i32>>,
     /// True while a task retries the owed deletes.
     retrying: AtomicBool,
 }
@@ -226,22 +238,26 @@ impl Outage {
         self.down.swap(false, Ordering::AcqRel)
     }
 
-    fn is_owed(&self, key: &str) -> bool {
+    fn is_owed(&self, order_id: Uuid) -> bool {
         self.any_owed.load(Ordering::Acquire)
-            && self.owed.lock().expect("owed deletes").contains_key(key)
+            && self
+                .owed
+                .lock()
+                .expect("owed deletes")
+                .contains_key(&order_id)
     }
 
     /// Remembers tombstones that could not be written (up to [`MAX_OWED`]).
-    fn owe(&self, tombstones: &[(String, i32)]) {
+    fn owe(&self, tombstones: &[Changed]) {
         let mut owed = self.owed.lock().expect("owed deletes");
         let mut dropped = 0;
-        for (key, version) in tombstones {
-            if owed.len() >= MAX_OWED && !owed.contains_key(key) {
+        for c in tombstones {
+            if owed.len() >= MAX_OWED && !owed.contains_key(&c.order_id) {
                 dropped += 1;
                 continue;
             }
-            let v = owed.entry(key.clone()).or_insert(*version);
-            *v = (*v).max(*version);
+            let v = owed.entry(c.order_id).or_insert(c.version);
+            *v = (*v).max(c.version);
         }
         if dropped > 0 {
             tracing::error!(
@@ -253,12 +269,12 @@ impl Outage {
     }
 
     /// Forgets tombstones that were written; true when none is left.
-    fn paid(&self, tombstones: &[(String, i32)]) -> bool {
+    fn paid(&self, tombstones: &[Changed]) -> bool {
         let mut owed = self.owed.lock().expect("owed deletes");
-        for (key, version) in tombstones {
+        for c in tombstones {
             // A later change owed meanwhile stays owed.
-            if owed.get(key).is_some_and(|v| v <= version) {
-                owed.remove(key);
+            if owed.get(&c.order_id).is_some_and(|v| *v <= c.version) {
+                owed.remove(&c.order_id);
             }
         }
         self.any_owed.store(!owed.is_empty(), Ordering::Release);
@@ -303,6 +319,7 @@ impl OrderCache {
                 prefix: settings.key_prefix.clone(),
                 ttl_secs: settings.ttl_secs,
                 outage: Arc::default(),
+                near: None,
             });
         }
         let mut config = Config::from_connection_info(connection_info(settings));
@@ -321,7 +338,53 @@ impl OrderCache {
             prefix: settings.key_prefix.clone(),
             ttl_secs: settings.ttl_secs,
             outage: Arc::default(),
+            near: None,
         })
+    }
+
+    /// Puts a [`NearCache`] in front of Redis when `redis.near_cache` is
+    /// enabled (and Redis is), and starts keeping it fresh: order-api's
+    /// reads. Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`CacheError::Config`] when the settings cannot make a client.
+    pub fn with_near_cache(mut self, settings: &RedisSettings) -> Result<Self, CacheError> {
+        if !settings.near_cache.enabled || !self.is_enabled() {
+            return Ok(self);
+        }
+        let client = deadpool_redis::redis::Client::open(connection_info(settings))
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        // The heartbeat holds a handle without the near cache: the near
+        // cache's tasks end when the last handle on it is dropped.
+        let plain = self.clone();
+        let publish = move |channel: String, text: String| {
+            let cache = plain.clone();
+            async move {
+                cache
+                    .call("publish", async |c| {
+                        deadpool_redis::redis::cmd("PUBLISH")
+                            .arg(&channel)
+                            .arg(&text)
+                            .query_async::<i64>(c)
+                            .await
+                    })
+                    .await
+                    .is_ok()
+            }
+        };
+        self.near = Some(NearCache::start(
+            &settings.near_cache,
+            client,
+            &self.prefix,
+            publish,
+        ));
+        Ok(self)
+    }
+
+    /// The near cache, when there is one.
+    #[must_use]
+    pub fn near(&self) -> Option<&NearCache> {
+        self.near.as_ref()
     }
 
     /// The key of an order.
@@ -398,16 +461,25 @@ impl OrderCache {
         result
     }
 
-    /// Looks an order's JSON up: one `GET`.
+    /// Looks an order's JSON up: in the near cache, else one `GET`.
     pub async fn get_json(&self, order_id: Uuid) -> CachedJson {
         if !self.is_enabled() {
             return CachedJson::Unknown;
         }
-        let key = self.key(order_id);
-        if self.outage.is_owed(&key) {
+        let near = match &self.near {
+            Some(near) => match near.get(order_id) {
+                near::Lookup::Hit(hit) => return CachedJson::Hit(hit),
+                near::Lookup::Miss => Some(near),
+                near::Lookup::Bypass => None,
+            },
+            None => None,
+        };
+        if self.outage.is_owed(order_id) {
             metrics::counter!("cache_requests_total", "result" => "miss").increment(1);
             return CachedJson::Unknown;
         }
+        let key = self.key(order_id);
+        let read_at = Instant::now();
         let found = self
             .call("get", async |c| c.get::<_, Option<String>>(&key).await)
             .await;
@@ -416,6 +488,9 @@ impl OrderCache {
             Ok(Some(text)) => CachedOrder::parse(text).map_or(CachedJson::Unknown, CachedJson::Hit),
             Ok(None) | Err(_) => CachedJson::Unknown,
         };
+        if let (Some(near), CachedJson::Hit(hit)) = (near, &cached) {
+            near.offer(order_id, hit.clone(), read_at);
+        }
         let outcome = if cached == CachedJson::Unknown {
             "miss"
         } else {
@@ -446,7 +521,7 @@ impl OrderCache {
     /// [`MAX_FILL_AGE`]. True when stored.
     pub async fn fill(&self, order: &Order, json: &str, read_at: Instant) -> bool {
         let key = self.key(order.order_id);
-        if self.outage.is_owed(&key) || read_at.elapsed() > MAX_FILL_AGE {
+        if self.outage.is_owed(order.order_id) || read_at.elapsed() > MAX_FILL_AGE {
             return false;
         }
         let (value, version, ttl) = (
@@ -467,6 +542,14 @@ impl OrderCache {
         if matches!(stored, Ok(0)) {
             metrics::counter!("cache_fills_refused_total").increment(1);
         }
+        if let (Some(near), Ok(1)) = (&self.near, &stored) {
+            let copy = CachedOrder {
+                json: json.to_owned(),
+                user_id: order.user_id,
+                version: order.version,
+            };
+            near.offer(order.order_id, copy, read_at);
+        }
         matches!(stored, Ok(1))
     }
 
@@ -481,10 +564,10 @@ impl OrderCache {
     /// Remembers for a few seconds that an order does not exist, unless the
     /// key was filled meanwhile (`SET NX`).
     pub async fn put_missing(&self, order_id: Uuid) {
-        let key = self.key(order_id);
-        if self.outage.is_owed(&key) {
+        if self.outage.is_owed(order_id) {
             return;
         }
+        let key = self.key(order_id);
         let _ = self
             .call("put", async |c| {
                 deadpool_redis::redis::cmd("SET")
@@ -507,11 +590,10 @@ impl OrderCache {
         if changes.is_empty() || !self.is_enabled() {
             return;
         }
-        let tombstones: Vec<(String, i32)> = changes
-            .iter()
-            .map(|c| (self.key(c.order_id), c.version))
-            .collect();
-        for part in tombstones.chunks(1000) {
+        if let Some(near) = &self.near {
+            near.invalidated(changes);
+        }
+        for part in changes.chunks(1000) {
             if self.write_tombstones(part).await.is_err() {
                 self.outage.owe(part);
                 if !self.outage.retrying.swap(true, Ordering::AcqRel) {
@@ -521,17 +603,23 @@ impl OrderCache {
         }
     }
 
-    async fn write_tombstones(&self, tombstones: &[(String, i32)]) -> Result<(), CacheError> {
+    async fn write_tombstones(&self, tombstones: &[Changed]) -> Result<(), CacheError> {
         let ttl = TOMBSTONE_TTL.as_secs();
+        let (channel, message) = (near::channel(&self.prefix), near::message(tombstones));
         self.call("invalidate", async |c| {
             let mut invocation = INVALIDATE.prepare_invoke();
-            for (key, _) in tombstones {
-                invocation.key(key);
+            for t in tombstones {
+                invocation.key(self.key(t.order_id));
             }
-            for (_, version) in tombstones {
-                invocation.arg(*version);
+            for t in tombstones {
+                invocation.arg(t.version);
             }
-            invocation.arg(ttl).invoke_async::<i64>(c).await
+            invocation
+                .arg(ttl)
+                .arg(&channel)
+                .arg(&message)
+                .invoke_async::<i64>(c)
+                .await
         })
         .await
         .map(drop)
@@ -541,11 +629,14 @@ impl OrderCache {
     async fn settle_owed(self) {
         loop {
             tokio::time::sleep(SKIP_AFTER_FAILURE).await;
-            let batch: Vec<(String, i32)> = {
+            let batch: Vec<Changed> = {
                 let owed = self.outage.owed.lock().expect("owed deletes");
                 owed.iter()
                     .take(1000)
-                    .map(|(k, v)| (k.clone(), *v))
+                    .map(|(order_id, version)| Changed {
+                        order_id: *order_id,
+                        version: *version,
+                    })
                     .collect()
             };
             let done = if batch.is_empty() {

@@ -174,6 +174,40 @@ pub struct RedisSettings {
     /// Order cache TTL, in seconds.
     #[serde(deserialize_with = "check::at_least_one")]
     pub ttl_secs: u64,
+    /// order-api's in-process copy of hot orders in front of Redis.
+    pub near_cache: NearCacheSettings,
+}
+
+/// `redis.near_cache`: each order-api replica keeps the orders it read last
+/// in its own memory, invalidated through Redis pub/sub (see
+/// [`crate::cache`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NearCacheSettings {
+    /// Keep copies in order-api's memory (false: every read asks Redis).
+    pub enabled: bool,
+    /// The memory the copies may take, in MiB (JSON and bookkeeping).
+    #[serde(deserialize_with = "check::at_least_one")]
+    pub max_mib: u64,
+    /// A copy lives at most this long.
+    #[serde(with = "check::positive_duration")]
+    pub ttl: Duration,
+    /// Copies are served only while this replica knows it has received
+    /// every invalidation published more than this long ago; otherwise
+    /// reads go to Redis. The most a read can lag a change.
+    #[serde(with = "check::positive_duration")]
+    pub max_staleness: Duration,
+}
+
+impl Default for NearCacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_mib: 16,
+            ttl: Duration::from_secs(60),
+            max_staleness: Duration::from_millis(500),
+        }
+    }
 }
 
 impl Default for RedisSettings {
@@ -186,6 +220,7 @@ impl Default for RedisSettings {
             db: 0,
             key_prefix: "order:".into(),
             ttl_secs: 300,
+            near_cache: NearCacheSettings::default(),
         }
     }
 }
