@@ -22,6 +22,13 @@ use crate::error::ApiError;
 /// Tolerated clock difference with the token issuer, in seconds.
 const LEEWAY_SECS: u64 = 30;
 
+/// Tokens already verified, remembered with their user and expiry so a
+/// buyer's next request skips the signature check: at most this many…
+const VERIFIED_TOKENS: u64 = 10_000;
+
+/// …each for at most this long (and never past its own `exp`).
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
 /// Establishes the caller of each request.
 pub struct Authenticator {
     admin_token: Secret,
@@ -34,6 +41,11 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     user_claim: String,
+    /// The checks of an HS256 token, and of the public key's algorithm.
+    hs256_checks: Validation,
+    public_checks: Option<Validation>,
+    /// Valid tokens seen lately: their user and `exp`.
+    verified: moka::sync::Cache<Box<str>, (i64, u64)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -79,15 +91,41 @@ impl Authenticator {
                  or api.auth.mode: none for local use"
             );
         }
+        let checks = |alg| {
+            let mut validation = Validation::new(alg);
+            validation.leeway = LEEWAY_SECS;
+            validation.validate_nbf = true;
+            let mut required = vec!["exp"];
+            if auth.issuer.is_empty() {
+                validation.iss = None;
+            } else {
+                validation.set_issuer(&[&auth.issuer]);
+                required.push("iss");
+            }
+            if auth.audience.is_empty() {
+                validation.validate_aud = false;
+            } else {
+                validation.set_audience(&[&auth.audience]);
+                required.push("aud");
+            }
+            validation.set_required_spec_claims(&required);
+            validation
+        };
         Ok(Self {
             admin_token: api.admin_token.clone(),
             readonly_token: api.readonly_token.clone(),
             mode: auth.mode,
+            hs256_checks: checks(Algorithm::HS256),
+            public_checks: public.as_ref().map(|(_, alg)| checks(*alg)),
             secret,
             public,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             user_claim: auth.user_claim.clone(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
@@ -191,36 +229,38 @@ impl Authenticator {
         matches_secret(token, &self.readonly_token)
     }
 
-    /// The user id in a valid token.
+    /// The user id in a valid token: remembered from an earlier request
+    /// (until its `exp`, as the check allows it), or checked now.
     fn user(&self, token: &str) -> Result<i64, ApiError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((user, exp)) = self.verified.get(token)
+            && now < exp.saturating_add(LEEWAY_SECS)
+        {
+            return Ok(user);
+        }
+        let (user, exp) = self.verify(token)?;
+        self.verified.insert(token.into(), (user, exp));
+        Ok(user)
+    }
+
+    /// Checks a token's signature and claims: its user id and `exp`.
+    fn verify(&self, token: &str) -> Result<(i64, u64), ApiError> {
         let invalid = |why: String| ApiError::Unauthorized(format!("invalid token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
-        let key = match (header.alg, &self.secret, &self.public) {
-            (Algorithm::HS256, Some(secret), _) => secret,
-            (alg, _, Some((key, expected))) if alg == *expected => key,
+        let (key, validation) = match (header.alg, &self.secret, &self.public) {
+            (Algorithm::HS256, Some(secret), _) => (secret, &self.hs256_checks),
+            (alg, _, Some((key, expected))) if alg == *expected => (
+                key,
+                self.public_checks.as_ref().unwrap_or(&self.hs256_checks),
+            ),
             (alg, _, _) => return Err(invalid(format!("algorithm {alg:?} is not accepted"))),
         };
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp"];
-        if self.issuer.is_empty() {
-            validation.iss = None;
-        } else {
-            validation.set_issuer(&[&self.issuer]);
-            required.push("iss");
-        }
-        if self.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&[&self.audience]);
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| invalid(explain(&e)))?
             .claims;
-        match claims.get(&self.user_claim) {
+        // Required, and checked against the clock, above.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let user = match claims.get(&self.user_claim) {
             Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
             Some(Value::String(s)) => s.parse::<i64>().ok().filter(|id| *id > 0),
             _ => None,
@@ -230,7 +270,8 @@ impl Authenticator {
                 "claim {:?} must hold a positive integer user id",
                 self.user_claim
             ))
-        })
+        })?;
+        Ok((user, exp))
     }
 }
 
@@ -422,6 +463,45 @@ mod tests {
             auth.operator(None),
             Err(ApiError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_it_expires_and_its_forgeries_never_pass() {
+        let auth = Authenticator::new(&settings(|_| {})).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        // Valid for one more second, the leeway included.
+        let claims = serde_json::json!({"sub": "7", "exp": now + 1 - LEEWAY_SECS});
+        let token = sign(&claims, SECRET);
+        for _ in 0..2 {
+            assert_eq!(
+                auth.caller(Some(&bearer_of(&token))).unwrap(),
+                Caller::User(7)
+            );
+        }
+        assert!(auth.verified.contains_key(token.as_str()), "remembered");
+        // The same claims under another key, or with the signature cut.
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        for forged in [
+            sign(&claims, "another-secret-another-secret-xx"),
+            format!("{signed}."),
+            format!("{signed}.{}", &token[signed.len() + 2..]),
+        ] {
+            assert!(
+                matches!(
+                    auth.caller(Some(&bearer_of(&forged))),
+                    Err(ApiError::Unauthorized(_))
+                ),
+                "{forged}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(
+            matches!(
+                auth.caller(Some(&bearer_of(&token))),
+                Err(ApiError::Unauthorized(_))
+            ),
+            "expired while remembered"
+        );
     }
 
     #[test]
