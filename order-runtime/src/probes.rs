@@ -213,6 +213,26 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Cache fills refused because the order changed since it was read",
     ),
     (
+        "near_cache_requests_total",
+        Kind::Counter,
+        "order-api near cache lookups, by result (hit, miss, bypass: copies not served while invalidations may be missing)",
+    ),
+    (
+        "near_cache_invalidations_total",
+        Kind::Counter,
+        "Orders named by near cache invalidations this replica applied",
+    ),
+    (
+        "near_cache_dropped_total",
+        Kind::Counter,
+        "Near cache copies dropped because invalidations may have been missed, by reason (subscription_lost, resubscribed)",
+    ),
+    (
+        "near_cache_invalidation_delay_seconds",
+        Kind::Histogram,
+        "From an invalidation's publish to its receipt by this replica (wall clocks, millisecond resolution)",
+    ),
+    (
         "db_pool_connections",
         Kind::Gauge,
         "Database pool connections, by state (open, idle)",
