@@ -88,6 +88,42 @@ macro_rules! write_events {
 }
 pub(crate) use write_events;
 
+/// Writes `events` on a PostgreSQL connection (a transaction) with one
+/// statement of arrays (`UNNEST`): its text is the same whatever the number
+/// of rows, so it is parsed and planned once per connection, where
+/// [`write_events!`]'s multi-row `VALUES` (ten placeholders a row) is a new
+/// text, parsed and planned anew, for every batch size.
+pub(crate) async fn write_events_pg(
+    conn: &mut sqlx::PgConnection,
+    events: &[crate::domain::OrderEvent],
+) -> Result<(), sqlx::Error> {
+    for part in super::batch::chunks(
+        events,
+        super::MAX_BATCH_ROWS,
+        super::batch::DEFAULT_STATEMENT_BYTES,
+        |e| e.reason.as_ref().map_or(0, String::len) + 200,
+    ) {
+        sqlx::query(
+            "INSERT INTO order_events (event_id, order_id, event_type, previous_status, status, version, reason, traceparent, created_at, next_attempt_at) \
+             SELECT i, o, ty, ps, s, v, r, tp, c, c \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::timestamptz[]) \
+             AS t(i, o, ty, ps, s, v, r, tp, c)",
+        )
+        .bind(part.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.order_id).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.previous_status.map(|s| s.as_str())).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.version).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.reason.as_deref()).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.traceparent.as_deref()).collect::<Vec<_>>())
+        .bind(part.iter().map(|e| e.time).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Counts events written by a committed transaction
 /// (`order_events_written_total{type}`).
 pub(crate) fn count_written(events: &[crate::domain::OrderEvent]) {

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::events::write_events;
+use super::events::write_events_pg;
 use super::rows::{
     FAILURE_COLUMNS, FailureRow, ORDER_COLUMNS, OrderRow, into_failures, into_orders, qualified,
 };
@@ -172,7 +172,7 @@ impl Engine for PgStore {
             } else {
                 Vec::new()
             };
-            write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+            write_events_pg(&mut tx, &events).await?;
             if self.rollups {
                 write_rollups!(tx, Driver::Postgres, &StatsDelta::created(now, totals)).await?;
             }
@@ -224,7 +224,7 @@ impl Engine for PgStore {
             .filter(|_| self.events)
             .map(|o| OrderEvent::changed(OrderStatus::Pending, o, EventType::Expired, cause))
             .collect();
-        write_events!(tx, &events, super::batch::DEFAULT_STATEMENT_BYTES).await?;
+        write_events_pg(&mut tx, &events).await?;
         if self.rollups {
             write_rollups!(tx, Driver::Postgres, &expiry_delta(&expired)).await?;
         }
