@@ -36,7 +36,8 @@ struct Cli {
     /// Keep-alive connections
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// A file of path suffixes, one per line (default: the prefix alone)
+    /// A file of path suffixes, one per line (default: the prefix alone); a
+    /// line may add a header of its own after a tab: `<path>\t<Name: value>`
     #[arg(long)]
     paths: Option<PathBuf>,
     /// Put before every path
@@ -73,36 +74,44 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         cli.rate > 0 && cli.connections > 0,
         "rate and connections must be > 0"
     );
-    let paths: Vec<String> = match &cli.paths {
+    let check = |header: &str| {
+        anyhow::ensure!(
+            header.contains(':') && !header.contains(['\r', '\n']),
+            "a header must read `Name: value`, got {header:?}"
+        );
+        Ok(format!("{header}\r\n"))
+    };
+    let mut extra = String::new();
+    for header in &cli.headers {
+        extra.push_str(&check(header)?);
+    }
+    // (path, the headers sent with it)
+    let paths: Vec<(String, String)> = match &cli.paths {
         Some(file) => std::fs::read_to_string(file)
             .with_context(|| format!("read {}", file.display()))?
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{}{}", cli.prefix, l.trim()))
-            .collect(),
-        None => vec![cli.prefix.clone()],
+            .map(|l| match l.split_once('\t') {
+                Some((path, header)) => Ok((
+                    format!("{}{}", cli.prefix, path.trim()),
+                    format!("{extra}{}", check(header.trim())?),
+                )),
+                None => Ok((format!("{}{}", cli.prefix, l.trim()), extra.clone())),
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => vec![(cli.prefix.clone(), extra)],
     };
     anyhow::ensure!(!paths.is_empty(), "no paths");
     let total = (cli.duration.as_secs_f64() * f64::from(cli.rate)).ceil();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let total = total as u64;
     let paths = Arc::new(paths);
-    let mut extra = String::new();
-    for header in &cli.headers {
-        anyhow::ensure!(
-            header.contains(':') && !header.contains(['\r', '\n']),
-            "--header must read `Name: value`, got {header:?}"
-        );
-        extra.push_str(header);
-        extra.push_str("\r\n");
-    }
-    let extra: Arc<str> = extra.into();
     let next = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_secs(1) / cli.rate;
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cli.connections {
-        let (paths, next, addr, extra) = (paths.clone(), next.clone(), cli.addr, extra.clone());
+        let (paths, next, addr) = (paths.clone(), next.clone(), cli.addr);
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0_u64;
@@ -115,13 +124,13 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
                 tokio::time::sleep_until(due).await;
                 #[allow(clippy::cast_possible_truncation)]
-                let path = &paths[(i % paths.len() as u64) as usize];
+                let (path, extra) = &paths[(i % paths.len() as u64) as usize];
                 let ok = match conn.take() {
-                    Some(c) => get(c, addr, path, &extra).await,
+                    Some(c) => get(c, addr, path, extra).await,
                     None => match TcpStream::connect(addr).await {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
-                            get(BufReader::new(s), addr, path, &extra).await
+                            get(BufReader::new(s), addr, path, extra).await
                         }
                         Err(e) => Err(e.into()),
                     },
