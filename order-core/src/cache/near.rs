@@ -13,13 +13,13 @@
 //! received on the same connection as the invalidations. Redis delivers one
 //! connection's messages in the order it executed them, so once the
 //! heartbeat sent at `t` is back, every invalidation executed before `t`
-//! has been applied. A copy is served only
-//! while the last heartbeat back was sent less than `max_staleness` ago;
-//! otherwise (Redis slow or down, the subscription lost) reads go to Redis
+//! has been applied. A copy is served only while the last heartbeat back
+//! was sent less than `max_staleness` ago; otherwise (Redis slow or down,
+//! the subscription stalled or lost) reads go to Redis
 //! (`near_cache_requests_total{result="bypass"}`). When the subscription is
-//! lost or made again, every copy is dropped
-//! (`near_cache_dropped_total{reason="resubscribed"}`): invalidations may
-//! have been missed in between, and no copy read before is served again.
+//! lost, and again when it is made, every copy is dropped
+//! (`near_cache_dropped_total{reason}`): invalidations may have been missed
+//! in between, and no copy read before is served again.
 //!
 //! **A read that races a change.** A copy is stored only if it was read
 //! less than [`FILL_WINDOW`] ago, and after storing it the reader looks at
