@@ -235,3 +235,51 @@ async fn without_the_setting_there_is_no_near_cache() {
     forget_in_redis(&settings, id).await;
     assert_eq!(cache.get_json(id).await, CachedJson::Unknown);
 }
+
+/// Expiry, as the compensator runs it (`Orders::expire_unpaid`, in a process
+/// with no near cache of its own), drops an API replica's copies too.
+#[tokio::test]
+async fn an_expiry_elsewhere_drops_the_replicas_copies() {
+    use order_core::domain::{Cause, NewOrder, SeckillMessage};
+    use order_core::service::Orders;
+    use order_runtime::config::Driver;
+    use order_testkit::TestDatabase;
+
+    let db = TestDatabase::new(Driver::Postgres).await;
+    let message = br#"{"user_id":7,"product_id":9,"quantity":1,"unit_price":"1.00","seckill_id":"sk","timestamp":"2024-01-01T12:00:00Z"}"#;
+    let new = NewOrder::new(SeckillMessage::parse(message).unwrap());
+    db.storage
+        .create_orders(std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    let settings = with_near(redis_settings());
+    let replica = OrderCache::connect(&settings)
+        .unwrap()
+        .with_near_cache(&settings)
+        .unwrap();
+    serving(&replica).await;
+    let api = Orders::new(db.storage.clone(), replica.clone());
+    let caller = order_core::service::Caller::Operator;
+    let json = api.get_json(caller, new.order_id).await.unwrap();
+    assert!(json.contains("pending"), "{json}");
+    forget_in_redis(&settings, new.order_id).await;
+    assert_eq!(
+        version_of(&replica.get_json(new.order_id).await),
+        Some(0),
+        "served from the replica's memory"
+    );
+
+    let compensator = Orders::new(db.storage.clone(), OrderCache::connect(&settings).unwrap());
+    let expired = compensator
+        .expire_unpaid(
+            Utc::now() + chrono::Duration::seconds(1),
+            10,
+            Cause::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    tokio::time::sleep(MAX_STALENESS).await;
+    let json = api.get_json(caller, new.order_id).await.unwrap();
+    assert!(json.contains("cancelled"), "{json}");
+}
