@@ -8,9 +8,9 @@ use order_core::cache::{CachedJson, MAX_FILL_AGE, OrderCache, SKIP_AFTER_FAILURE
 use order_core::domain::{Order, OrderStatus};
 use order_core::storage::Changed;
 use order_runtime::config::RedisSettings;
+use order_testkit::fixtures::order;
 use order_testkit::proxy::FaultProxy;
 use order_testkit::redis_settings;
-use rust_decimal::Decimal;
 use serde_json::Value;
 use std::time::Instant;
 use uuid::Uuid;
@@ -34,26 +34,6 @@ async fn caches() -> (OrderCache, OrderCache, FaultProxy) {
         OrderCache::connect(&via).unwrap(),
         proxy,
     )
-}
-
-/// An order of `version`, as the database would hand it out.
-fn order(id: Uuid, version: i32, status: OrderStatus) -> Order {
-    let now = Utc::now();
-    Order {
-        id: 1,
-        order_id: id,
-        user_id: 7,
-        product_id: 9,
-        quantity: 1,
-        unit_price: Decimal::new(100, 2),
-        total_amount: Decimal::new(100, 2),
-        status,
-        seckill_id: "sk".into(),
-        created_at: now,
-        updated_at: now,
-        version,
-        items: Vec::new(),
-    }
 }
 
 /// The JSON of the cached copy, if any.

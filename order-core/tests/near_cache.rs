@@ -8,12 +8,12 @@ use chrono::Utc;
 use deadpool_redis::redis::AsyncCommands;
 use order_core::cache::near::{FILL_WINDOW, Lookup};
 use order_core::cache::{CachedJson, CachedOrder, OrderCache};
-use order_core::domain::{Order, OrderStatus};
+use order_core::domain::OrderStatus;
 use order_core::storage::Changed;
 use order_runtime::config::RedisSettings;
+use order_testkit::fixtures::order;
 use order_testkit::proxy::FaultProxy;
 use order_testkit::redis_settings;
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
 const MAX_STALENESS: Duration = Duration::from_millis(200);
@@ -60,25 +60,6 @@ async fn serving(cache: &OrderCache) {
             "the near cache never got its heartbeat back"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn order(id: Uuid, version: i32, status: OrderStatus) -> Order {
-    let now = Utc::now();
-    Order {
-        id: 1,
-        order_id: id,
-        user_id: 7,
-        product_id: 9,
-        quantity: 1,
-        unit_price: Decimal::new(100, 2),
-        total_amount: Decimal::new(100, 2),
-        status,
-        seckill_id: "sk".into(),
-        created_at: now,
-        updated_at: now,
-        version,
-        items: Vec::new(),
     }
 }
 

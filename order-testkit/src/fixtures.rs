@@ -113,6 +113,32 @@ impl Seckill {
     }
 }
 
+/// An order of `version` in `status`, as the database would hand it out:
+/// user 7, product 9, one at 1.00, no items (for cache tests).
+#[must_use]
+pub fn order(
+    id: uuid::Uuid,
+    version: i32,
+    status: order_core::domain::OrderStatus,
+) -> order_core::domain::Order {
+    let now = chrono::Utc::now();
+    order_core::domain::Order {
+        id: 1,
+        order_id: id,
+        user_id: 7,
+        product_id: 9,
+        quantity: 1,
+        unit_price: rust_decimal::Decimal::new(100, 2),
+        total_amount: rust_decimal::Decimal::new(100, 2),
+        status,
+        seckill_id: "sk".into(),
+        created_at: now,
+        updated_at: now,
+        version,
+        items: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Seckill;
