@@ -1,15 +1,13 @@
 //! The order cache against a real Redis, cut and healed through a proxy.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use chrono::Utc;
 use order_core::cache::{CachedJson, MAX_FILL_AGE, OrderCache, SKIP_AFTER_FAILURE};
 use order_core::domain::{Order, OrderStatus};
 use order_core::storage::Changed;
-use order_runtime::config::RedisSettings;
 use order_testkit::fixtures::order;
-use order_testkit::proxy::FaultProxy;
+use order_testkit::proxy::{FaultProxy, redis_through_proxy};
 use order_testkit::redis_settings;
 use serde_json::Value;
 use std::time::Instant;
@@ -18,17 +16,7 @@ use uuid::Uuid;
 /// A cache straight to Redis, and one through a proxy; same key prefix.
 async fn caches() -> (OrderCache, OrderCache, FaultProxy) {
     let direct = redis_settings();
-    let redis: SocketAddr = (direct.host.as_str(), direct.port)
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(redis).await;
-    let via = RedisSettings {
-        host: proxy.addr().ip().to_string(),
-        port: proxy.addr().port(),
-        ..direct.clone()
-    };
+    let (proxy, via) = redis_through_proxy(&direct).await;
     (
         OrderCache::connect(&direct).unwrap(),
         OrderCache::connect(&via).unwrap(),

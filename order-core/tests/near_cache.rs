@@ -1,7 +1,6 @@
 //! The near cache: two replicas' in-process copies against a real Redis,
 //! one of them through a proxy that cuts or stalls its connections.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -12,7 +11,7 @@ use order_core::domain::OrderStatus;
 use order_core::storage::Changed;
 use order_runtime::config::RedisSettings;
 use order_testkit::fixtures::order;
-use order_testkit::proxy::FaultProxy;
+use order_testkit::proxy::{FaultProxy, redis_through_proxy};
 use order_testkit::redis_settings;
 use uuid::Uuid;
 
@@ -26,17 +25,7 @@ fn with_near(mut settings: RedisSettings) -> RedisSettings {
 /// Replica `a` straight to Redis, replica `b` through a proxy; same keys.
 async fn replicas() -> (OrderCache, OrderCache, FaultProxy, RedisSettings) {
     let direct = with_near(redis_settings());
-    let redis: SocketAddr = (direct.host.as_str(), direct.port)
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(redis).await;
-    let via = RedisSettings {
-        host: proxy.addr().ip().to_string(),
-        port: proxy.addr().port(),
-        ..direct.clone()
-    };
+    let (proxy, via) = redis_through_proxy(&direct).await;
     let a = OrderCache::connect(&direct)
         .unwrap()
         .with_near_cache(&direct)

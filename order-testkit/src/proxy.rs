@@ -175,3 +175,26 @@ impl Drop for FaultProxy {
         self.cut();
     }
 }
+
+/// A proxy in front of the Redis of `direct`, and the same settings (same
+/// keys) pointed at it.
+///
+/// # Panics
+/// When the Redis host does not resolve.
+pub async fn redis_through_proxy(
+    direct: &order_runtime::config::RedisSettings,
+) -> (FaultProxy, order_runtime::config::RedisSettings) {
+    use std::net::ToSocketAddrs;
+    let redis: SocketAddr = (direct.host.as_str(), direct.port)
+        .to_socket_addrs()
+        .expect("resolve the Redis host")
+        .next()
+        .expect("an address of the Redis host");
+    let proxy = FaultProxy::start(redis).await;
+    let via = order_runtime::config::RedisSettings {
+        host: proxy.addr().ip().to_string(),
+        port: proxy.addr().port(),
+        ..direct.clone()
+    };
+    (proxy, via)
+}
