@@ -309,12 +309,14 @@ export ORDER__API__ADMIN_TOKEN="bench-$$-${RANDOM}"
 export ORDER__API__AUTH__JWT_SECRET="bench-jwt-secret-$$-${RANDOM}-0123456789abcdef"
 # 100 buyers with a token each: their orders, as `<id>\tAuthorization: Bearer …`.
 head -n 100 "$scratch/users" | while read -r user; do
-    printf '%s\t%s\n' "$user" "$("$bin/order-api" token --user "$user" --ttl 2h)"
+    token=$("$bin/order-api" token --user "$user" --ttl 2h) || exit 1
+    printf '%s\t%s\n' "$user" "$token"
 done >"$scratch/tokens"
 sql "$api_url" "SELECT order_id || ',' || user_id FROM orders" | awk -F'\t' -v OFS='\t' '
     NR == FNR { token[$1] = $2; next }
     { split($0, f, ","); if (f[2] in token) print f[1], "Authorization: Bearer " token[f[2]] }
 ' "$scratch/tokens" - >"$scratch/buyer-ids"
+[[ -s "$scratch/buyer-ids" ]] || { say "no buyer tokens were minted"; exit 1; }
 # Requests are formatted once per thread, so every variant costs wrk the same.
 cat >"$scratch/pick.lua" <<'LUA'
 local requests = {}
@@ -422,7 +424,7 @@ print(f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {delays[-1]:.2f} ms over 
 PY
 )
 received=$(curl -fsS "http://127.0.0.1:${second_port}/metrics" | awk '/^near_cache_invalidations_total/ { print $2 }')
-row "near cache: a change through one API process, seen by the other" "$delays" "target p99 ≤ 50 ms; from the change's 200 to the first read of the other process showing it (each read one keep-alive GET); ${received:-0} invalidations received there; redis.near_cache.max_staleness 500ms bounds it whatever happens"
+row "near cache: a change through one API process, seen by the other" "$delays" "target p99 ≤ 50 ms; from the change's 200 to the first read of the other process showing it (each read one keep-alive GET); ${received:-0} invalidations received there; redis.near_cache.max_staleness 500ms bounds it while Redis takes the invalidations"
 stop_pid "$second_pid"
 stop_pid "$first_pid"
 start_api api-redis ORDER__REDIS__NEAR_CACHE__ENABLED=false

@@ -354,30 +354,7 @@ impl OrderCache {
         }
         let client = deadpool_redis::redis::Client::open(connection_info(settings))
             .map_err(|e| CacheError::Config(e.to_string()))?;
-        // The heartbeat holds a handle without the near cache: the near
-        // cache's tasks end when the last handle on it is dropped.
-        let plain = self.clone();
-        let publish = move |channel: String, text: String| {
-            let cache = plain.clone();
-            async move {
-                cache
-                    .call("publish", async |c| {
-                        deadpool_redis::redis::cmd("PUBLISH")
-                            .arg(&channel)
-                            .arg(&text)
-                            .query_async::<i64>(c)
-                            .await
-                    })
-                    .await
-                    .is_ok()
-            }
-        };
-        self.near = Some(NearCache::start(
-            &settings.near_cache,
-            client,
-            &self.prefix,
-            publish,
-        ));
+        self.near = Some(NearCache::start(&settings.near_cache, client, &self.prefix));
         Ok(self)
     }
 
@@ -466,6 +443,10 @@ impl OrderCache {
         if !self.is_enabled() {
             return CachedJson::Unknown;
         }
+        if self.outage.is_owed(order_id) {
+            metrics::counter!("cache_requests_total", "result" => "miss").increment(1);
+            return CachedJson::Unknown;
+        }
         let near = match &self.near {
             Some(near) => match near.get(order_id) {
                 near::Lookup::Hit(hit) => return CachedJson::Hit(hit),
@@ -474,10 +455,6 @@ impl OrderCache {
             },
             None => None,
         };
-        if self.outage.is_owed(order_id) {
-            metrics::counter!("cache_requests_total", "result" => "miss").increment(1);
-            return CachedJson::Unknown;
-        }
         let key = self.key(order_id);
         let read_at = Instant::now();
         let found = self

@@ -194,7 +194,7 @@ pub struct NearCacheSettings {
     pub ttl: Duration,
     /// Copies are served only while this replica knows it has received
     /// every invalidation published more than this long ago; otherwise
-    /// reads go to Redis. The most a read can lag a change.
+    /// reads go to Redis. The most a read can lag a change's invalidation.
     #[serde(with = "check::positive_duration")]
     pub max_staleness: Duration,
 }

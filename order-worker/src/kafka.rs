@@ -130,13 +130,12 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
                 .to_string(),
         )
         .set("client.id", "order-worker")
-        // librdkafka prefetches up to 64 MiB per consumer by default, and a
-        // fetch may bring up to 50 MiB. A few batches ahead are enough and
-        // keep the worker's memory small: 4 MiB queued ingested as fast as
-        // 8 MiB here (2 MiB was slower), with 48 MiB of peak RSS against 65.
-        // Both bounds are soft: a larger message still comes.
-        .set("queued.max.messages.kbytes", "4096")
-        .set("fetch.max.bytes", "4194304");
+        // librdkafka prefetches up to 64 MiB per consumer by default. A few
+        // batches ahead are enough and keep the worker's memory small: 4 MiB
+        // ingested as fast as 8 MiB here (2 MiB was slower), with 48 MiB of
+        // peak RSS against 65. A fetch is bounded by it too (librdkafka sets
+        // fetch.max.bytes to it when unset); a larger message still comes.
+        .set("queued.max.messages.kbytes", "4096");
     config
 }
 

@@ -106,8 +106,9 @@ impl Recent {
         let window = nanos(FILL_WINDOW);
         let age = now_ns.saturating_sub(self.rotated_ns);
         if age >= 2 * window {
-            self.current.clear();
-            self.previous.clear();
+            // New maps, not cleared ones: a burst's capacity is given back.
+            self.current = HashMap::new();
+            self.previous = HashMap::new();
             self.rotated_ns = now_ns;
         } else if age >= window {
             self.previous = std::mem::take(&mut self.current);
@@ -170,23 +171,18 @@ impl std::fmt::Debug for NearCache {
 
 impl NearCache {
     /// A near cache of `settings`, kept fresh through `client` on the
-    /// channel of `prefix`; heartbeats go out through `publish`. Starts
-    /// the subscriber and the heartbeat (needs a Tokio runtime).
-    pub(super) fn start<P, F>(
+    /// channel of `prefix`. Starts the subscriber and the heartbeat, each
+    /// on a connection of its own, apart from the cache's pool (needs a
+    /// Tokio runtime).
+    pub(super) fn start(
         settings: &NearCacheSettings,
         client: deadpool_redis::redis::Client,
         prefix: &str,
-        publish: P,
-    ) -> Self
-    where
-        P: Fn(String, String) -> F + Send + Sync + 'static,
-        F: Future<Output = bool> + Send + 'static,
-    {
+    ) -> Self {
         let shared = Arc::new(Shared::new(settings, prefix));
         let stop = CancellationToken::new();
-        tokio::spawn(subscribe(shared.clone(), client, stop.clone()));
-        let every = (settings.max_staleness / 4).max(Duration::from_millis(5));
-        tokio::spawn(heartbeat(shared.clone(), every, publish, stop.clone()));
+        tokio::spawn(subscribe(shared.clone(), client.clone(), stop.clone()));
+        tokio::spawn(heartbeat(shared.clone(), client, stop.clone()));
         Self {
             shared,
             _stop: Arc::new(stop.drop_guard()),
@@ -229,18 +225,17 @@ impl NearCache {
         if !fresh_enough(s.now_ns()) {
             return;
         }
-        let version = order.version;
-        s.entries
-            .insert(order_id, Arc::new(Entry { order, read_ns }));
+        // Under the lock invalidations are applied with: a copy is never
+        // visible, even for a moment, once a later version's invalidation
+        // has arrived.
+        let mut recent = s.recent.lock().expect("recent invalidations");
         let now = s.now_ns();
-        let newer = s
-            .recent
-            .lock()
-            .expect("recent invalidations")
+        let newer = recent
             .newest(now, order_id)
-            .is_some_and(|v| v > version);
-        if newer || !fresh_enough(now) {
-            s.entries.invalidate(&order_id);
+            .is_some_and(|v| v > order.version);
+        if !newer && fresh_enough(now) {
+            s.entries
+                .insert(order_id, Arc::new(Entry { order, read_ns }));
         }
     }
 
@@ -280,20 +275,31 @@ impl Shared {
         nanos(self.clock.elapsed())
     }
 
+    /// No heartbeat back for this long means the subscription is dead.
+    fn silence_limit(&self) -> Duration {
+        Duration::from_nanos(self.max_staleness_ns.saturating_mul(8)).max(Duration::from_secs(2))
+    }
+
+    fn silent(&self) -> bool {
+        let confirmed = self.confirmed_ns.load(Ordering::Acquire);
+        let since = if confirmed == 0 {
+            self.reset_ns.load(Ordering::Acquire)
+        } else {
+            confirmed
+        };
+        self.now_ns().saturating_sub(since) > nanos(self.silence_limit())
+    }
+
     fn fresh(&self) -> bool {
         let confirmed = self.confirmed_ns.load(Ordering::Acquire);
         confirmed != 0 && self.now_ns().saturating_sub(confirmed) <= self.max_staleness_ns
     }
 
-    fn invalidated(&self, changes: impl Iterator<Item = (Uuid, i32)> + Clone) {
+    fn invalidated(&self, changes: impl Iterator<Item = (Uuid, i32)>) {
         let now = self.now_ns();
-        {
-            let mut recent = self.recent.lock().expect("recent invalidations");
-            for (order_id, version) in changes.clone() {
-                recent.record(now, order_id, version);
-            }
-        }
+        let mut recent = self.recent.lock().expect("recent invalidations");
         for (order_id, version) in changes {
+            recent.record(now, order_id, version);
             metrics::counter!("near_cache_invalidations_total").increment(1);
             if self
                 .entries
@@ -307,6 +313,8 @@ impl Shared {
 
     /// Drops every copy: none read before now is served again.
     fn reset(&self, reason: &'static str) {
+        // Nothing is served until a heartbeat is back on the new subscription.
+        self.confirmed_ns.store(0, Ordering::Release);
         self.reset_ns.store(self.now_ns().max(1), Ordering::Release);
         let dropped = self.entries.entry_count();
         self.entries.invalidate_all();
@@ -339,7 +347,9 @@ impl Shared {
             }
             Some("h") => {
                 let mine = words.next().and_then(|w| w.parse::<u64>().ok()) == Some(self.instance);
-                if let (true, Some(sent)) = (mine, words.next().and_then(|w| w.parse().ok())) {
+                let sent = words.next().and_then(|w| w.parse::<u64>().ok());
+                // One from the future was not sent by this replica.
+                if let (true, Some(sent)) = (mine, sent.filter(|t| *t <= self.now_ns())) {
                     self.confirmed_ns.fetch_max(sent, Ordering::AcqRel);
                 }
             }
@@ -369,9 +379,11 @@ async fn subscribe(
             Ok(Ok(pubsub)) => {
                 shared.reset("resubscribed");
                 if lost_logged {
-                    tracing::info!(channel = %shared.channel, "near cache: subscribed again, copies are served once a heartbeat is back");
+                    tracing::info!(channel = %shared.channel, "near cache: subscribed again; copies are served from the next heartbeat back");
                 }
                 let mut messages = pubsub.into_on_message();
+                let mut check = tokio::time::interval(shared.silence_limit());
+                check.reset();
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
@@ -379,6 +391,10 @@ async fn subscribe(
                             Some(m) => shared.receive(m.get_payload_bytes()),
                             None => break,
                         },
+                        // A connection can die without closing (a host or a
+                        // NAT gone): no heartbeat back for this long, and it
+                        // is made again.
+                        _ = check.tick() => if shared.silent() { break },
                     }
                 }
                 shared.reset("subscription_lost");
@@ -402,21 +418,41 @@ async fn subscribe(
     }
 }
 
-/// Publishes this replica's heartbeat every `every`, until `stop`.
-async fn heartbeat<P, F>(shared: Arc<Shared>, every: Duration, publish: P, stop: CancellationToken)
-where
-    P: Fn(String, String) -> F + Send + Sync + 'static,
-    F: Future<Output = bool> + Send + 'static,
-{
+/// Publishes this replica's heartbeat every quarter of `max_staleness`,
+/// until `stop`, on a connection of its own: a busy pool must not delay it
+/// (that would turn the near cache off under load), and its failures are
+/// not the cache's.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    client: deadpool_redis::redis::Client,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_nanos(shared.max_staleness_ns / 4).max(Duration::from_millis(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn: Option<deadpool_redis::redis::aio::MultiplexedConnection> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let text = format!("h {} {}", shared.instance, shared.now_ns().max(1));
-        let _ = publish(shared.heartbeat_channel.clone(), text).await;
+        let sent = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let c = match &mut conn {
+                Some(c) => c,
+                None => conn.insert(client.get_multiplexed_async_connection().await?),
+            };
+            let text = format!("h {} {}", shared.instance, shared.now_ns().max(1));
+            deadpool_redis::redis::cmd("PUBLISH")
+                .arg(&shared.heartbeat_channel)
+                .arg(text)
+                .query_async::<i64>(c)
+                .await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(_))) {
+            // Connected again at the next tick.
+            conn = None;
+        }
     }
 }
 
@@ -467,6 +503,21 @@ mod tests {
         near.shared.confirmed_ns.store(0, Ordering::Release);
         near.shared.receive(other.as_bytes());
         assert!(matches!(near.get(id), Lookup::Bypass));
+    }
+
+    #[test]
+    fn a_heartbeat_from_the_future_or_from_before_a_reset_serves_nothing() {
+        let near = detached();
+        let s = &near.shared;
+        s.receive(format!("h {} {}", s.instance, u64::MAX).as_bytes());
+        assert!(!near.is_serving(), "no replica sent that");
+        heartbeat_back(&near);
+        assert!(near.is_serving());
+        s.reset("resubscribed");
+        assert!(
+            !near.is_serving(),
+            "a new subscription waits for a heartbeat of its own"
+        );
     }
 
     #[test]
