@@ -34,16 +34,14 @@ pub struct Authenticator {
     admin_token: Secret,
     readonly_token: Secret,
     mode: AuthMode,
-    /// HS256 key, when a secret is configured.
-    secret: Option<DecodingKey>,
-    /// The public key and its algorithm, when a key file is configured.
-    public: Option<(DecodingKey, Algorithm)>,
+    /// HS256 key and the checks of its tokens, when a secret is configured.
+    secret: Option<(DecodingKey, Validation)>,
+    /// The public key, its algorithm and the checks of its tokens, when a
+    /// key file is configured.
+    public: Option<(DecodingKey, Algorithm, Validation)>,
     issuer: String,
     audience: String,
     user_claim: String,
-    /// The checks of an HS256 token, and of the public key's algorithm.
-    hs256_checks: Validation,
-    public_checks: Option<Validation>,
     /// Valid tokens seen lately: their user and `exp`.
     verified: moka::sync::Cache<Box<str>, (i64, u64)>,
 }
@@ -53,7 +51,7 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("mode", &self.mode)
             .field("hs256", &self.secret.is_some())
-            .field("public_key", &self.public.as_ref().map(|(_, alg)| alg))
+            .field("public_key", &self.public.as_ref().map(|(_, alg, _)| alg))
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("user_claim", &self.user_claim)
@@ -115,10 +113,8 @@ impl Authenticator {
             admin_token: api.admin_token.clone(),
             readonly_token: api.readonly_token.clone(),
             mode: auth.mode,
-            hs256_checks: checks(Algorithm::HS256),
-            public_checks: public.as_ref().map(|(_, alg)| checks(*alg)),
-            secret,
-            public,
+            secret: secret.map(|key| (key, checks(Algorithm::HS256))),
+            public: public.map(|(key, alg)| (key, alg, checks(alg))),
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             user_claim: auth.user_claim.clone(),
@@ -248,11 +244,8 @@ impl Authenticator {
         let invalid = |why: String| ApiError::Unauthorized(format!("invalid token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
         let (key, validation) = match (header.alg, &self.secret, &self.public) {
-            (Algorithm::HS256, Some(secret), _) => (secret, &self.hs256_checks),
-            (alg, _, Some((key, expected))) if alg == *expected => (
-                key,
-                self.public_checks.as_ref().unwrap_or(&self.hs256_checks),
-            ),
+            (Algorithm::HS256, Some((secret, checks)), _) => (secret, checks),
+            (alg, _, Some((key, expected, checks))) if alg == *expected => (key, checks),
             (alg, _, _) => return Err(invalid(format!("algorithm {alg:?} is not accepted"))),
         };
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)

@@ -191,7 +191,7 @@ struct Outage {
     down: AtomicBool,
     /// True while `owed` is not empty.
     any_owed: AtomicBool,
-    /// Keys whose invalidation failed and is still to be done, with the
+    /// Orders whose invalidation failed and is still to be done, with the
     /// version of their tombstone.
     owed: Mutex<HashMap<Uuid, i32>>,
     /// True while a task retries the owed deletes.
